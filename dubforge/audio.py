@@ -1,0 +1,53 @@
+"""Small audio helpers shared by stages: float32 arrays shaped (samples, channels)."""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+
+from dubforge.files import atomic_path
+
+MIX_RATE = 48_000
+SPEECH_RATE = 16_000
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Read a WAV file as float32 in [-1, 1], shape (samples, channels)."""
+    rate, data = wavfile.read(str(path))
+    if data.dtype == np.int16:
+        data = data.astype(np.float32) / 32768.0
+    elif data.dtype == np.int32:
+        data = data.astype(np.float32) / 2147483648.0
+    elif data.dtype == np.uint8:
+        data = (data.astype(np.float32) - 128.0) / 128.0
+    else:
+        data = data.astype(np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    return data, int(rate)
+
+
+def write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
+    """Write float audio as 32-bit float WAV, atomically."""
+    data = np.asarray(data, dtype=np.float32)
+    with atomic_path(Path(path)) as tmp:
+        wavfile.write(str(tmp), int(rate), data)
+    return Path(path)
+
+
+def resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    if rate_in == rate_out:
+        return data
+    g = gcd(rate_in, rate_out)
+    return resample_poly(data, rate_out // g, rate_in // g, axis=0).astype(np.float32)
+
+
+def to_channels(data: np.ndarray, channels: int) -> np.ndarray:
+    if data.shape[1] == channels:
+        return data
+    mono = data.mean(axis=1, keepdims=True)
+    return np.repeat(mono, channels, axis=1)

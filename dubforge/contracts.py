@@ -1,0 +1,136 @@
+"""Typed data passed between stages. Defined once; every stage speaks these types.
+
+Times are seconds from the start of the source video (floats). Audio files are WAV.
+All records are pydantic models so they serialise to JSON for caching, QC and review.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Phoneme(Record):
+    """One phone with its time span. `symbol` is ARPAbet (pocketsphinx) or IPA (TTS engines)."""
+
+    symbol: str
+    start: float
+    end: float
+
+
+class Word(Record):
+    text: str
+    start: float
+    end: float
+    phonemes: tuple[Phoneme, ...] = ()
+
+
+class Segment(Record):
+    """One line of dialogue: a subtitle cue, an ASR segment or a dubbing-CSV row."""
+
+    start: float
+    end: float
+    text: str
+    speaker: str = "speaker"
+    words: tuple[Word, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class Transcript(Record):
+    language: str
+    segments: tuple[Segment, ...]
+    backend: str = Field(description="which backend produced (or parsed) it")
+
+
+class SourceMedia(Record):
+    """What ingest found and extracted. Paths point into the work directory."""
+
+    video: Path
+    duration: float
+    width: int
+    height: int
+    fps: float = Field(description="average frame rate of the video stream")
+    frame_count: int
+    video_codec: str
+    speech_wav: Path | None = Field(description="16 kHz mono copy for ASR/alignment")
+    mix_wav: Path | None = Field(description="48 kHz stereo copy for separation and the mix")
+    audio_language: str
+
+
+class Stems(Record):
+    """Result of separation: what goes under the dub, and how the mix treats it."""
+
+    background: Path | None = Field(description="M&E (replace mode) or the original mix (voice_over)")
+    mode: str = Field(description="replace | voice_over")
+    backend: str
+
+
+class Line(Record):
+    """One line to dub in a target language, placed in its source window."""
+
+    index: int
+    start: float
+    end: float
+    source_text: str
+    text: str
+    speaker: str = "speaker"
+
+
+class Translation(Record):
+    language: str
+    lines: tuple[Line, ...]
+    backend: str
+
+
+class Speech(Record):
+    """One synthesised line: audio plus phoneme timings relative to the clip start."""
+
+    wav: Path
+    sample_rate: int
+    duration: float
+    phonemes: tuple[Phoneme, ...]
+
+
+class FittedLine(Record):
+    """A dubbed line as placed on the timeline after isochrony fitting."""
+
+    index: int
+    window_start: float
+    window_end: float
+    start: float
+    end: float
+    natural_duration: float = Field(description="TTS duration at the voice's normal rate")
+    rate: float = Field(description="synthesis rate used (1 = normal)")
+    stretch: float = Field(description="time-stretch speed-up applied after synthesis (1 = none)")
+    speed: float = Field(description="total speed-up = natural_duration / placed duration")
+    borrowed: float = Field(description="seconds taken from the following silence")
+    overflow: float = Field(description="seconds the line still runs past its available time")
+    text: str
+
+
+class DubTrack(Record):
+    """A language's dialogue track: every fitted line on the source timeline."""
+
+    language: str
+    wav: Path
+    sample_rate: int
+    lines: tuple[FittedLine, ...]
+    phonemes: tuple[Phoneme, ...] = Field(description="dub phonemes on the source timeline (for lip-sync)")
+    backend: str
+
+
+class Mix(Record):
+    language: str
+    wav: Path
+    mode: str
+    preset: str
+    integrated_lufs: float
+    true_peak_dbtp: float

