@@ -93,7 +93,9 @@ class MixOptions(Strict):
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
-    subtitles: list[Literal["srt", "vtt"]] = Field(default_factory=lambda: ["srt", "vtt"])
+    subtitles: list[Literal["srt", "vtt"]] = Field(
+        default_factory=lambda: ["srt", "vtt"], description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
+    )
     stems: bool = True
 
 
@@ -236,3 +238,11 @@ def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path
     if not resolved.is_file():
         return None, Problem(file, key, f"not a file: {resolved}")
     return resolved, None
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    schema = Manifest.model_json_schema(by_alias=True, mode="validation")
+    schema["properties"].pop("path", None)
+    schema["title"] = "dubforge project manifest (version 1)"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

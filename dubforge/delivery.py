@@ -1,0 +1,201 @@
+"""Deliverables of a language (MP4, subtitles, review CSV, stems, QC, provenance) and the master MKV.
+
+Everything is written to a temporary name and renamed, so an interrupted run leaves no half-written
+deliverable. Outputs are marked AI-modified in container metadata and in a provenance sidecar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from dubforge.contracts import DubTrack, Mix, Segment, SourceMedia, Stems, Transcript, Translation
+from dubforge.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.loudness import preset as loudness_preset
+from dubforge.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+
+AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
+LOUDNESS_TOLERANCE_LU = 1.0
+
+
+def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str, str]:
+    meta = {
+        "comment": AI_NOTICE,
+        "ai_modified": "true",
+        "ai_modification": kind,
+        "provenance": provenance_name,
+        "encoder_software": f"dubforge {version('dubforge')}",
+    }
+    if language:
+        meta["dub_language"] = language
+    return meta
+
+
+def _provenance(asset: Path, source: Path, info: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "spec": "dubforge-provenance/1",
+        "asset": {"file": asset.name, "sha256": sha256_file(asset)},
+        "ai_modified": True,
+        "digital_source_type": "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic",
+        "generator": f"dubforge {version('dubforge')}",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"file": source.name, "sha256": sha256_file(source)},
+        "rights": info["rights"],
+        "actions": actions,
+    }
+
+
+def _subtitle_segments(translation: Translation, dub: DubTrack, duration: float) -> list[Segment]:
+    """Cues follow the dubbed speech as placed (clamped to the picture), carrying the translated text."""
+    speakers = {line.index: line.speaker for line in translation.lines}
+    segments = []
+    for line in dub.lines:
+        start = min(max(line.start, 0.0), duration)
+        end = min(max(line.end, start + 0.2), duration)
+        if end > start:
+            segments.append(Segment(start=start, end=end, text=line.text, speaker=speakers.get(line.index, "speaker")))
+    return segments
+
+
+def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation: Translation, dub: DubTrack,
+        mix: Mix, stems: Stems, delivered: Any, mp4: Path) -> dict[str, Any]:
+    target = loudness_preset(info["loudness"])
+    lines = [
+        {
+            "index": line.index,
+            "window": [round(line.window_start, 3), round(line.window_end, 3)],
+            "placed": [round(line.start, 3), round(line.end, 3)],
+            "dub_duration": round(line.end - line.start, 3),
+            "natural_duration": round(line.natural_duration, 3),
+            "speed": round(line.speed, 3),
+            "rate": round(line.rate, 3),
+            "stretch": round(line.stretch, 3),
+            "borrowed": round(line.borrowed, 3),
+            "overflow": round(line.overflow, 3),
+            "text": line.text,
+        }
+        for line in dub.lines
+    ]
+    loudness_ok = abs(delivered.integrated_lufs - target.integrated) <= LOUDNESS_TOLERANCE_LU
+    peak_ok = delivered.true_peak_dbtp <= target.true_peak + 0.2
+    return {
+        "language": language,
+        "deliverable": mp4.name,
+        "duration": {"video": round(delivered.video_duration, 4), "delivered": round(delivered.duration, 4)},
+        "segments": lines,
+        "summary": {
+            "lines": len(lines),
+            "max_speed": max((l["speed"] for l in lines), default=1.0),
+            "lines_sped_up": sum(1 for l in lines if l["speed"] > 1.001),
+            "lines_overflowing": sum(1 for l in lines if l["overflow"] > 0.0),
+            "total_overflow": round(sum(l["overflow"] for l in lines), 3),
+        },
+        "loudness": {
+            "preset": info["loudness"],
+            "target_lufs": target.integrated,
+            "max_true_peak_dbtp": target.true_peak,
+            "integrated_lufs": round(delivered.integrated_lufs, 2),
+            "true_peak_dbtp": round(delivered.true_peak_dbtp, 2),
+            "measured_on": "delivered file",
+            "pass": bool(loudness_ok and peak_ok),
+        },
+        "backends": {
+            "transcription": transcript.backend,
+            "translation": translation.backend,
+            "tts": dub.backend,
+            "separation": stems.backend,
+            "mix_mode": mix.mode,
+        },
+    }
+
+
+def _publish_qc(language: str, qc: dict[str, Any]) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
+    create_table_artifact(table=qc["segments"], key=key, description=f"QC {language}: per-line timing fit")
+    loud, summary = qc["loudness"], qc["summary"]
+    create_markdown_artifact(
+        key=f"{key}-summary",
+        markdown="\n".join([
+            f"# {language}: {qc['deliverable']}",
+            f"- loudness: {loud['integrated_lufs']} LUFS (target {loud['target_lufs']}), true peak {loud['true_peak_dbtp']} dBTP"
+            f" — {'pass' if loud['pass'] else 'FAIL'}",
+            f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
+            f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
+            f"- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
+        ]),
+    )
+
+
+def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
+                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path) -> dict[str, Any]:
+    from dubforge.tasks.mux import mux_language, write_provenance
+    from dubforge.tasks.qc import measure_delivery
+
+    project = info["project"]
+    folder = Path(out_dir) / language
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{project}.{language}"
+    cues = _subtitle_segments(translation, dub, media.duration)
+    srt_path = write_srt(folder / f"{stem}.srt", cues)
+    outputs = {"srt": srt_path}
+    if "vtt" in info["subtitles"]:
+        outputs["vtt"] = write_vtt(folder / f"{stem}.vtt", cues)
+    outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
+        CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
+    ])
+    if info["stems"]:
+        dialogue = folder / f"{stem}.dialogue.wav"
+        with atomic_path(dialogue) as tmp:
+            shutil.copyfile(dub.wav, tmp)
+        outputs["dialogue_stem"] = dialogue
+
+    mp4 = folder / f"{stem}.mp4"
+    provenance_path = folder / f"{stem}.provenance.json"
+    mux_language(media.video, mix.wav, language, mp4, subtitles=srt_path,
+                 metadata=_metadata("synthetic dubbed speech", language, provenance_path.name))
+    delivered = measure_delivery(mp4)
+    qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
+    write_json_atomic(folder / "qc.json", qc)
+    _publish_qc(language, qc)
+    actions = [
+        {"action": "transcribed", "by": transcript.backend},
+        {"action": "translated", "by": translation.backend},
+        {"action": "speech synthesised (synthetic voice)", "by": dub.backend},
+        {"action": f"mixed ({mix.mode}, {info['loudness']})", "by": stems.backend},
+    ]
+    write_provenance(provenance_path, _provenance(mp4, Path(info["video"]), info, actions))
+    return {
+        "mp4": str(mp4),
+        "mix_wav": str(mix.wav),
+        "srt_for_master": str(srt_path),
+        "qc": str(folder / "qc.json"),
+        "provenance": str(provenance_path),
+        "loudness_lufs": qc["loudness"]["integrated_lufs"],
+        "true_peak_dbtp": qc["loudness"]["true_peak_dbtp"],
+        "lines": qc["summary"]["lines"],
+        "max_speed": qc["summary"]["max_speed"],
+        **{k: str(v) for k, v in outputs.items()},
+    }
+
+
+def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
+                   out_dir: Path) -> dict[str, Any]:
+    from dubforge.tasks.mux import mux_master, write_provenance
+
+    project = info["project"]
+    out = Path(out_dir) / f"{project}.master.mkv"
+    provenance_path = Path(out_dir) / f"{project}.master.provenance.json"
+    tracks = [
+        (lang, Path(d["mix_wav"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
+        for lang, d in sorted(deliveries.items())
+    ]
+    mux_master(media.video, media.mix_wav, info["source_language"], tracks, out,
+               metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
+    actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
+    write_provenance(provenance_path, _provenance(out, Path(info["video"]), info, actions))
+    return {"mkv": str(out), "languages": [t[0] for t in tracks], "provenance": str(provenance_path)}

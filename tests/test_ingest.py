@@ -1,0 +1,166 @@
+"""Ingest: exact probing of test videos made with PyAV, clear errors, WAVs on the video's timeline."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubforge.audio import read_wav
+from dubforge.errors import InputError
+from dubforge.tasks.ingest import ingest, probe
+
+
+def make_video(
+    path: Path,
+    seconds: float = 3.0,
+    fps: Fraction | int = 25,
+    size: tuple[int, int] = (320, 240),
+    audio: np.ndarray | None = None,
+    audio_rate: int = 48_000,
+    audio_delay: float = 0.0,
+    language: str | None = None,
+    preset: str = "ultrafast",
+) -> Path:
+    """Write an H.264 MP4 (moving gradient) of round(seconds*fps) frames, with optional AAC audio
+    (float array (samples, channels)) whose first sample sits `audio_delay` seconds after the first frame
+    (negative: before it). Returns `path`."""
+    import av
+
+    fps = Fraction(fps)
+    frames = round(seconds * fps)
+    width, height = size
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        v.options = {"preset": preset}
+        a = None
+        if audio is not None:
+            a = out.add_stream("aac", rate=audio_rate)
+            a.layout = "stereo" if audio.shape[1] == 2 else "mono"
+            if language:
+                a.metadata["language"] = language
+        video_shift = round(max(-audio_delay, 0.0) * fps)  # video starts later when audio leads
+        yy, xx = np.mgrid[0:height, 0:width]
+        for i in range(frames):
+            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, (7 * i) % 256)], -1)
+            frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+            frame.pts = i + video_shift
+            frame.time_base = 1 / fps
+            for packet in v.encode(frame):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        if a is not None:
+            start = round(max(audio_delay, 0.0) * audio_rate)
+            planar = np.ascontiguousarray(audio.T.astype(np.float32))
+            for pos in range(0, planar.shape[1], 1024):
+                chunk = np.ascontiguousarray(planar[:, pos : pos + 1024])
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=a.layout.name)
+                frame.sample_rate = audio_rate
+                frame.pts = start + pos
+                frame.time_base = Fraction(1, audio_rate)
+                for packet in a.encode(frame):
+                    out.mux(packet)
+            for packet in a.encode():
+                out.mux(packet)
+    return path
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 2, level: float = 0.25) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return np.repeat((level * np.sin(2 * np.pi * freq * t))[:, None], channels, axis=1).astype(np.float32)
+
+
+def clicks(seconds: float, rate: int, at: list[float]) -> np.ndarray:
+    """Silence with short 1 kHz bursts starting at the given times (to check alignment)."""
+    data = np.zeros((round(seconds * rate), 1), np.float32)
+    burst = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(round(0.02 * rate)) / rate)
+    for t in at:
+        i = round(t * rate)
+        data[i : i + len(burst), 0] = burst[: len(data) - i]
+    return data
+
+
+def onset(data: np.ndarray, rate: int, after: float = 0.0, threshold: float = 0.2) -> float:
+    x = np.abs(data[:, 0])
+    i = round(after * rate)
+    return (i + int(np.argmax(x[i:] > threshold))) / rate
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(30000, 1001)])
+def test_probe_exact(tmp_path, fps):
+    path = make_video(tmp_path / "v.mp4", 3.0, fps, audio=tone(3.0, 44_100), audio_rate=44_100, language="eng")
+    info = probe(path)
+    frames = round(3.0 * fps)
+    assert info.frame_count == frames
+    assert info.fps_fraction == f"{fps.numerator}/{fps.denominator}"
+    assert info.fps == pytest.approx(float(fps))
+    assert info.duration == pytest.approx(frames / fps, abs=1e-6)
+    assert (info.width, info.height, info.video_codec) == (320, 240, "h264")
+    assert info.has_audio and info.audio_rate == 44_100 and info.audio_channels == 2
+    assert info.audio_language == "eng"
+
+
+def test_probe_errors(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    with pytest.raises(InputError, match=r"notes\.mp4: source\.video: not a media file"):
+        probe(fake)
+    with pytest.raises(InputError, match="file not found"):
+        probe(tmp_path / "missing.mp4")
+
+    import av
+
+    audio_only = tmp_path / "speech.m4a"
+    with av.open(str(audio_only), "w") as out:
+        s = out.add_stream("aac", rate=48_000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(tone(0.5, 48_000, channels=1).T.copy(), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48_000, 0
+        for p in [*s.encode(frame), *s.encode()]:
+            out.mux(p)
+    with pytest.raises(InputError, match=r"speech\.m4a: jobs\[0\]\.video: no video stream") as err:
+        probe(audio_only, key="jobs[0].video")
+    assert err.value.problems[0].key == "jobs[0].video"
+
+
+def test_ingest_lengths_and_reuse(tmp_path):
+    fps = Fraction(30000, 1001)
+    path = make_video(tmp_path / "v.mp4", 3.0, fps, audio=clicks(3.2, 44_100, [0.5, 2.0]), audio_rate=44_100,
+                      language="spa")
+    media = ingest(path, tmp_path / "work")
+    duration = 90 / fps
+    assert media.frame_count == 90 and media.duration == pytest.approx(float(duration))
+    assert media.audio_language == "es"
+    speech, r16 = read_wav(media.speech_wav)
+    mix, r48 = read_wav(media.mix_wav)
+    assert (r16, speech.shape) == (16_000, (round(float(duration) * 16_000), 1))
+    assert (r48, mix.shape) == (48_000, (round(float(duration) * 48_000), 2))  # trimmed: audio ran 3.2 s
+    assert onset(mix, r48) == pytest.approx(0.5, abs=0.002)
+    assert onset(speech, r16, after=1.0) == pytest.approx(2.0, abs=0.002)
+
+    stamp = media.mix_wav.stat().st_mtime_ns
+    again = ingest(path, tmp_path / "work")
+    assert again == media and again.mix_wav.stat().st_mtime_ns == stamp  # reused, not rewritten
+
+
+@pytest.mark.parametrize("delay", [0.4, -0.4])
+def test_ingest_respects_audio_offset(tmp_path, delay):
+    """Audio starting after (or before) the first video frame lands at the right time, padded/trimmed."""
+    path = make_video(tmp_path / "v.mp4", 2.0, 25, audio=clicks(2.0, 48_000, [0.6]), audio_delay=delay)
+    info = probe(path)
+    # the stream's start includes the AAC encoder's priming frame when the muxer keeps it (1024 samples)
+    assert info.audio_start_time - info.start_time == pytest.approx(delay, abs=1100 / 48_000)
+    media = ingest(path, tmp_path)
+    mix, rate = read_wav(media.mix_wav)
+    assert mix.shape[0] == round(media.duration * rate)
+    assert onset(mix, rate) == pytest.approx(0.6 + delay, abs=0.002)
+
+
+def test_ingest_without_audio(tmp_path):
+    media = ingest(make_video(tmp_path / "silent.mp4", 1.0, 25), tmp_path)
+    assert media.speech_wav is None and media.mix_wav is None and media.audio_language == "und"
+    assert media.frame_count == 25
