@@ -34,10 +34,9 @@ def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str
     return meta
 
 
-def _provenance(asset: Path, source: Path, info: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+def _provenance(source: Path, info: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "spec": "dubforge-provenance/1",
-        "asset": {"file": asset.name, "sha256": sha256_file(asset)},
         "ai_modified": True,
         "digital_source_type": "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic",
         "generator": f"dubforge {version('dubforge')}",
@@ -60,9 +59,23 @@ def _subtitle_segments(translation: Translation, dub: DubTrack, duration: float)
     return segments
 
 
+def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
+    """Loudness of the delivered audio measured only where dubbed dialogue plays (Netflix-style gating)."""
+    from dubforge.loudness import integrated_lufs
+    from dubforge.tasks.mix import dialogue_mask
+    from dubforge.tasks.qc import decode_audio
+
+    data, rate = decode_audio(mp4)
+    mask = dialogue_mask(dub.lines, len(data)) if rate == dub.sample_rate else None
+    return integrated_lufs(data[mask] if mask is not None and mask.any() else data, rate)
+
+
 def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation: Translation, dub: DubTrack,
         mix: Mix, stems: Stems, delivered: Any, mp4: Path) -> dict[str, Any]:
     target = loudness_preset(info["loudness"])
+    integrated = delivered.integrated_lufs
+    if target.dialogue_gated:
+        integrated = _dialogue_gated_lufs(mp4, dub)
     lines = [
         {
             "index": line.index,
@@ -79,8 +92,8 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
         }
         for line in dub.lines
     ]
-    loudness_ok = abs(delivered.integrated_lufs - target.integrated) <= LOUDNESS_TOLERANCE_LU
-    peak_ok = delivered.true_peak_dbtp <= target.true_peak + 0.2
+    loudness_ok = abs(integrated - target.target_lufs) <= LOUDNESS_TOLERANCE_LU
+    peak_ok = delivered.true_peak_dbtp <= target.ceiling_dbtp + 0.2
     return {
         "language": language,
         "deliverable": mp4.name,
@@ -95,9 +108,10 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
         },
         "loudness": {
             "preset": info["loudness"],
-            "target_lufs": target.integrated,
-            "max_true_peak_dbtp": target.true_peak,
-            "integrated_lufs": round(delivered.integrated_lufs, 2),
+            "target_lufs": target.target_lufs,
+            "max_true_peak_dbtp": target.ceiling_dbtp,
+            "integrated_lufs": round(integrated, 2),
+            "dialogue_gated": target.dialogue_gated,
             "true_peak_dbtp": round(delivered.true_peak_dbtp, 2),
             "measured_on": "delivered file",
             "pass": bool(loudness_ok and peak_ok),
@@ -155,7 +169,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         outputs["dialogue_stem"] = dialogue
 
     mp4 = folder / f"{stem}.mp4"
-    provenance_path = folder / f"{stem}.provenance.json"
+    provenance_path = folder / f"{stem}.mp4.provenance.json"  # write_provenance's naming
     mux_language(media.video, mix.wav, language, mp4, subtitles=srt_path,
                  metadata=_metadata("synthetic dubbed speech", language, provenance_path.name))
     delivered = measure_delivery(mp4)
@@ -168,7 +182,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         {"action": "speech synthesised (synthetic voice)", "by": dub.backend},
         {"action": f"mixed ({mix.mode}, {info['loudness']})", "by": stems.backend},
     ]
-    write_provenance(provenance_path, _provenance(mp4, Path(info["video"]), info, actions))
+    write_provenance(mp4, _provenance(Path(info["video"]), info, actions))
     return {
         "mp4": str(mp4),
         "mix_wav": str(mix.wav),
@@ -189,7 +203,7 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
 
     project = info["project"]
     out = Path(out_dir) / f"{project}.master.mkv"
-    provenance_path = Path(out_dir) / f"{project}.master.provenance.json"
+    provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
         (lang, Path(d["mix_wav"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
         for lang, d in sorted(deliveries.items())
@@ -197,5 +211,5 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     mux_master(media.video, media.mix_wav, info["source_language"], tracks, out,
                metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
     actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
-    write_provenance(provenance_path, _provenance(out, Path(info["video"]), info, actions))
+    write_provenance(out, _provenance(Path(info["video"]), info, actions))
     return {"mkv": str(out), "languages": [t[0] for t in tracks], "provenance": str(provenance_path)}

@@ -367,7 +367,7 @@ def _compose(rgb: np.ndarray, cv2) -> np.ndarray:
     """Pillarbox: the frame scaled to full height (undistorted) over a darkened, blurred fill of itself."""
     h, w = rgb.shape[:2]
     fg_w = min(WIDTH, int(round(w * HEIGHT / h / 2)) * 2)
-    fg = cv2.resize(rgb, (fg_w, HEIGHT), interpolation=cv2.INTER_LANCZOS4)
+    fg = cv2.resize(rgb, (fg_w, HEIGHT), interpolation=cv2.INTER_CUBIC)
     crop_h = min(h, int(round(w * HEIGHT / WIDTH)))
     top = (h - crop_h) // 2
     small = cv2.resize(rgb[top : top + crop_h], (128, 72), interpolation=cv2.INTER_AREA)
@@ -383,14 +383,16 @@ def _compose(rgb: np.ndarray, cv2) -> np.ndarray:
     return out
 
 
-def _encode_clip(path: Path, planes: list[np.ndarray], order: list[int]) -> None:
+def _encode_loop(path: Path, planes: list[np.ndarray], order: list[int]) -> None:
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        # Fixed GOPs (one IDR every half loop) so whole loops can be repeated by copying packets.
-        stream.options = {"preset": "veryfast", "crf": "20", "x264-params": f"keyint={len(planes) - 1}:scenecut=0:open-gop=0"}
+        # No B-frames: every frame refers only to earlier ones, so any prefix of the packets is a valid
+        # clip; an IDR every half loop (and so at every loop start) lets whole loops be copied.
+        params = f"keyint={len(planes) - 1}:scenecut=0:bframes=0"
+        stream.options = {"preset": "veryfast", "crf": "20", "x264-params": params}
         cc = stream.codec_context
         cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
         for i, index in enumerate(order):
@@ -401,63 +403,43 @@ def _encode_clip(path: Path, planes: list[np.ndarray], order: list[int]) -> None
 
 
 def _encode_video(path: Path, source: Path, frames: int, audio: np.ndarray) -> None:
-    """Ping-pong the clip to `frames` frames. One loop (and a partial one) is encoded; whole loops are copied."""
-    import av
-
+    """Ping-pong the clip to `frames` frames: one loop is encoded, then its packets are laid down repeatedly."""
     planes = _source_frames(source)
     period = 2 * len(planes) - 2
-    order = [i if i < len(planes) else period - i for i in range(period)]
-    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.is_dir() else None) as tmp:
-        parts: list[tuple[Path, int]] = []  # (encoded file, times repeated)
-        if frames <= period:
-            parts.append((Path(tmp, "all.mp4"), 1))
-            _encode_clip(parts[0][0], planes, order[:frames])
-        else:
-            parts.append((Path(tmp, "loop.mp4"), frames // period))
-            _encode_clip(parts[0][0], planes, order)
-            if frames % period:
-                parts.append((Path(tmp, "rest.mp4"), 1))
-                _encode_clip(parts[1][0], planes, order[: frames % period])
-            if not _same_headers([p for p, _ in parts]):
-                parts = [(Path(tmp, "all.mp4"), 1)]
-                _encode_clip(parts[0][0], planes, [order[i % period] for i in range(frames)])
-        _mux(path, parts, audio)
+    order = [i if i < len(planes) else period - i for i in range(min(frames, period))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        loop = Path(tmp, "loop.mp4")
+        _encode_loop(loop, planes, order)
+        _mux(path, loop, frames, audio)
 
 
-def _same_headers(paths: list[Path]) -> bool:
+def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
     import av
 
-    extradata = []
-    for p in paths:
-        with av.open(str(p)) as c:
-            extradata.append(bytes(c.streams.video[0].codec_context.extradata or b""))
-    return len(set(extradata)) == 1
-
-
-def _mux(path: Path, parts: list[tuple[Path, int]], audio: np.ndarray) -> None:
-    import av
-
+    with av.open(str(loop)) as clip:
+        stream = clip.streams.video[0]
+        tb = stream.time_base
+        raw = [(bytes(p), p.pts, p.dts, p.is_keyframe) for p in clip.demux(stream) if p.size]
+    period = len(raw)
+    if not raw[0][3] or any(pts != dts for _, pts, dts, _ in raw):
+        raise RuntimeError(f"{loop}: the encoder did not give an IDR-first clip without reordering")
+    step = int(round(period / FPS / tb))  # one loop in stream ticks
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
-        with av.open(str(parts[0][0])) as first:
-            video = out.add_stream_from_template(first.streams.video[0])
+        with av.open(str(loop)) as clip:
+            video = out.add_stream_from_template(clip.streams.video[0])
         sound = out.add_stream("aac", rate=RATE, layout="stereo")
         sound.bit_rate = 192_000
+        sound.options = {"aac_coder": "fast"}
         queue: list[tuple[float, av.Packet]] = []
-        offset = 0  # frames already laid down
-        for part, repeats in parts:
-            with av.open(str(part)) as clip:
-                stream = clip.streams.video[0]
-                tb = stream.time_base
-                raw = [(bytes(p), p.pts, p.dts, p.is_keyframe) for p in clip.demux(stream) if p.size]
-                count = stream.frames or sum(1 for _ in clip.decode(video=0))
-            for _ in range(repeats):
-                shift = int(round(offset / FPS / tb))
-                for data, pts, dts, key in raw:
-                    packet = av.Packet(data)
-                    packet.pts, packet.dts, packet.time_base, packet.is_keyframe = pts + shift, dts + shift, tb, key
-                    packet.stream = video
-                    queue.append((float(packet.dts * tb), packet))
-                offset += count
+        for index in range(frames):
+            data, pts, dts, key = raw[index % period]
+            shift = step * (index // period)
+            packet = av.Packet(data)
+            packet.pts, packet.dts, packet.time_base, packet.is_keyframe = pts + shift, dts + shift, tb, key
+            packet.stream = video
+            queue.append((float(packet.dts * tb), packet))
         planar = np.ascontiguousarray(audio.T.astype(np.float32))
         packets = []
         for start in range(0, planar.shape[1], 1024):

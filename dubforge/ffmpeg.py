@@ -21,6 +21,10 @@ def executable() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def _base() -> list[str]:
+    return [executable(), "-hide_banner", "-nostdin", "-loglevel", "warning"]
+
+
 def command(stream_or_args: Any) -> list[str]:
     """The full command line: an ffmpeg-python output stream, or the arguments after `ffmpeg`.
 
@@ -28,10 +32,10 @@ def command(stream_or_args: Any) -> list[str]:
     """
     if isinstance(stream_or_args, Sequence) and not isinstance(stream_or_args, (str, bytes)):
         args = [str(Path(a).absolute()) if isinstance(a, os.PathLike) else str(a) for a in stream_or_args]
-        return [executable(), "-hide_banner", "-nostdin", "-y", *args]
+        return [*_base(), "-y", *args]
     import ffmpeg
 
-    return ffmpeg.compile(stream_or_args, cmd=[executable(), "-hide_banner", "-nostdin"], overwrite_output=True)
+    return ffmpeg.compile(stream_or_args, cmd=_base(), overwrite_output=True)
 
 
 def run(stream_or_args: Any, what: str = "ffmpeg") -> str:

@@ -53,6 +53,6 @@ def load_class(stage: str, name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def create(stage: str, name: str, **options: Any) -> Any:
-    """Instantiate backend `name` of `stage` with manifest options."""
-    return load_class(stage, name)(**options)
+def create(stage: str, backend: str, /, **options: Any) -> Any:
+    """Instantiate `backend` of `stage` with manifest options."""
+    return load_class(stage, backend)(**options)

@@ -205,8 +205,8 @@ class CTranslate2Translator:
             i: [*frame.source_prefix, *src_sp.encode(" ".join(str(t).split()), out_type=str), *frame.source_suffix]
             for i, t in enumerate(texts) if str(t).strip()
         }
-        # Lines are batched by decoding budget (3x their length, capped) so a line's output never depends on the
-        # other lines in the call, and a looping model stops early.
+        # Lines are batched by decoding budget (3x their length, capped): a looping model stops early, and a line's
+        # budget does not depend on the other lines in the call.
         groups: dict[int, list[int]] = {}
         for i, tokens in pieces.items():
             groups.setdefault(min(MAX_DECODING_LENGTH, 16 * ((3 * len(tokens) + 31) // 16)), []).append(i)

@@ -1,14 +1,21 @@
 """espeak-ng formant TTS for every language it ships (libespeak-ng 1.52 from `espeakng-loader`, via ctypes).
 
 Phoneme timings come from the C API's phoneme events (IPA symbol + audio position in ms).
-The library is process-global state: one lock guards every call, and it is initialised once.
+The library is process-global state with statics that survive espeak_Terminate: one lock guards it, and
+each synthesis runs on a freshly loaded private copy so equal inputs give byte-identical audio.
 """
 
 from __future__ import annotations
 
+import _ctypes
+import atexit
+import contextlib
 import ctypes
+import shutil
+import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +62,9 @@ _STRESS = str.maketrans("", "", "ˈˌ")
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
-@dataclass
-class _Engine:
-    lib: ctypes.CDLL
-    sample_rate: int
-    version: str
-    voices: dict[str, str]  # espeak language name (lower case) -> voice identifier
-    callback: object  # keeps the ctypes callback alive
-    samples: list[np.ndarray]
-    events: list[tuple[int, str]]  # (audio position ms, IPA)
-
-
 _LOCK = threading.Lock()
-_ENGINE: _Engine | None = None
+_PRIVATE_LIB: Path | None = None
+_INFO: tuple[int, str] | None = None  # (sample rate, version)
 
 
 def _scan_voices(data_dir: Path) -> dict[str, str]:
@@ -90,14 +87,19 @@ def _scan_voices(data_dir: Path) -> dict[str, str]:
     return {name: identifier for name, (_, identifier) in sorted(best.items())}
 
 
-def _engine() -> _Engine:
-    """Load and initialise libespeak-ng once (call with _LOCK held)."""
-    global _ENGINE
-    if _ENGINE is not None:
-        return _ENGINE
-    import espeakng_loader
+def _private_library() -> Path:
+    """A per-process copy of libespeak-ng, so dlclose really unloads it (nothing else holds that path)."""
+    global _PRIVATE_LIB
+    if _PRIVATE_LIB is None:
+        import espeakng_loader
 
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        folder = Path(tempfile.mkdtemp(prefix="dubforge-espeak-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _PRIVATE_LIB = Path(shutil.copy(espeakng_loader.get_library_path(), folder / "libespeak-ng.so"))
+    return _PRIVATE_LIB
+
+
+def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
@@ -112,42 +114,74 @@ def _engine() -> _Engine:
     ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.restype = ctypes.c_int
-    lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    lib.espeak_Terminate.restype = ctypes.c_int
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
     lib.espeak_Info.restype = ctypes.c_char_p
 
-    options = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
-    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), options)
-    if rate <= 0:
-        raise RuntimeError(f"libespeak-ng failed to initialise with data at {espeakng_loader.get_data_path()}")
 
-    voices = _scan_voices(Path(espeakng_loader.get_data_path()))
+@contextlib.contextmanager
+def _fresh_engine(samples: list[np.ndarray], events: list[tuple[int, str]]) -> Iterator[ctypes.CDLL]:
+    """Load, initialise, use and unload the library (call with _LOCK held).
 
-    samples: list[np.ndarray] = []
-    events: list[tuple[int, str]] = []
+    espeak keeps function-level statics (pitch flutter index, wave phase) across syntheses and even
+    across espeak_Terminate, so a reused instance makes the same text sound slightly different each
+    time. A fresh load per synthesis (~10 ms) is the only way to byte-identical output.
+    """
+    import espeakng_loader
 
-    def on_audio(wav, count, event_ptr) -> int:
-        if count > 0:
-            samples.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-        j = 0
-        while event_ptr[j].type != _EVENT_LIST_TERMINATED:
-            event = event_ptr[j]
-            if event.type == _EVENT_PHONEME:
-                symbol = bytes(event.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
-                events.append((event.audio_position, symbol))
-            j += 1
-        return 0
+    global _INFO
+    lib = ctypes.CDLL(str(_private_library()))
+    try:
+        _bind(lib)
+        data_dir = espeakng_loader.get_data_path()
+        options = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_dir.encode(), options)
+        if rate <= 0:
+            raise RuntimeError(f"libespeak-ng failed to initialise with data at {data_dir}")
+        _INFO = (rate, lib.espeak_Info(None).decode())
 
-    callback = _CALLBACK(on_audio)
-    lib.espeak_SetSynthCallback(callback)
-    version = lib.espeak_Info(None).decode()
-    _ENGINE = _Engine(lib, rate, version, voices, callback, samples, events)
-    return _ENGINE
+        def on_audio(wav, count, event_ptr) -> int:
+            if count > 0:
+                samples.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            j = 0
+            while event_ptr[j].type != _EVENT_LIST_TERMINATED:
+                event = event_ptr[j]
+                if event.type == _EVENT_PHONEME:
+                    symbol = bytes(event.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
+                    events.append((event.audio_position, symbol))
+                j += 1
+            return 0
+
+        callback = _CALLBACK(on_audio)
+        lib.espeak_SetSynthCallback(callback)
+        yield lib
+        lib.espeak_Terminate()
+    finally:
+        handle = lib._handle
+        del lib
+        _ctypes.dlclose(handle)
+
+
+@lru_cache(maxsize=1)
+def _voices() -> dict[str, str]:
+    import espeakng_loader
+
+    return _scan_voices(Path(espeakng_loader.get_data_path()))
+
+
+def _info() -> tuple[int, str]:
+    """(sample rate, library version), from one load of the library."""
+    with _LOCK:
+        if _INFO is None:
+            with _fresh_engine([], []):
+                pass
+        assert _INFO is not None
+        return _INFO
 
 
 def list_languages() -> dict[str, str]:
     """espeak language name -> voice identifier (e.g. 'pt-br' -> 'roa/pt-BR')."""
-    with _LOCK:
-        return dict(_engine().voices)
+    return dict(_voices())
 
 
 def resolve_voice(language: str, voices: dict[str, str]) -> str:
@@ -182,13 +216,10 @@ class EspeakSynthesizer:
             raise ValueError(f"espeak: rate must be positive, got {rate}")
         self.language = language
         self.base_rate = float(rate)
-        with _LOCK:
-            engine = _engine()
-            self.voice = name or resolve_voice(language, engine.voices)
-            if engine.lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
-                raise ValueError(f"espeak-ng has no voice named {self.voice!r}")
-            self.version = engine.version
-            self.sample_rate = engine.sample_rate
+        self.voice = name or resolve_voice(language, _voices())
+        if name is not None and name.lower() not in _voices() and name not in _voices().values():
+            raise ValueError(f"espeak-ng has no voice named {name!r} (give a language such as 'pt-br' or 'roa/pt-BR')")
+        self.sample_rate, self.version = _info()
 
     def fingerprint(self) -> str:
         return fingerprint("espeak", self.version, self.voice, self.base_rate)
@@ -198,20 +229,18 @@ class EspeakSynthesizer:
             raise ValueError(f"espeak: rate must be positive, got {rate}")
         text = _prepare_text(text, self.language)
         wpm = int(round(min(max(DEFAULT_WPM * self.base_rate * rate, MIN_WPM), MAX_WPM)))
-        with _LOCK:
-            engine = _engine()
-            engine.samples.clear()
-            engine.events.clear()
-            if engine.lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+        samples: list[np.ndarray] = []
+        events: list[tuple[int, str]] = []
+        with _LOCK, _fresh_engine(samples, events) as lib:
+            if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
                 raise RuntimeError(f"espeak-ng could not select voice {self.voice!r}")
-            engine.lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
+            lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
             data = text.encode("utf-8") + b"\0"
-            status = engine.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            engine.lib.espeak_Synchronize()
+            status = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            lib.espeak_Synchronize()
             if status != 0:
                 raise RuntimeError(f"espeak_Synth failed with status {status} for {text[:60]!r}")
-            pcm = np.concatenate(engine.samples) if engine.samples else np.zeros(0, np.int16)
-            events = list(engine.events)
+        pcm = np.concatenate(samples) if samples else np.zeros(0, np.int16)
         audio = pcm.astype(np.float32) / 32768.0
         write_wav(Path(out_wav), audio[:, None], self.sample_rate)
         duration = len(audio) / self.sample_rate

@@ -75,7 +75,7 @@ class PocketsphinxAligner:
         return _DECODERS[key]
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.audio import read_wav, to_channels
+        from dubforge.audio import read_wav, resample, to_channels
         from dubforge.languages import base_language
 
         if base_language(language) != "en":
@@ -87,14 +87,13 @@ class PocketsphinxAligner:
             audio, rate = read_wav(Path(speech_wav))
         except (OSError, ValueError) as exc:
             raise StageError(f"{speech_wav}: cannot read WAV for alignment: {exc}") from exc
-        if rate != RATE:
-            raise StageError(f"{speech_wav}: alignment expects a {RATE} Hz WAV, got {rate} Hz")
-        pcm = (np.clip(to_channels(audio, 1)[:, 0], -1.0, 1.0) * 32767).astype(np.int16)
+        mono = resample(to_channels(audio, 1), rate, RATE)[:, 0]
+        pcm = (np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
         with _LOCK:
-            decoder = self._decoder()
-            return tuple(self._align_segment(decoder, pcm, seg) for seg in segments)
+            return tuple(self._align_segment(pcm, seg) for seg in segments)
 
-    def _align_segment(self, decoder: Any, pcm: np.ndarray, seg: Segment) -> Segment:
+    def _align_segment(self, pcm: np.ndarray, seg: Segment) -> Segment:
+        decoder = self._decoder()
         words = [(raw, tokenize(raw)) for raw in seg.text.split()]
         words = [(raw, toks) for raw, toks in words if toks]
         if not words:
@@ -105,7 +104,9 @@ class PocketsphinxAligner:
         clip = pcm[int(round(start * RATE)) : int(round(end * RATE))]
         try:
             aligned = _force_align(decoder, clip, [t for _, toks in words for t in toks])
-        except RuntimeError as exc:
+        except Exception as exc:
+            if not isinstance(exc, RuntimeError):  # the decoder may be mid-utterance: start afresh
+                _DECODERS.pop((self.model, self.dictionary), None)
             log.warning("alignment failed for segment %.2f-%.2f %r (%s); spreading words by length",
                         seg.start, seg.end, seg.text, exc)
             return seg.model_copy(update={"words": _spread(seg, words, prons)})
@@ -124,6 +125,8 @@ class PocketsphinxAligner:
 
 def _force_align(decoder: Any, clip: np.ndarray, tokens: list[str]) -> list[tuple[str, int, int, list]]:
     """-> per token (name, start frame, end frame, [(phone, start, end)]); raises RuntimeError on failure."""
+    if len(clip) < RATE // 10:
+        raise RuntimeError("segment audio shorter than 0.1 s")
     data = clip.tobytes()
     decoder.set_align_text(" ".join(tokens))
     for second_pass in (False, True):
@@ -173,7 +176,10 @@ def _pronounce(decoder: Any, token: str) -> list[str]:
     phones = decoder.lookup_word(token)
     if phones is None:
         phones = " ".join(letter_to_sound(token))
-        decoder.add_word(token, phones, True)
+        try:
+            decoder.add_word(token, phones, True)
+        except RuntimeError:  # left out of the dictionary: the segment then falls back to spreading
+            log.warning("pocketsphinx refused the word %r (%s)", token, phones)
     return phones.split()
 
 

@@ -102,6 +102,10 @@ def _choose_speed(natural: float, window: float, span: float, cap: float) -> flo
     return cap
 
 
+def _clean(seconds: float) -> float:
+    return round(seconds, 6) if seconds >= 1 / MIX_RATE else 0.0
+
+
 def _edge_fades(samples: np.ndarray, fade_in: float, fade_out: float) -> np.ndarray:
     out = samples.copy()
     n_in = min(len(out) // 2, int(round(fade_in * MIX_RATE)))
@@ -160,9 +164,10 @@ def fit_track(
                 clip = Clip(stretched, tuple(Phoneme(symbol=p.symbol, start=p.start / stretch, end=p.end / stretch) for p in clip.phonemes))
         placed = clip.duration
         end = start + placed
-        borrowed = max(0.0, min(placed, span) - window)
-        overflow = max(0.0, placed - span)
-        if overflow > EPS:
+        # under one sample is rounding, not borrowing/overflow
+        borrowed = _clean(min(placed, span) - window)
+        overflow = _clean(placed - span)
+        if overflow > 0:
             not_before = max(not_before, end + timing.gap)
 
         # place on the track; audio past the video end is faded out and cut

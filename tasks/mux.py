@@ -11,13 +11,14 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from dubforge import ffmpeg
 from dubforge.errors import StageError
 from dubforge.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.languages import display_name, iso639_2
+from dubforge.languages import iso639_2
 
 AUDIO_RATE = 48_000
 AUDIO_BITRATE = "192k"
@@ -96,7 +97,7 @@ def mux_language(
     flags = "+faststart"
     if any(key.lower() not in _ITUNES_KEYS for key in metadata):
         flags += "+use_metadata_tags"  # otherwise custom keys (ai_modified=...) are silently dropped
-    with tempfile.TemporaryDirectory(dir=out_mp4.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:
         srt_file = _clipped_srt(subtitles, duration, Path(tmp)) if subtitles else None
         args: list[Any] = ["-i", video, "-itsoffset", f"{offset:.6f}", "-i", audio_wav]
         if srt_file:
@@ -113,10 +114,12 @@ def mux_language(
 
 
 def _title(language: str, suffix: str = "") -> str:
-    name = display_name(language)
-    if name == language:
-        name = language
-    else:
+    """Track title in the language's own name ("Español (dubbed)"); the code if names are not installed."""
+    name = language
+    if find_spec("language_data") is not None:  # langcodes' optional name data
+        import langcodes
+
+        name = langcodes.Language.get(language).autonym()
         name = name[:1].upper() + name[1:]
     return f"{name} ({suffix})" if suffix else name
 
@@ -149,7 +152,7 @@ def mux_master(
         codecs += [f"-filter:a:{i}", _audio_filter(duration)]
         tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
                  f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
-    with tempfile.TemporaryDirectory(dir=out_mkv.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:
         n_subs = 0
         for lang, _, srt_path in tracks:
             srt_file = _clipped_srt(srt_path, duration, Path(tmp)) if srt_path else None

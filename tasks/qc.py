@@ -26,7 +26,7 @@ class TrackInfo:
 @dataclass(frozen=True)
 class Delivery:
     path: Path
-    duration: float  # container
+    duration: float  # first to last presented sample of video and audio, seconds
     video_duration: float
     frame_count: int
     fps: float
@@ -40,10 +40,6 @@ class Delivery:
     @property
     def languages(self) -> tuple[str, ...]:
         return tuple(track.language for track in self.audio)
-
-
-def _seconds(value, time_base) -> float | None:
-    return None if value is None or time_base is None else float(value * time_base)
 
 
 def _track(i: int, stream) -> TrackInfo:
@@ -60,26 +56,6 @@ def _track(i: int, stream) -> TrackInfo:
     )
 
 
-def decode_audio(path: Path, audio_index: int = 0) -> tuple[np.ndarray, int]:
-    """Decode audio stream a:`audio_index` of a file as float32 (samples, channels), stereo at most."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[audio_index]
-        rate = int(stream.codec_context.sample_rate)
-        layout = "mono" if stream.codec_context.channels == 1 else "stereo"
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        chunks = [
-            converted.to_ndarray()
-            for frame in container.decode(stream)
-            for converted in resampler.resample(frame)
-        ]
-        chunks += [converted.to_ndarray() for converted in resampler.resample(None)]
-    channels = 1 if layout == "mono" else 2
-    data = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, channels), np.float32)
-    return np.ascontiguousarray(data, dtype=np.float32), rate
-
-
 def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
     """(integrated loudness in LUFS per BS.1770 via pyloudnorm, true peak in dBTP with 4x oversampling)."""
     import pyloudnorm
@@ -90,14 +66,31 @@ def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
     else:
         lufs = float(pyloudnorm.Meter(rate).integrated_loudness(data))
     peak = float(np.max(np.abs(resample_poly(data, _OVERSAMPLE, 1, axis=0)))) if data.size else 0.0
-    return lufs, (20 * np.log10(peak) if peak > 0 else float("-inf"))
+    return lufs, (float(20 * np.log10(peak)) if peak > 0 else float("-inf"))
+
+
+class _Span:
+    """Timeline extent and packet count of one stream, from its packets (no decoding)."""
+
+    def __init__(self) -> None:
+        self.start = float("inf")
+        self.end = float("-inf")
+        self.packets = 0
+
+    def add(self, packet) -> None:
+        t = float(packet.pts * packet.time_base)
+        self.start = min(self.start, t)
+        self.end = max(self.end, t + float((packet.duration or 0) * packet.time_base))
+        self.packets += 1
 
 
 def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
-    """Probe a deliverable and measure the loudness of one audio track as decoded from the file.
+    """Read a deliverable once: stream layout and tags, exact extents from packet timestamps, and the
+    loudness of one audio track decoded from the file.
 
     `stream_index` is the ordinal among audio streams (0 = first audio track, ffmpeg's a:0); None picks the
-    track flagged default, else the first.
+    track flagged default, else the first. Durations come from packet timestamps (Matroska's stored
+    duration counts the AAC codec delay, ~21 ms, that players do not show).
     """
     import av
 
@@ -110,35 +103,44 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
         if not container.streams.video:
             raise StageError(f"qc: deliverable {path} has no video stream")
         video = container.streams.video[0]
-        rate = video.average_rate or video.guessed_rate
-        duration = (container.duration or 0) / 1e6
-        video_duration = _seconds(video.duration, video.time_base)
-        frames = int(video.frames or 0)
-        if not frames or video_duration is None:  # Matroska stores neither: count the packets
-            pts = [(p.pts, p.duration) for p in container.demux(video) if p.pts is not None and p.size]
-            frames = len(pts)
-            if pts:
-                first = min(t for t, _ in pts)
-                last, last_duration = max(pts)
-                step = last_duration or (1 / rate / video.time_base if rate else 0)
-                video_duration = float((last + step - first) * video.time_base)
-        audio = tuple(_track(i, s) for i, s in enumerate(container.streams.audio))
-        subtitles = tuple(_track(i, s) for i, s in enumerate(container.streams.subtitles))
-        metadata = dict(container.metadata)
-
-    if stream_index is None:
-        stream_index = next((t.index for t in audio if t.default), 0)
-    lufs = peak = float("-inf")
-    if audio:
-        if not 0 <= stream_index < len(audio):
+        streams = container.streams
+        audio = tuple(_track(i, s) for i, s in enumerate(streams.audio))
+        subtitles = tuple(_track(i, s) for i, s in enumerate(streams.subtitles))
+        if stream_index is None:
+            stream_index = next((t.index for t in audio if t.default), 0)
+        if audio and not 0 <= stream_index < len(audio):
             raise StageError(f"qc: {path} has {len(audio)} audio streams; no audio stream {stream_index}")
-        data, audio_rate = decode_audio(path, stream_index)
-        lufs, peak = loudness(data, audio_rate)
+        measured = streams.audio[stream_index] if audio else None
+        resampler = None
+        if measured is not None:
+            layout = "mono" if measured.codec_context.channels == 1 else "stereo"
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=measured.codec_context.sample_rate)
+        spans = {s.index: _Span() for s in [video, *streams.audio]}
+        chunks: list[np.ndarray] = []
+        try:
+            for packet in container.demux(video, *streams.audio):
+                if packet.pts is not None and packet.size:
+                    spans[packet.stream.index].add(packet)
+                if measured is not None and packet.stream.index == measured.index:
+                    chunks += [c.to_ndarray() for f in packet.decode() for c in resampler.resample(f)]
+        except av.FFmpegError as exc:
+            raise StageError(f"qc: cannot decode deliverable {path}: {exc}") from exc
+        metadata = dict(container.metadata)
+        rate = video.average_rate or video.guessed_rate
+        for s in [video, *streams.audio]:  # presentation starts after edit lists / decoder priming
+            if s.start_time is not None and spans[s.index].packets:
+                spans[s.index].start = max(spans[s.index].start, float(s.start_time * s.time_base))
+        video_index = video.index
+    used = [span for span in spans.values() if span.packets]
+    lufs = peak = float("-inf")
+    if chunks:
+        lufs, peak = loudness(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
+    v = spans[video_index]
     return Delivery(
         path=path,
-        duration=duration,
-        video_duration=float(video_duration or 0.0),
-        frame_count=frames,
+        duration=max(s.end for s in used) - min(s.start for s in used) if used else 0.0,
+        video_duration=v.end - v.start if v.packets else 0.0,
+        frame_count=v.packets,
         fps=float(rate) if rate else 0.0,
         audio=audio,
         subtitles=subtitles,

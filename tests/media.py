@@ -85,18 +85,29 @@ def speak_english(
             pad = np.zeros(int(round(gap * src_rate)), np.float32)
             pieces.append(pad)
             offset += len(pad)
+        # Each alignment covers a phoneme id and the pad id after it. A pad is the transition between
+        # two sounds, so half of it goes to each side; a stress mark's span goes to the vowel after it.
         current: list[tuple[str, int, int]] = []
-        pos = offset
+        ids = np.asarray(chunk.phoneme_id_samples)
+        pos, k, carry_pad, stress_start = offset, 0, 0, None
         for align in chunk.phoneme_alignments:
-            n = int(align.num_samples)
+            n_ids = len(align.phoneme_ids)
+            own = int(ids[k : k + n_ids - 1].sum()) if n_ids > 1 else int(ids[k : k + n_ids].sum())
+            pad = int(align.num_samples) - own
+            k += n_ids
+            start, end = pos - carry_pad // 2, pos + own + pad // 2
             symbol = align.phoneme
             if symbol == " " or symbol in _PUNCT or symbol in "^$":
                 if current:
                     groups.append(current)
                     current = []
-            elif symbol not in _STRESS:
-                current.append((symbol, pos, pos + n))
-            pos += n
+            elif symbol in _STRESS:
+                stress_start = start if stress_start is None else stress_start
+            else:
+                current.append((symbol, start if stress_start is None else stress_start, end))
+                stress_start = None
+            pos += int(align.num_samples)
+            carry_pad = pad
         if current:
             groups.append(current)
         pieces.append(np.asarray(chunk.audio_float_array, np.float32) * 0.5)

@@ -1,0 +1,172 @@
+"""Per-frame compositing: the lower-face mask, the lip-contour fit (thin-plate spline on a coarse grid
++ cv2.remap), colour match and a feathered blend, all in YUV 4:2:0 on a crop around the mouth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dubforge.lipsync import geometry as g
+
+GRID = 8  # pixels between thin-plate-spline evaluations
+_UO, _LO, _UI, _LI = (g.sub(x) for x in (g.UPPER_OUTER, g.LOWER_OUTER, g.UPPER_INNER, g.LOWER_INNER))
+_LIPS = g.sub(g.LIPS)
+_ANCHORS = g.sub(g.ANCHORS)
+_P = {i: g.sub(i)[0] for i in (0, 2, 17, 152, 61, 291)}
+_ANGLES = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+
+
+def mask_polygon(canon: np.ndarray) -> np.ndarray:
+    """Lower-face region in canonical coordinates: from under the nose to above the chin, around the
+    mouth, inside the face oval. Depends only on the tracked landmarks (the scorecard rebuilds it)."""
+    top = canon[_P[2], 1] + 0.3 * (canon[_P[0], 1] - canon[_P[2], 1])
+    bottom = canon[_P[17], 1] + 0.8 * (canon[_P[152], 1] - canon[_P[17], 1])
+    cx = 0.5 * (canon[_P[61], 0] + canon[_P[291], 0])
+    a = 0.8 * abs(canon[_P[291], 0] - canon[_P[61], 0])
+    b, cy = 0.5 * (bottom - top), 0.5 * (bottom + top)
+    c, s = np.cos(_ANGLES), np.sin(_ANGLES)
+    e = 2 / 2.6  # superellipse: boxier than an ellipse, so the corners of a wide mouth stay inside
+    return np.stack([cx + a * np.sign(c) * np.abs(c) ** e, cy + b * np.sign(s) * np.abs(s) ** e], axis=1)
+
+
+def target_lips(unit: np.ndarray, cur: np.ndarray, target: np.ndarray, closed: bool) -> np.ndarray:
+    """Where the unit's 40 lip points go (canonical): anchored at the current upper lip, width and
+    inner opening set to the target, lower lip thinned for a tuck; full closure for bilabials."""
+    lips = unit[_LIPS].copy()
+    uo, lo, ui, li = (slice(0, 11), slice(11, 20), slice(20, 31), slice(31, 40))
+    cx_u = 0.5 * (unit[_P[61], 0] + unit[_P[291], 0])
+    cx_c = 0.5 * (cur[_P[61], 0] + cur[_P[291], 0])
+    width_u = abs(unit[_P[291], 0] - unit[_P[61], 0])
+    sx = float(np.clip(target[1] / max(width_u, 1e-6), 0.88, 1.12))
+    lips[:, 0] = (lips[:, 0] - cx_u) * sx + cx_c
+    lips[:, 1] += cur[_P[0], 1] - unit[_P[0], 1]
+    gap_u = float(g.descriptor(unit[None])[0, 0])
+    half = 0.5 * width_u * sx
+    fall = np.clip(1 - ((lips[:, 0] - cx_c) / max(half, 1e-6)) ** 2, 0, 1) ** 0.5
+    thick = lips[lo, 1] - np.interp(lips[lo, 0], *_sorted(lips[li]))
+    if closed:
+        upper_x, upper_y = _sorted(lips[ui])
+        before = lips[li, 1].copy()
+        lips[li, 1] = np.interp(lips[li, 0], upper_x, upper_y) + 0.004
+        lips[lo, 1] += np.interp(lips[lo, 0], *_sorted(np.stack([lips[li, 0], lips[li, 1] - before], 1)))
+    else:
+        delta = float(target[0]) - gap_u
+        lips[li, 1] += delta * fall[li]
+        lips[lo, 1] += delta * fall[lo]
+    # Lower-lip tuck (labiodentals): the target outer height is below what the opening implies.
+    outer_now = float(np.interp(cx_c, *_sorted(lips[lo])) - np.interp(cx_c, *_sorted(lips[uo])))
+    tuck = np.clip(float(target[2]) - outer_now, -0.5 * np.median(thick), 0)
+    lips[lo, 1] += tuck * fall[lo]
+    return lips
+
+
+def _sorted(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(points[:, 0])
+    return points[order, 0], points[order, 1]
+
+
+def tps_fit(dst: np.ndarray, src: np.ndarray, reg: float = 1e-3) -> tuple[np.ndarray, np.ndarray, float]:
+    """Thin-plate spline mapping dst -> src (the backward map cv2.remap needs)."""
+    centre = dst.mean(0)
+    scale = float(np.ptp(dst, axis=0).max()) or 1.0
+    d = (dst - centre) / scale
+    n = len(d)
+    k = _kernel(np.linalg.norm(d[:, None] - d[None], axis=-1)) + reg * np.eye(n)
+    p = np.hstack([np.ones((n, 1)), d])
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = src
+    coef = np.linalg.solve(a, rhs)
+    return coef, np.vstack([centre, d]), scale
+
+
+def tps_eval(model, points: np.ndarray) -> np.ndarray:
+    coef, ctrl, scale = model
+    centre, d = ctrl[0], ctrl[1:]
+    q = (points - centre) / scale
+    u = _kernel(np.linalg.norm(q[:, None] - d[None], axis=-1))
+    return u @ coef[: len(d)] + coef[len(d)] + q @ coef[len(d) + 1:]
+
+
+def _kernel(r: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r > 0, r * r * np.log(r + 1e-12), 0.0)
+
+
+def region(polygon_px: np.ndarray, width: int, height: int, margin: int) -> tuple[int, int, int, int] | None:
+    """Even-aligned crop box (x0, y0, x1, y1) around the polygon, clipped to the frame."""
+    x0, y0 = np.floor(polygon_px.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(polygon_px.max(0)).astype(int) + margin
+    x0, y0 = max(x0 - x0 % 2, 0), max(y0 - y0 % 2, 0)
+    x1, y1 = min(x1 + x1 % 2, width), min(y1 + y1 % 2, height)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def alpha_mask(polygon_px: np.ndarray, box: tuple[int, int, int, int], feather: float) -> np.ndarray:
+    """1 inside, fading to exactly 0 at the polygon edge (eroded then blurred, never spilling out)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round((polygon_px - [x0, y0]) * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
+    f = max(int(round(feather)), 1)
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * f + 1, 2 * f + 1)))
+    k = 2 * f + 1
+    return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (k, k), f / 2.0)
+
+
+def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The unit's crop resampled into the frame box (full-resolution YUV 4:4:4, float32)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    gx = np.arange(x0, x1 + GRID, GRID, dtype=np.float64)
+    gy = np.arange(y0, y1 + GRID, GRID, dtype=np.float64)
+    mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    mapped = tps_eval(model, mesh).reshape(len(gy), len(gx), 2).astype(np.float32)
+    # Upsample the coarse map: node (i, j) sits at pixel (i*GRID, j*GRID) of the box.
+    w, h = x1 - x0, y1 - y0
+    full = cv2.resize(mapped, ((len(gx) - 1) * GRID + 1, (len(gy) - 1) * GRID + 1), interpolation=cv2.INTER_LINEAR)
+    full = np.ascontiguousarray(full[:h, :w])
+    return cv2.remap(crop, full[..., 0], full[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+
+def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: np.ndarray, alpha: np.ndarray,
+          box: tuple[int, int, int, int], offset: np.ndarray) -> None:
+    """Write warped (+ colour offset) into the Y, U, V planes inside the feathered mask, in place."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    y, u, v = planes
+    inside = alpha > 0
+    region_y = y[y0:y1, x0:x1]
+    mixed = alpha * (warped[..., 0] + offset[0]) + (1 - alpha) * region_y
+    region_y[inside] = np.clip(mixed[inside] + 0.5, 0, 255).astype(np.uint8)
+    half = ((x1 - x0) // 2, (y1 - y0) // 2)
+    alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
+    inside_c = alpha_c > 0
+    chroma = cv2.resize(warped[..., 1:], half, interpolation=cv2.INTER_AREA)
+    for c, plane in ((0, u), (1, v)):
+        reg = plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
+        mixed = alpha_c * (chroma[..., c] + offset[c + 1]) + (1 - alpha_c) * reg
+        reg[inside_c] = np.clip(mixed[inside_c] + 0.5, 0, 255).astype(np.uint8)
+
+
+def colour_offset(planes, warped: np.ndarray, alpha: np.ndarray, box) -> np.ndarray | None:
+    """Mean YUV difference frame - unit on the skin ring at the mask edge (not the mouth itself)."""
+    x0, y0, x1, y1 = box
+    ring = (alpha > 0.02) & (alpha < 0.7)
+    if ring.sum() < 20:
+        return None
+    y, u, v = planes
+    frame = np.stack([y[y0:y1, x0:x1][ring].astype(np.float32), _chroma_at(u, box, ring),
+                      _chroma_at(v, box, ring)], axis=1)
+    return frame.mean(0) - warped[ring].mean(0)
+
+
+def _chroma_at(plane: np.ndarray, box, ring: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    ys, xs = np.nonzero(ring)
+    return plane[(ys + y0) // 2, (xs + x0) // 2].astype(np.float32)

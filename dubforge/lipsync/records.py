@@ -1,0 +1,39 @@
+"""Records of the lip-sync stage (JSON-serialisable, cached on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from dubforge.contracts import Record
+
+
+class FaceTrack(Record):
+    """Landmarks of one face through a source video (computed once, shared by every language)."""
+
+    npz: Path = Field(description="per-frame arrays: times, valid, landmarks (subset), pose")
+    video_sha256: str
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    frames_with_face: int = Field(description="frames whose chosen face is usable for rendering")
+    face_id: int | None = Field(description="id of the chosen face; None when no usable face was found")
+    reason: str = Field(description="why this face was chosen (or why none was)")
+    faces_seen: int = 0
+    audio_correlation: float | None = Field(
+        default=None, description="correlation of the chosen face's mouth opening with the source speech envelope"
+    )
+
+
+class LipsyncResult(Record):
+    out_video: Path
+    frames_rendered: int
+    frames_passed_through: int
+    warnings: tuple[str, ...] = ()
+    visemes: str = Field(default="generic", description="speaker (learned from the source) | generic (fallback)")
+    source_sync: float | None = Field(
+        default=None, description="correlation of the source mouth with its own phonemes (decides `visemes`)"
+    )
+    backend: str = "mouth-bank"

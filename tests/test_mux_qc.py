@@ -1,0 +1,177 @@
+"""Muxing deliverables (MP4 per language, MKV master), provenance sidecars and delivery QC."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubforge.audio import read_wav, write_wav
+from dubforge.errors import StageError
+from dubforge.tasks.ingest import probe
+from dubforge.tasks.mux import mux_language, mux_master, write_provenance
+from dubforge.tasks.qc import loudness, measure_delivery, subtitles_inside
+from tests.test_ingest import clicks, make_video, onset, tone
+
+METADATA = {"comment": "AI-modified: synthetic dubbed speech (dubforge)", "ai_modified": "true"}
+SRT = """1
+00:00:00,500 --> 00:00:01,400
+Hola, ¿qué tal?
+
+2
+00:00:02,000 --> 00:00:09,000
+Esta línea termina después del vídeo.
+"""
+
+
+def speechlike(seconds: float, rate: int = 48_000, seed: int = 0, level: float = 0.3) -> np.ndarray:
+    """Stereo noise bursts with a syllable-like envelope: broadband, not a steady tone."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 2
+    noise = np.cumsum(rng.standard_normal((n, 2)), axis=0)
+    noise -= np.convolve(noise[:, 0], np.ones(64) / 64, "same")[:, None]  # crude high-pass of the brown noise
+    noise = noise / np.max(np.abs(noise))
+    return (level * envelope[:, None] * noise).astype(np.float32)
+
+
+def video_packets(path: Path, seconds: bool = False) -> list[tuple]:
+    """(pts, dts, payload hash) of every video packet; pts in seconds if asked (time bases differ)."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        if seconds:
+            return [(float(p.pts * p.time_base), hashlib.sha1(bytes(p)).hexdigest()) for p in c.demux(v) if p.size]
+        return [(p.pts, p.dts, hashlib.sha1(bytes(p)).hexdigest()) for p in c.demux(v) if p.size]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("src")
+    return make_video(d / "src.mp4", 3.0, Fraction(30000, 1001), audio=tone(3.0, 48_000), language="eng")
+
+
+def wav_for(path: Path, video: Path, seed: int = 0) -> Path:
+    duration = probe(video).duration
+    data = speechlike(duration, seed=seed)[: round(duration * 48_000)]
+    return write_wav(path, data, 48_000)
+
+
+def test_mux_language(tmp_path, source):
+    import av
+
+    info = probe(source)
+    dub = wav_for(tmp_path / "es.wav", source)
+    srt_path = tmp_path / "es.srt"
+    srt_path.write_text(SRT, encoding="utf-8")
+    out = mux_language(source, dub, "es", tmp_path / "out" / "film.es.mp4", srt_path, METADATA)
+
+    assert video_packets(out) == video_packets(source)  # picture stream-copied, timing unchanged
+    with av.open(str(out)) as c:
+        assert {k: c.metadata.get(k) for k in METADATA} == METADATA
+        (a,) = c.streams.audio
+        assert (a.codec_context.name, a.codec_context.sample_rate, a.codec_context.channels) == ("aac", 48_000, 2)
+        assert a.metadata["language"] == "spa"
+        (s,) = c.streams.subtitles
+        assert s.codec_context.name == "mov_text" and s.metadata["language"] == "spa"
+        cues = [(p.pts * p.time_base, (p.pts + p.duration) * p.time_base) for p in c.demux(s) if p.size]
+        assert float(cues[-1][1]) <= info.duration + 1e-3  # the long cue was cut at the end of the picture
+        assert abs(c.duration / 1e6 - info.duration) <= 1 / info.fps
+    data = out.read_bytes()
+    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: the index comes first
+
+    qc = measure_delivery(out)
+    assert abs(qc.duration - info.duration) <= 1 / info.fps
+    assert qc.frame_count == info.frame_count == 90 and qc.video_duration == pytest.approx(info.duration, abs=1e-3)
+    assert qc.languages == ("spa",) and qc.subtitles[0].language == "spa"
+    ref_lufs, ref_peak = loudness(*read_wav(dub))
+    assert qc.integrated_lufs == pytest.approx(ref_lufs, abs=0.5)
+    assert qc.true_peak_dbtp == pytest.approx(ref_peak, abs=1.0)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["film.es.mp4"]  # no temporaries left
+
+    sidecar = write_provenance(out, {"generator": "dubforge", "actions": ["dub"]})
+    record = json.loads(sidecar.read_text())
+    assert sidecar.name == "film.es.mp4.provenance.json" and record["generator"] == "dubforge"
+    assert record["asset"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_mux_master(tmp_path, source):
+    import av
+
+    info = probe(source)
+    original = wav_for(tmp_path / "orig.wav", source, seed=1)
+    de, fr = wav_for(tmp_path / "de.wav", source, seed=2), wav_for(tmp_path / "fr.wav", source, seed=3)
+    de_srt = tmp_path / "de.srt"
+    de_srt.write_text(SRT, encoding="utf-8")
+    out = mux_master(source, original, "en", [("de", de, de_srt), ("fr", fr, None)], tmp_path / "film.mkv",
+                     METADATA)
+
+    ours, theirs = video_packets(out, seconds=True), video_packets(source, seconds=True)
+    assert [d for *_, d in ours] == [d for *_, d in theirs]  # same coded pictures, same order
+    assert np.allclose([p for p, *_ in ours], [p for p, *_ in theirs], atol=1e-3)  # Matroska: 1 ms ticks
+    with av.open(str(out)) as c:
+        tags = {k.lower(): v for k, v in c.metadata.items()}
+        assert tags["comment"] == METADATA["comment"] and tags["ai_modified"] == "true"
+    qc = measure_delivery(out, stream_index=1)
+    assert [(t.language, t.title, t.default, t.codec) for t in qc.audio] == [
+        ("eng", "Original", True, "aac"),
+        ("ger", "Deutsch (dubbed)", False, "aac"),
+        ("fre", "Français (dubbed)", False, "aac"),
+    ]
+    assert [(t.language, t.title, t.default, t.codec) for t in qc.subtitles] == [("ger", "Deutsch", False, "srt")]
+    assert qc.frame_count == 90 and abs(qc.duration - info.duration) <= 1 / info.fps
+    assert qc.measured_audio == 1
+    assert qc.integrated_lufs == pytest.approx(loudness(*read_wav(de))[0], abs=0.5)
+
+
+def test_mux_keeps_sync_when_video_starts_late(tmp_path):
+    """Source audio leads the picture by 0.4 s: the dub (t=0 = first frame) must start with the picture."""
+    import av
+
+    src = make_video(tmp_path / "late.mp4", 2.0, 25, audio=tone(2.0, 48_000), audio_delay=-0.4)
+    info = probe(src)
+    dub = write_wav(tmp_path / "dub.wav", clicks(info.duration, 48_000, [0.5]), 48_000)
+    out = mux_language(src, dub, "de", tmp_path / "late.de.mp4")
+    assert video_packets(out) == video_packets(src)
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        v = c.streams.video[0]
+        assert a.metadata["language"] == "deu"
+        first_video = float(v.start_time * v.time_base)
+        first_audio = float(a.start_time * a.time_base)
+        samples = np.concatenate([f.to_ndarray() for f in c.decode(a)], axis=1).T
+    assert first_video == pytest.approx(0.4, abs=1e-3)
+    click = first_audio + onset(samples, 48_000)
+    assert click - first_video == pytest.approx(0.5, abs=0.002)
+
+
+def test_errors_and_helpers(tmp_path, source):
+    with pytest.raises(StageError, match=r"(?s)mux out\.mp4: ffmpeg exited .*missing\.wav"):
+        mux_language(source, tmp_path / "missing.wav", "es", tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    with pytest.raises(StageError, match="no audio stream 3"):
+        measure_delivery(source, stream_index=3)
+
+    inside, outside = tmp_path / "in.srt", tmp_path / "out.srt"
+    inside.write_text("1\n00:00:00,500 --> 00:00:02,900\nok\n", encoding="utf-8")
+    outside.write_text(SRT, encoding="utf-8")
+    assert subtitles_inside(inside, 3.0) and not subtitles_inside(outside, 3.0)
+
+
+def test_ffmpeg_wrapper_takes_ffmpeg_python_streams(tmp_path, source):
+    import ffmpeg as ffmpeg_python
+
+    from dubforge import ffmpeg
+
+    wav = tmp_path / "a.wav"
+    ffmpeg.run(ffmpeg_python.input(str(source)).output(str(wav), ac=1, ar=16_000))
+    data, rate = read_wav(wav)
+    assert rate == 16_000 and data.shape[1] == 1 and abs(data.shape[0] / rate - 3.0) < 0.05
+    with pytest.raises(StageError, match="(?s)status.*nothing.mp4"):
+        ffmpeg.run(ffmpeg_python.input(str(tmp_path / "nothing.mp4")).output(str(wav)))
