@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from dubforge.files import atomic_path
 
@@ -42,6 +41,8 @@ def write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
 def resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return data
+    from scipy.signal import resample_poly  # scipy.signal takes seconds to import: only when needed
+
     g = gcd(rate_in, rate_out)
     return resample_poly(data, rate_out // g, rate_in // g, axis=0).astype(np.float32)
 

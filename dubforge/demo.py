@@ -425,7 +425,6 @@ def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
     if not raw[0][3] or any(pts != dts for _, pts, dts, _ in raw):
         raise RuntimeError(f"{loop}: the encoder did not give an IDR-first clip without reordering")
     step = int(round(period / FPS / tb))  # one loop in stream ticks
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, av.open(str(tmp), "w", options={"movflags": "+faststart"}) as out:
         with av.open(str(loop)) as clip:
             video = out.add_stream_from_template(clip.streams.video[0])

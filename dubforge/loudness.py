@@ -94,12 +94,13 @@ def _gated(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return data[mask]
 
 
-def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float) -> np.ndarray:
+def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float, envelope: np.ndarray | None = None) -> np.ndarray:
     """Look-ahead true-peak limiter: a smooth gain envelope that keeps every oversampled peak <= ceiling.
 
-    Per 1 ms block the required gain comes from the oversampled peaks; a minimum filter over the
-    look-ahead window and a box average of the same length make the gain ramp down before a peak
-    (never above the required gain), and a one-pole release lets it recover smoothly.
+    Per 1 ms block the required gain comes from the oversampled peaks (`envelope`, computed when not
+    given); a minimum filter over the look-ahead window and a box average of the same length make the
+    gain ramp down before a peak (never above the required gain), and a one-pole release lets it
+    recover smoothly.
     """
     from scipy.ndimage import minimum_filter1d
 
@@ -110,7 +111,7 @@ def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float) -> np.ndarray:
     ceiling = 10 ** (ceiling_dbtp / 20)
     block = max(1, int(round(BLOCK_S * rate)))
     blocks = -(-n // block)
-    env = _peak_envelope(data)
+    env = _peak_envelope(data) if envelope is None else envelope
     env = np.concatenate([env, np.zeros(blocks * block - n)]).reshape(blocks, block).max(axis=1)
     need = np.minimum(1.0, ceiling / np.maximum(env, 1e-12))
 
@@ -123,10 +124,13 @@ def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float) -> np.ndarray:
     smooth = np.minimum(smooth, lowest)  # guards float rounding
 
     alpha = np.exp(-BLOCK_S / RELEASE_S)
-    gain = np.empty(blocks)
+    gain = smooth.tolist()
     current = 1.0
-    for k, g in enumerate(smooth):
+    for k, g in enumerate(gain):
+        if current == 1.0 and g >= 1.0:
+            continue
         current = min(g, alpha * current + (1 - alpha) * g)
+        current = 1.0 if current > 0.99999 else current
         gain[k] = current
     centres = (np.arange(blocks) + 0.5) * block - 0.5
     per_sample = np.interp(np.arange(n), centres, gain)
@@ -148,11 +152,16 @@ def normalise(samples: np.ndarray, rate: int, preset_name: str, dialogue_mask: n
     loudness = integrated_lufs(_gated(data, mask), rate)
     if not np.isfinite(loudness):
         return data
+    envelope = _peak_envelope(data)
     for _ in range(MAX_PASSES):
-        data = (data * 10 ** ((spec.target_lufs - loudness) / 20)).astype(np.float32)
-        if true_peak_dbtp(data, rate) > spec.ceiling_dbtp - LIMIT_MARGIN_DB / 2:
-            data = limit(data, rate, spec.ceiling_dbtp - LIMIT_MARGIN_DB)
+        gain = 10 ** ((spec.target_lufs - loudness) / 20)
+        data = (data * gain).astype(np.float32)
+        envelope = envelope * gain  # the oversampling filter is linear: no need to recompute
+        if 20 * np.log10(max(float(envelope.max()), 1e-12)) <= spec.ceiling_dbtp - LIMIT_MARGIN_DB / 2:
+            break  # gain only: loudness is now on target
+        data = limit(data, rate, spec.ceiling_dbtp - LIMIT_MARGIN_DB, envelope)
         loudness = integrated_lufs(_gated(data, mask), rate)
         if abs(loudness - spec.target_lufs) <= TOLERANCE_LU:
             break
+        envelope = _peak_envelope(data)
     return data

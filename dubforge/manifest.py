@@ -188,6 +188,15 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
 
 def parse_manifest(path: Path) -> Manifest:
     """Parse and type-check the YAML (no file-system checks). Raises InputError."""
+    manifest = read_manifest(path)
+    problems = semantic_problems(manifest)
+    if problems:
+        raise InputError(problems)
+    return manifest
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The YAML parsed against the schema; raises InputError for syntax and schema problems."""
     path = Path(path).absolute()
     file = str(path)
     if not path.is_file():
@@ -206,7 +215,12 @@ def parse_manifest(path: Path) -> Manifest:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise InputError(_pydantic_problems(file, exc)) from None
-    manifest = manifest.model_copy(update={"path": path})
+    return manifest.model_copy(update={"path": path})
+
+
+def semantic_problems(manifest: Manifest) -> list[Problem]:
+    """Checks beyond the schema that need no file system: language codes, the rights attestation."""
+    file = str(manifest.path)
     problems = []
     for key, code in [("source.language", manifest.source.language)] + [
         (f"targets[{i}].language", t.language) for i, t in enumerate(manifest.targets)
@@ -219,9 +233,7 @@ def parse_manifest(path: Path) -> Manifest:
         problems.append(
             Problem(file, "rights.consent", "lipsync is enabled: set rights.consent to true, attesting that the people shown agreed")
         )
-    if problems:
-        raise InputError(problems)
-    return manifest
+    return problems
 
 
 def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path | None, Problem | None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dubforge.contracts import Segment
 from dubforge.errors import InputError, Problem
 from dubforge.languages import base_language, normalise_language
-from dubforge.manifest import FileTranslation, Manifest, MachineTranslation, Voice, parse_manifest, resolve_input
+from dubforge.manifest import FileTranslation, Manifest, MachineTranslation, Voice, read_manifest, resolve_input, semantic_problems
 from dubforge.registry import UnknownBackend, available
 from dubforge.scripts import read_script
 
@@ -62,9 +62,10 @@ def _check_backend(problems: list[Problem], file: str, stage: str, name: str, ke
 def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: Path | None = None) -> Plan:
     from dubforge.tasks.ingest import probe
 
-    manifest = parse_manifest(Path(manifest_path))
+    manifest = read_manifest(Path(manifest_path))
     file = str(manifest.path)
-    problems: list[Problem] = []
+    problems: list[Problem] = semantic_problems(manifest)
+    bad_languages = {p.key for p in problems if p.key.endswith("language")}
 
     def resolve(key: str, value) -> Path | None:
         path, problem = resolve_input(manifest, key, value)
@@ -119,18 +120,18 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
 
     targets = manifest.targets
     if languages:
-        wanted = [normalise_language(code) if _is_language(code) else code for code in languages]
-        known = {normalise_language(t.language) for t in targets}
+        wanted = [_normalised(code) for code in languages]
+        known = {_normalised(t.language) for t in targets}
         for code in wanted:
             if code not in known:
                 problems.append(Problem(file, "targets", f"--languages names {code!r}, which is not a target of this manifest"))
-        targets = [t for t in targets if normalise_language(t.language) in wanted]
+        targets = [t for t in targets if _normalised(t.language) in wanted]
 
     plans: list[LanguagePlan] = []
     for index, target in enumerate(manifest.targets):
-        if target not in targets:
-            continue
         key = f"targets[{index}]"
+        if target not in targets or f"{key}.language" in bad_languages:
+            continue
         language = normalise_language(target.language)
         translation = target.translation
         segments, tfile = None, None
@@ -188,9 +189,8 @@ def _check_audio_file(path: Path, file: str, key: str) -> Problem | None:
     return None
 
 
-def _is_language(code: str) -> bool:
+def _normalised(code: str) -> str:
     try:
-        normalise_language(code)
-        return True
+        return normalise_language(code)
     except ValueError:
-        return False
+        return code

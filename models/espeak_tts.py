@@ -35,7 +35,6 @@ _INIT_DONT_EXIT = 0x8000
 _EVENT_LIST_TERMINATED = 0
 _EVENT_PHONEME = 7
 _CHARS_UTF8 = 1
-_ENDPAUSE = 0x1000
 _POS_CHARACTER = 1
 _PARAM_RATE = 1
 
@@ -61,7 +60,6 @@ _STRESS = str.maketrans("", "", "ˈˌ")
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
-
 _LOCK = threading.Lock()
 _PRIVATE_LIB: Path | None = None
 _INFO: tuple[int, str] | None = None  # (sample rate, version)
@@ -70,7 +68,7 @@ _INFO: tuple[int, str] | None = None  # (sample rate, version)
 def _scan_voices(data_dir: Path) -> dict[str, str]:
     """Language name -> voice identifier from espeak-ng-data/lang/** ("language <name> [priority]" lines).
 
-    Read from the voice files rather than espeak_ListVoices: that packed field has no reliable terminator.
+    Read from the voice files: espeak_ListVoices packs languages in a byte list that ctypes cannot bound.
     A lower priority number wins, as in espeak's own voice selection.
     """
     best: dict[str, tuple[int, str]] = {}
@@ -154,8 +152,10 @@ def _fresh_engine(samples: list[np.ndarray], events: list[tuple[int, str]]) -> I
 
         callback = _CALLBACK(on_audio)
         lib.espeak_SetSynthCallback(callback)
-        yield lib
-        lib.espeak_Terminate()
+        try:
+            yield lib
+        finally:
+            lib.espeak_Terminate()
     finally:
         handle = lib._handle
         del lib

@@ -191,6 +191,7 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 _ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
             "nine": "ninth", "twelve": "twelfth"}
+_ABBREVIATIONS = {"dr": ["doctor"], "vs": ["versus"], "jr": ["junior"], "sr": ["senior"]}
 _SYMBOLS = {"&": " and ", "%": " percent ", "+": " plus ", "@": " at ", "$": " dollars ", "€": " euros "}
 
 
@@ -231,7 +232,7 @@ def tokenize(raw: str) -> list[str]:
         text = text.replace(symbol, spoken)
     tokens: list[str] = []
     for part in re.findall(r"\d[\d,.]*(?:st|nd|rd|th)?|[^\W\d_]+(?:'[^\W\d_]+)*", text.lower()):
-        tokens += _spell_digits(part.rstrip(".,")) if part[0].isdigit() else [part]
+        tokens += _spell_digits(part.rstrip(".,")) if part[0].isdigit() else _ABBREVIATIONS.get(part, [part])
     return tokens
 
 

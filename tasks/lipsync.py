@@ -1,0 +1,57 @@
+"""Lip-sync stage functions: track the face once per source video, render per language, score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dubforge.contracts import Phoneme
+from dubforge.lipsync.records import FaceTrack, LipsyncResult
+
+DEFAULT_BACKEND = "mouth-bank"
+
+
+def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> FaceTrack:
+    """Landmarks, smoothing and pose of the speaking face, cached in work_dir by content hash.
+
+    With several faces, `speech_wav` (the source speech) picks the one whose mouth moves with it."""
+    from dubforge.lipsync.track import track_face as run
+
+    return run(Path(video), Path(work_dir), Path(speech_wav) if speech_wav else None)
+
+
+def renderer(backend: str = DEFAULT_BACKEND, **options: Any):
+    from dubforge import registry
+
+    try:
+        return registry.create("lipsync", backend, **options)
+    except registry.UnknownBackend:
+        if backend != DEFAULT_BACKEND:
+            raise
+        from dubforge.models.mouth_bank import MouthBankRenderer  # until the registry lists "lipsync"
+
+        return MouthBankRenderer(**options)
+
+
+def render_lipsync(
+    video: Path,
+    track: FaceTrack,
+    dub_phonemes: Sequence[Phoneme],
+    source_phonemes: Sequence[Phoneme],
+    out_video: Path,
+    preset: str = "veryfast",
+    crf: int = 18,
+    progress: Callable[[int, int], None] | None = None,
+    backend: str = DEFAULT_BACKEND,
+) -> LipsyncResult:
+    """Video-only H.264 mp4 whose mouth follows the dub; frames, rate and timestamps as the source."""
+    return renderer(backend).render(Path(video), track, dub_phonemes, source_phonemes, Path(out_video),
+                                    preset=preset, crf=crf, progress=progress)
+
+
+def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+    """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
+    from dubforge.lipsync.score import score
+
+    return score(Path(rendered), Path(source), track, dub_phonemes)

@@ -1,0 +1,122 @@
+"""Bad input: every case exits 2 with a message naming the problem, and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dubforge.cli import app
+from tests.test_ingest import make_video
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    (root / "media").mkdir()
+    rate = 48_000
+    t = np.arange(int(2.0 * rate)) / rate
+    audio = np.stack([0.1 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1).astype(np.float32)
+    make_video(root / "media" / "clip.mp4", seconds=2.0, size=(160, 120), audio=audio)
+    make_video(root / "media" / "silent.mp4", seconds=2.0, size=(160, 120))
+    (root / "media" / "notes.mp4").write_text("this is not a video\n")
+    (root / "media" / "-clip.mp4").write_bytes((root / "media" / "clip.mp4").read_bytes())
+    (root / "scripts").mkdir()
+    (root / "scripts" / "es.srt").write_text("1\n00:00:00,200 --> 00:00:01,500\nHola a todos.\n")
+    (root / "scripts" / "late.srt").write_text("1\n00:00:00,200 --> 00:00:05,000\nDemasiado tarde.\n")
+    (root / "scripts" / "empty.csv").write_text(
+        "speaker,start_time,end_time,transcription,translation\n"
+        "ana,0.2,1.0,Hello there,Hola\n"
+        "ana,1.1,1.8,Goodbye,\n"
+    )
+    return root
+
+
+def manifest(root: Path, name: str, **changes) -> Path:
+    data = {
+        "version": 1,
+        "project": "clip",
+        "source": {"video": "media/clip.mp4", "language": "en"},
+        "targets": [{"language": "es", "translation": {"from": "file", "path": "scripts/es.srt"}, "voice": {"backend": "espeak"}}],
+        "outputs": {"dir": f"out-{name}"},
+    }
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+CASES = {
+    "missing-file": ({"source__video": "media/nope.mp4"}, ["source.video", "file not found"]),
+    "text-named-mp4": ({"source__video": "media/notes.mp4"}, ["source.video", "not a media file"]),
+    "no-audio-no-script": ({"source__video": "media/silent.mp4"}, ["no audio track", "source.script"]),
+    "unknown-language": ({"targets__0__language": "xx"}, ["targets[0].language", "unknown language code 'xx'"]),
+    "unknown-key": ({"sourse": {"video": "media/clip.mp4"}}, ["sourse", "did you mean 'source'"]),
+    "escaping-path": ({"source__video": "../../etc/passwd"}, ["source.video", "leaves the manifest's folder"]),
+    "dash-file-name": ({"source__video": "media/-clip.mp4"}, ["source.video", "may not start with '-'"]),
+    "script-past-video": (
+        {"targets__0__translation": {"from": "file", "path": "scripts/late.srt"}},
+        ["late.srt", "cue 1", "runs past the end of the video"],
+    ),
+    "empty-translation-line": (
+        {"targets__0__translation": {"from": "file", "path": "scripts/empty.csv"}},
+        ["empty.csv", "row 3", "empty line"],
+    ),
+    "lipsync-without-consent": ({"lipsync": {"enabled": True}}, ["rights.consent", "lipsync is enabled"]),
+    "speedup-over-cap": ({"timing": {"max_speedup": 1.6}}, ["timing.max_speedup", "at most 1.4"]),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_and_writes_nothing(project, case, command):
+    changes, expected = CASES[case]
+    path = manifest(project, case, **changes)
+    before = sorted(p.name for p in project.rglob("*"))
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in: {message}"
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in project.rglob("*")) == before  # nothing written
+
+
+def test_every_problem_is_listed_at_once(project):
+    path = manifest(project, "many", source__video="media/nope.mp4", targets__0__language="xx", lipsync={"enabled": True})
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "3 problems" in result.output
+
+
+def test_missing_manifest_and_bad_yaml(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "manifest file not found" in result.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nproject: [unclosed\n")
+    result = runner.invoke(app, ["validate", str(broken)])
+    assert result.exit_code == 2 and "invalid YAML: line" in result.output
+
+
+def test_valid_manifest_prints_plan(project):
+    result = runner.invoke(app, ["validate", str(manifest(project, "good"))])
+    assert result.exit_code == 0, result.output
+    assert "clip" in result.output and "espeak" in result.output and "voice_over" in result.output
+
+
+def test_languages_option_must_name_targets(project):
+    result = runner.invoke(app, ["validate", str(manifest(project, "langs")), "--languages", "de"])
+    assert result.exit_code == 2 and "not a target" in result.output
