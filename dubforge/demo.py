@@ -244,26 +244,13 @@ def _trim_silence(audio: np.ndarray, floor_db: float = -40.0, margin: float = 0.
 
 def _music_bed(n: int, lines: list[DemoLine]) -> tuple[np.ndarray, list[dict]]:
     """A soft C-Am-F-G pad with bass, kick and shaker at 96 BPM, a door knock and a whoosh in pauses."""
+    from scipy.signal import resample_poly
+
     rng = np.random.default_rng(_SEED + 1)
-    t = np.arange(n) / RATE
-    bed = np.zeros((n, 2), np.float64)
     beat = 60 / 96
     bar = 4 * beat
-    chords = [(60, 64, 67), (57, 60, 64), (53, 57, 60), (55, 59, 62)]  # C, Am, F, G (MIDI)
-    span, fade = 2 * bar, 0.8
-    for k, start in enumerate(np.arange(0, n / RATE, span)):
-        a, b = max(0, int((start - fade) * RATE)), min(n, int((start + span + fade) * RATE))
-        seg = t[a:b]
-        rise = np.clip((seg - start + fade / 2) / fade, 0, 1)
-        fall = np.clip((start + span + fade / 2 - seg) / fade, 0, 1)
-        env = (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
-        notes = chords[k % len(chords)]
-        for ch, detune in enumerate((0.9985, 1.0015)):
-            wave = 0.7 * np.sin(2 * np.pi * _hz(notes[0] - 24) * seg)  # bass
-            for note in notes:
-                f = _hz(note) * detune
-                wave += np.sin(2 * np.pi * f * seg) + 0.3 * np.sin(4 * np.pi * f * seg) + 0.1 * np.sin(6 * np.pi * f * seg)
-            bed[a:b, ch] += 0.08 * env * wave
+    bed = resample_poly(_pad(n // 4 + 8, RATE // 4, 2 * bar), 4, 1, axis=0)[:n]  # pad is < 2 kHz: synthesise at 12 kHz
+    t = np.arange(n) / RATE
     bed *= (1 + 0.15 * np.sin(2 * np.pi * 0.1 * t))[:, None]  # slow swell
     for i, when in enumerate(np.arange(0, n / RATE, beat)):
         if i % 2 == 0:
@@ -290,6 +277,28 @@ def _music_bed(n: int, lines: list[DemoLine]) -> tuple[np.ndarray, list[dict]]:
     bed *= (fade_in * fade_out)[:, None]
     bed *= _loudness_gain(bed, BED_LUFS)
     return bed.astype(np.float32), effects
+
+
+def _pad(n: int, rate: int, span: float) -> np.ndarray:
+    """C, Am, F, G chords (with a bass note) crossfading every `span` seconds, detuned per channel."""
+    t = np.arange(n) / rate
+    pad = np.zeros((n, 2))
+    chords = [(60, 64, 67), (57, 60, 64), (53, 57, 60), (55, 59, 62)]  # MIDI notes
+    fade = 0.8
+    for k, start in enumerate(np.arange(0, n / rate, span)):
+        a, b = max(0, int((start - fade) * rate)), min(n, int((start + span + fade) * rate))
+        seg = t[a:b]
+        rise = np.clip((seg - start + fade / 2) / fade, 0, 1)
+        fall = np.clip((start + span + fade / 2 - seg) / fade, 0, 1)
+        env = (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
+        notes = chords[k % len(chords)]
+        for ch, detune in enumerate((0.9985, 1.0015)):
+            wave = 0.7 * np.sin(2 * np.pi * _hz(notes[0] - 24) * seg)  # bass
+            for note in notes:
+                phase = 2 * np.pi * _hz(note) * detune * seg
+                wave += np.sin(phase) + 0.3 * np.sin(2 * phase) + 0.1 * np.sin(3 * phase)
+            pad[a:b, ch] += 0.08 * env * wave
+    return pad
 
 
 def _hz(midi: float) -> float:

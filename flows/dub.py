@@ -120,13 +120,20 @@ def transcribe_task(media: SourceMedia, script: Path | None, language: str, back
 
 
 @_stage_task("align", "align")
-def align_task(media: SourceMedia, transcript: Transcript, backend: str) -> Transcript:
-    from dubforge.tasks.transcribe import align
+def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_script: bool) -> Transcript:
+    from dubforge.errors import StageError
+    from dubforge.tasks.transcribe import align, tighten_to_words
 
     with _timed(SHARED, "align"):
         if media.speech_wav is None:  # a script over a silent video: nothing to align against
             return transcript
-        return align(media.speech_wav, transcript, backend)
+        try:
+            aligned = align(media.speech_wav, transcript, backend)
+        except StageError as exc:  # e.g. no aligner for this language: dub from segment times alone
+            get_run_logger().warning("alignment skipped: %s", exc)
+            return transcript.model_copy(update={"backend": f"{transcript.backend} (unaligned: {exc})"})
+        # A script's cue times are the user's windows; ASR segment bounds are loose, so tighten them.
+        return aligned if from_script else tighten_to_words(aligned)
 
 
 # ---------------------------------------------------------------- per-language lane
@@ -277,7 +284,8 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                        mode=plan.separation, work_root=work_root)
         transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
                             language=m.source.language, backend=m.asr)
-        transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment)
+        transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
+                            from_script=plan.script is not None)
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}

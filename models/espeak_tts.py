@@ -222,7 +222,7 @@ class EspeakSynthesizer:
         self.sample_rate, self.version = _info()
 
     def fingerprint(self) -> str:
-        return fingerprint("espeak", self.version, self.voice, self.base_rate)
+        return fingerprint("espeak", self.version, self.voice, self.base_rate, _kana_reader(self.language))
 
     def synthesize(self, text: str, out_wav: Path, rate: float = 1.0) -> Speech:
         if rate <= 0:
@@ -246,6 +246,20 @@ class EspeakSynthesizer:
         duration = len(audio) / self.sample_rate
         return Speech(wav=Path(out_wav), sample_rate=self.sample_rate, duration=duration,
                       phonemes=_phonemes(events, duration))
+
+
+def _kana_reader(language: str) -> str | None:
+    """Version of the Japanese kana converter in use (it changes what espeak reads), None if unused."""
+    if language.lower().split("-")[0] != "ja":
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("pyopenjtalk-plus", "pyopenjtalk"):
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _prepare_text(text: str, language: str) -> str:

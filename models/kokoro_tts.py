@@ -129,7 +129,31 @@ class KokoroSynthesizer:
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         write_wav(Path(out_wav), audio[:, None], SAMPLE_RATE)
         return Speech(wav=Path(out_wav), sample_rate=SAMPLE_RATE, duration=len(audio) / SAMPLE_RATE,
-                      phonemes=_phonemes(spans))
+                      phonemes=_trim_silent_tails(_phonemes(spans), audio))
+
+
+def _trim_silent_tails(phonemes: tuple[Phoneme, ...], audio: np.ndarray) -> tuple[Phoneme, ...]:
+    """Kokoro often gives a sentence's last phone (e.g. a devoiced final vowel) a long duration that the
+    decoder renders as silence; hand that silent tail to the pause after it so mouths close on time."""
+    if not len(audio):
+        return phonemes
+    threshold = 0.01 * float(np.max(np.abs(audio)))
+    out = list(phonemes)
+    for i, ph in enumerate(out):
+        following = out[i + 1] if i + 1 < len(out) else None
+        if ph.symbol == "_" or (following is not None and following.symbol != "_"):
+            continue
+        a, b = int(ph.start * SAMPLE_RATE), int(ph.end * SAMPLE_RATE)
+        loud = np.flatnonzero(np.abs(audio[a:b]) > threshold)
+        last = (a + int(loud[-1]) + 1) / SAMPLE_RATE if len(loud) else ph.start
+        cut = max(last + 0.02, ph.start + 0.05)  # a devoiced phone is silent but still articulated
+        if ph.end - cut > 0.05:
+            out[i] = Phoneme(symbol=ph.symbol, start=ph.start, end=cut)
+            if following is not None:
+                out[i + 1] = Phoneme(symbol="_", start=cut, end=following.end)
+            else:
+                out.append(Phoneme(symbol="_", start=cut, end=ph.end))
+    return tuple(out)
 
 
 def _chunks(phonemes: str) -> list[str]:

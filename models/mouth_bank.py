@@ -87,14 +87,14 @@ class MouthBankRenderer:
         rendered = 0
         with atomic_path(Path(out_video)) as tmp:
             with H264Writer(tmp, info, preset=preset, crf=crf) as writer:
-                state = _State()
+                state: dict = {}
                 for i, frame in enumerate(frames(video)):
                     buf, y, u, v = yuv_planes(frame)
                     if plan is not None and i < n and valid[i]:
                         self._render_frame((y, u, v), i, arrays, plan, state)
                         rendered += 1
                     else:
-                        state.offset = None
+                        state.clear()
                     writer.write(buf, frame.pts)
                     if progress:
                         progress(i + 1, n)
@@ -107,7 +107,7 @@ class MouthBankRenderer:
         return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=passed,
                              warnings=tuple(warnings), visemes=visemes, source_sync=sync, backend=self.name)
 
-    def _render_frame(self, planes, i: int, arrays, plan, state: _State) -> None:
+    def _render_frame(self, planes, i: int, arrays, plan, state: dict) -> None:
         from dubforge.lipsync import compose as c
         from dubforge.lipsync import geometry as g
 
@@ -134,14 +134,7 @@ class MouthBankRenderer:
             w = c.warp_unit(bank.crops[u], c.tps_fit(dst, src), box)
             warped = w if warped is None else 0.5 * (warped + w)
         alpha = c.alpha_mask(polygon, box, feather) * float(fade[i])
-        offset = c.colour_offset(planes, warped, alpha, box)
-        if offset is not None:
-            state.offset = offset if state.offset is None else 0.7 * state.offset + 0.3 * offset
-        c.blend(planes, warped, alpha, box, state.offset if state.offset is not None else np.zeros(3))
-
-
-class _State:
-    offset: np.ndarray | None = None
+        c.blend(planes, warped, alpha, box, state)
 
 
 def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndarray, valid: np.ndarray,

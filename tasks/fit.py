@@ -50,6 +50,9 @@ class Clip:
         return len(self.samples) / MIX_RATE
 
 
+_SILENT = Clip(np.zeros(0, np.float32), ())
+
+
 def _pick(synthesizers: Mapping[str, Synthesizer], speaker: str) -> Synthesizer:
     synth = synthesizers.get(speaker) or synthesizers.get("*")
     if synth is None:
@@ -147,7 +150,7 @@ def fit_track(
         window = max(0.0, min(line.end, video_duration) - start)
         span = max(window, min(nxt, video_duration) - start)
 
-        clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if line.text.strip() else Clip(np.zeros(0, np.float32), ())
+        clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if line.text.strip() else _SILENT
         natural = clip.duration
         speed = _choose_speed(natural, window, span, timing.max_speedup) if natural > 0 else 1.0
         rate, stretch = 1.0, 1.0
@@ -158,10 +161,13 @@ def fit_track(
             else:
                 rate = 1.0
             target = max(1, int(round(natural * MIX_RATE / speed)))
-            if len(clip.samples) > target:
+            # stretch the rest; also when the TTS rate overshot (e.g. espeak's whole words-per-minute
+            # steps), so that the total speed-up is exactly the one chosen
+            if abs(len(clip.samples) / target - 1) > 1e-3:
                 stretch = len(clip.samples) / target
                 stretched = time_stretch(clip.samples[:, None], MIX_RATE, stretch)[:, 0]
-                clip = Clip(stretched, tuple(Phoneme(symbol=p.symbol, start=p.start / stretch, end=p.end / stretch) for p in clip.phonemes))
+                scaled = (Phoneme(symbol=p.symbol, start=p.start / stretch, end=p.end / stretch) for p in clip.phonemes)
+                clip = Clip(stretched, tuple(scaled))
         placed = clip.duration
         end = start + placed
         # under one sample is rounding, not borrowing/overflow

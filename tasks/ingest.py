@@ -46,6 +46,15 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+def _tag_seconds(value: str | None) -> float | None:
+    """'00:01:02.500000000' -> 62.5; None if absent or malformed."""
+    try:
+        h, m, sec = (value or "").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
+
+
 def _first(value: float | None, default: float) -> float:
     return default if value is None else value
 
@@ -76,7 +85,10 @@ def probe(path: Path, key: str = "source.video") -> MediaInfo:
         rate = Fraction(rate)
         start = _first(_seconds(video.start_time, video.time_base), 0.0)
         duration = _seconds(video.duration, video.time_base)
-        if not duration and container.duration:
+        if not duration:  # Matroska: the muxer's DURATION tag holds the stream's end time
+            end = _tag_seconds(video.metadata.get("DURATION") or video.metadata.get("duration"))
+            duration = end - start if end else None
+        if not duration and container.duration:  # the container's may include audio codec delay
             container_start = (container.start_time or 0) / 1e6
             duration = container.duration / 1e6 - (start - container_start)
         frames = int(video.frames or 0) or (round((duration or 0.0) * rate) if duration else 0)

@@ -165,6 +165,7 @@ def mux_master(
                      f"-metadata:s:s:{n_subs}", f"title={_title(lang)}", f"-disposition:s:{n_subs}", "0"]
             n_subs += 1
         args = [*inputs, *maps, *codecs, *tags, *_metadata_args(metadata or {}), "-default_mode", "passthrough"]
+        args += ["-fflags", "+bitexact"]  # fixed segment/track UIDs: equal inputs give equal bytes
         with atomic_path(out_mkv) as part:
             ffmpeg.run([*args, part], what=f"mux {out_mkv.name}")
     return out_mkv

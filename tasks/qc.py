@@ -32,7 +32,7 @@ class Delivery:
     fps: float
     audio: tuple[TrackInfo, ...]
     subtitles: tuple[TrackInfo, ...]
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # container tags, keys lower-cased
     measured_audio: int = 0  # which audio track (ordinal) the loudness figures are for
     integrated_lufs: float = float("-inf")  # -inf for digital silence
     true_peak_dbtp: float = float("-inf")
@@ -125,7 +125,7 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
                     chunks += [c.to_ndarray() for f in packet.decode() for c in resampler.resample(f)]
         except av.FFmpegError as exc:
             raise StageError(f"qc: cannot decode deliverable {path}: {exc}") from exc
-        metadata = dict(container.metadata)
+        metadata = {k.lower(): v for k, v in container.metadata.items()}  # Matroska stores COMMENT
         rate = video.average_rate or video.guessed_rate
         for s in [video, *streams.audio]:  # presentation starts after edit lists / decoder priming
             if s.start_time is not None and spans[s.index].packets:

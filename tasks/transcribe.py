@@ -21,3 +21,17 @@ def align(speech_wav: Path, transcript: Transcript, backend: str = "pocketsphinx
     aligner = create("align", backend, **(options or {}))
     segments = aligner.align(Path(speech_wav), transcript.segments, transcript.language)
     return transcript.model_copy(update={"segments": tuple(segments), "backend": f"{transcript.backend}+{backend}"})
+
+
+def tighten_to_words(transcript: Transcript) -> Transcript:
+    """Set each segment's window to its aligned speech (first word start to last word end).
+
+    ASR segment bounds include breaths and silence; the dub must fit the speech itself.
+    """
+    segments = tuple(
+        seg.model_copy(update={"start": seg.words[0].start, "end": seg.words[-1].end})
+        if seg.words and seg.words[-1].end > seg.words[0].start
+        else seg
+        for seg in transcript.segments
+    )
+    return transcript.model_copy(update={"segments": segments})

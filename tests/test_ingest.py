@@ -103,6 +103,15 @@ def test_probe_exact(tmp_path, fps):
     assert info.has_audio and info.audio_rate == 44_100 and info.audio_channels == 2
     assert info.audio_language == "eng"
 
+    # Matroska stores no frame count or stream duration; its container duration includes the AAC codec delay
+    from dubforge import ffmpeg
+
+    mkv = tmp_path / "v.mkv"
+    ffmpeg.run(["-i", path, "-c", "copy", mkv])
+    again = probe(mkv)
+    assert (again.frame_count, again.fps_fraction) == (frames, info.fps_fraction)
+    assert again.duration == pytest.approx(info.duration, abs=1e-3)
+
 
 def test_probe_errors(tmp_path):
     fake = tmp_path / "notes.mp4"

@@ -35,8 +35,9 @@ def dub_track(tmp_path: Path, gain: float = 0.5) -> DubTrack:
         a, b = int(start * RATE), int(end * RATE)
         burst = speech_like(b - a, i)
         voice[a:b] = gain * burst / np.abs(burst).max()
-        lines.append(FittedLine(index=i, window_start=start, window_end=end, start=start, end=end, natural_duration=end - start,
-                                rate=1.0, stretch=1.0, speed=1.0, borrowed=0.0, overflow=0.0, text=f"line {i}"))
+        lines.append(FittedLine(index=i, window_start=start, window_end=end, start=start, end=end,
+                                natural_duration=end - start, rate=1.0, stretch=1.0, speed=1.0, borrowed=0.0,
+                                overflow=0.0, text=f"line {i}"))
     wav = write_wav(tmp_path / "dub.es.wav", voice[:, None], RATE)
     return DubTrack(language="es", wav=wav, sample_rate=RATE, lines=tuple(lines), phonemes=(), backend="test")
 
@@ -124,13 +125,15 @@ def test_voice_over_ducks_original_under_dub(tmp_path: Path) -> None:
 
 def test_dub_is_centred_and_errors_are_clear(tmp_path: Path) -> None:
     dub = dub_track(tmp_path)
-    result = mix(dub, Stems(background=None, mode="replace", backend="none"), None, "replace", "ebu-r128", -14.0, tmp_path / "solo.wav")
+    none = Stems(background=None, mode="replace", backend="none")
+    result = mix(dub, none, None, "replace", "ebu-r128", -14.0, tmp_path / "solo.wav")
     audio, _ = read_wav(result.wav)
     assert np.array_equal(audio[:, 0], audio[:, 1]) and np.abs(audio).max() > 0.01
     assert result.integrated_lufs == pytest.approx(-23.0, abs=0.5)
 
     with pytest.raises(StageError, match="voice_over mode needs the original mix"):
-        mix(dub, Stems(background=None, mode="replace", backend="none"), None, "voice_over", "ebu-r128", -14.0, tmp_path / "x.wav")
+        mix(dub, none, None, "voice_over", "ebu-r128", -14.0, tmp_path / "x.wav")
     original = write_wav(tmp_path / "orig.wav", np.zeros((RATE, 2), np.float32), RATE)
     with pytest.raises(StageError, match="needs an M&E stem"):
-        mix(dub, Stems(background=original, mode="voice_over", backend="none"), None, "replace", "ebu-r128", -14.0, tmp_path / "y.wav")
+        wrong = Stems(background=original, mode="voice_over", backend="none")
+        mix(dub, wrong, None, "replace", "ebu-r128", -14.0, tmp_path / "y.wav")

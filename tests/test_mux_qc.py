@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from fractions import Fraction
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,15 @@ Esta línea termina después del vídeo.
 
 
 def speechlike(seconds: float, rate: int = 48_000, seed: int = 0, level: float = 0.3) -> np.ndarray:
-    """Stereo noise bursts with a syllable-like envelope: broadband, not a steady tone."""
+    """Stereo band-passed noise (100 Hz-4 kHz) with a syllable-like envelope: broadband, not a steady tone."""
+    from scipy.signal import butter, sosfilt
+
     rng = np.random.default_rng(seed)
     n = round(seconds * rate)
     t = np.arange(n) / rate
     envelope = np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None) ** 2
-    noise = np.cumsum(rng.standard_normal((n, 2)), axis=0)
-    noise -= np.convolve(noise[:, 0], np.ones(64) / 64, "same")[:, None]  # crude high-pass of the brown noise
-    noise = noise / np.max(np.abs(noise))
+    noise = sosfilt(butter(4, [100, 4000], "bandpass", fs=rate, output="sos"), rng.standard_normal((n, 2)), axis=0)
+    noise /= np.max(np.abs(noise))
     return (level * envelope[:, None] * noise).astype(np.float32)
 
 
@@ -102,8 +104,6 @@ def test_mux_language(tmp_path, source):
 
 
 def test_mux_master(tmp_path, source):
-    import av
-
     info = probe(source)
     original = wav_for(tmp_path / "orig.wav", source, seed=1)
     de, fr = wav_for(tmp_path / "de.wav", source, seed=2), wav_for(tmp_path / "fr.wav", source, seed=3)
@@ -115,19 +115,30 @@ def test_mux_master(tmp_path, source):
     ours, theirs = video_packets(out, seconds=True), video_packets(source, seconds=True)
     assert [d for *_, d in ours] == [d for *_, d in theirs]  # same coded pictures, same order
     assert np.allclose([p for p, *_ in ours], [p for p, *_ in theirs], atol=1e-3)  # Matroska: 1 ms ticks
-    with av.open(str(out)) as c:
-        tags = {k.lower(): v for k, v in c.metadata.items()}
-        assert tags["comment"] == METADATA["comment"] and tags["ai_modified"] == "true"
     qc = measure_delivery(out, stream_index=1)
+    assert {k: qc.metadata.get(k) for k in METADATA} == METADATA
+    names = {"de": "Deutsch", "fr": "Français"} if find_spec("language_data") else {"de": "de", "fr": "fr"}
     assert [(t.language, t.title, t.default, t.codec) for t in qc.audio] == [
         ("eng", "Original", True, "aac"),
-        ("ger", "Deutsch (dubbed)", False, "aac"),
-        ("fre", "Français (dubbed)", False, "aac"),
+        ("ger", f"{names['de']} (dubbed)", False, "aac"),
+        ("fre", f"{names['fr']} (dubbed)", False, "aac"),
     ]
-    assert [(t.language, t.title, t.default, t.codec) for t in qc.subtitles] == [("ger", "Deutsch", False, "srt")]
+    assert [(t.language, t.title, t.default, t.codec) for t in qc.subtitles] == [("ger", names["de"], False, "srt")]
     assert qc.frame_count == 90 and abs(qc.duration - info.duration) <= 1 / info.fps
     assert qc.measured_audio == 1
     assert qc.integrated_lufs == pytest.approx(loudness(*read_wav(de))[0], abs=0.5)
+
+
+def click_after_first_frame(path: Path, audio_index: int = 0) -> float:
+    """Seconds from the first video frame to the first click in audio track a:`audio_index`."""
+    import av
+
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[audio_index]
+        frames = [(float(f.pts * f.time_base), f.to_ndarray()) for f in c.decode(a)]
+        first_video = float(v.start_time * v.time_base)
+    samples = np.concatenate([x for _, x in frames], axis=1).T
+    return frames[0][0] + onset(samples, 48_000) - first_video
 
 
 def test_mux_keeps_sync_when_video_starts_late(tmp_path):
@@ -136,19 +147,23 @@ def test_mux_keeps_sync_when_video_starts_late(tmp_path):
 
     src = make_video(tmp_path / "late.mp4", 2.0, 25, audio=tone(2.0, 48_000), audio_delay=-0.4)
     info = probe(src)
+    assert info.start_time == pytest.approx(0.4, abs=1e-3)
     dub = write_wav(tmp_path / "dub.wav", clicks(info.duration, 48_000, [0.5]), 48_000)
-    out = mux_language(src, dub, "de", tmp_path / "late.de.mp4")
-    assert video_packets(out) == video_packets(src)
-    with av.open(str(out)) as c:
-        a = c.streams.audio[0]
-        v = c.streams.video[0]
-        assert a.metadata["language"] == "deu"
-        first_video = float(v.start_time * v.time_base)
-        first_audio = float(a.start_time * a.time_base)
-        samples = np.concatenate([f.to_ndarray() for f in c.decode(a)], axis=1).T
-    assert first_video == pytest.approx(0.4, abs=1e-3)
-    click = first_audio + onset(samples, 48_000)
-    assert click - first_video == pytest.approx(0.5, abs=0.002)
+    srt_path = tmp_path / "de.srt"
+    srt_path.write_text("1\n00:00:00,500 --> 00:00:01,000\nJetzt\n", encoding="utf-8")
+
+    mp4 = mux_language(src, dub, "de", tmp_path / "late.de.mp4", srt_path)
+    assert video_packets(mp4) == video_packets(src)
+    assert click_after_first_frame(mp4) == pytest.approx(0.5, abs=0.002)
+
+    mkv = mux_master(src, None, "en", [("de", dub, srt_path)], tmp_path / "late.mkv")
+    assert click_after_first_frame(mkv) == pytest.approx(0.5, abs=0.002)
+    again = mux_master(src, None, "en", [("de", dub, srt_path)], tmp_path / "again.mkv")
+    assert again.read_bytes() == mkv.read_bytes()  # deterministic (no random Matroska UIDs)
+    with av.open(str(mkv)) as c:
+        v, s = c.streams.video[0], c.streams.subtitles[0]
+        (cue,) = [p for p in c.demux(s) if p.size]
+        assert float(cue.pts * cue.time_base - v.start_time * v.time_base) == pytest.approx(0.5, abs=0.002)
 
 
 def test_errors_and_helpers(tmp_path, source):

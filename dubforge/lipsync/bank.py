@@ -20,7 +20,7 @@ from dubforge.lipsync.video import frames, yuv_planes
 BANK_VERSION = 1
 MAX_UNITS = 360
 SEGMENT = 6  # frames per bank segment when a long clip has to be thinned (keeps consecutive runs)
-MAX_SCALE = 160.0  # crop pixels per inter-ocular distance
+MAX_SCALE = 256.0  # crop pixels per inter-ocular distance
 
 
 @dataclass

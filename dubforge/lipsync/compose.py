@@ -70,7 +70,7 @@ def tps_fit(dst: np.ndarray, src: np.ndarray, reg: float = 1e-3) -> tuple[np.nda
     scale = float(np.ptp(dst, axis=0).max()) or 1.0
     d = (dst - centre) / scale
     n = len(d)
-    k = _kernel(np.linalg.norm(d[:, None] - d[None], axis=-1)) + reg * np.eye(n)
+    k = _kernel(_sq_dist(d, d)) + reg * np.eye(n)
     p = np.hstack([np.ones((n, 1)), d])
     a = np.zeros((n + 3, n + 3))
     a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
@@ -84,13 +84,17 @@ def tps_eval(model, points: np.ndarray) -> np.ndarray:
     coef, ctrl, scale = model
     centre, d = ctrl[0], ctrl[1:]
     q = (points - centre) / scale
-    u = _kernel(np.linalg.norm(q[:, None] - d[None], axis=-1))
+    u = _kernel(_sq_dist(q, d))
     return u @ coef[: len(d)] + coef[len(d)] + q @ coef[len(d) + 1:]
 
 
-def _kernel(r: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r > 0, r * r * np.log(r + 1e-12), 0.0)
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
+
+
+def _kernel(r2: np.ndarray) -> np.ndarray:
+    """r^2 log r, from squared distances."""
+    return 0.5 * r2 * np.log(r2 + 1e-20)
 
 
 def region(polygon_px: np.ndarray, width: int, height: int, margin: int) -> tuple[int, int, int, int] | None:
@@ -112,7 +116,8 @@ def alpha_mask(polygon_px: np.ndarray, box: tuple[int, int, int, int], feather: 
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(mask, [np.round((polygon_px - [x0, y0]) * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
     f = max(int(round(feather)), 1)
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * f + 1, 2 * f + 1)))
+    e = f + 2  # the blur below reaches f pixels; 2 more cover the anti-aliased edge
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)))
     k = 2 * f + 1
     return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (k, k), f / 2.0)
 
@@ -130,43 +135,34 @@ def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> np.nda
     w, h = x1 - x0, y1 - y0
     full = cv2.resize(mapped, ((len(gx) - 1) * GRID + 1, (len(gy) - 1) * GRID + 1), interpolation=cv2.INTER_LINEAR)
     full = np.ascontiguousarray(full[:h, :w])
-    return cv2.remap(crop, full[..., 0], full[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    return cv2.remap(crop, full[..., 0], full[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
 
 def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: np.ndarray, alpha: np.ndarray,
-          box: tuple[int, int, int, int], offset: np.ndarray) -> None:
-    """Write warped (+ colour offset) into the Y, U, V planes inside the feathered mask, in place."""
+          box: tuple[int, int, int, int], state: dict) -> None:
+    """Colour-match (mean YUV on the skin ring at the mask edge, smoothed over frames in `state`) and
+    write the warped unit into the Y, U, V planes inside the feathered mask, in place."""
     import cv2
 
     x0, y0, x1, y1 = box
     y, u, v = planes
-    inside = alpha > 0
     region_y = y[y0:y1, x0:x1]
-    mixed = alpha * (warped[..., 0] + offset[0]) + (1 - alpha) * region_y
-    region_y[inside] = np.clip(mixed[inside] + 0.5, 0, 255).astype(np.uint8)
     half = ((x1 - x0) // 2, (y1 - y0) // 2)
     alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
-    inside_c = alpha_c > 0
     chroma = cv2.resize(warped[..., 1:], half, interpolation=cv2.INTER_AREA)
-    for c, plane in ((0, u), (1, v)):
-        reg = plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
-        mixed = alpha_c * (chroma[..., c] + offset[c + 1]) + (1 - alpha_c) * reg
-        reg[inside_c] = np.clip(mixed[inside_c] + 0.5, 0, 255).astype(np.uint8)
-
-
-def colour_offset(planes, warped: np.ndarray, alpha: np.ndarray, box) -> np.ndarray | None:
-    """Mean YUV difference frame - unit on the skin ring at the mask edge (not the mouth itself)."""
-    x0, y0, x1, y1 = box
+    regions = [region_y, u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]]
+    layers = [warped[..., 0], chroma[..., 0], chroma[..., 1]]
     ring = (alpha > 0.02) & (alpha < 0.7)
-    if ring.sum() < 20:
-        return None
-    y, u, v = planes
-    frame = np.stack([y[y0:y1, x0:x1][ring].astype(np.float32), _chroma_at(u, box, ring),
-                      _chroma_at(v, box, ring)], axis=1)
-    return frame.mean(0) - warped[ring].mean(0)
-
-
-def _chroma_at(plane: np.ndarray, box, ring: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    ys, xs = np.nonzero(ring)
-    return plane[(ys + y0) // 2, (xs + x0) // 2].astype(np.float32)
+    ring_c = (alpha_c > 0.02) & (alpha_c < 0.7)
+    if ring.sum() >= 20 and ring_c.sum() >= 5:
+        offset = np.array([float(reg[m].mean()) - float(lay[m].mean())
+                           for reg, lay, m in zip(regions, layers, (ring, ring_c, ring_c))])
+        prev = state.get("offset")
+        state["offset"] = offset if prev is None else 0.7 * prev + 0.3 * offset
+    offset = state.get("offset")
+    if offset is None:
+        offset = np.zeros(3)
+    for reg, lay, a, off in zip(regions, layers, (alpha, alpha_c, alpha_c), offset):
+        inside = a > 0
+        mixed = a[inside] * (lay[inside] + off) + (1 - a[inside]) * reg[inside]
+        reg[inside] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)

@@ -36,14 +36,15 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     seam_out = seam_src = sharp_out = sharp_src = 0.0
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * DILATE_PX + 1, 2 * DILATE_PX + 1))
     ring_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_PX + 1, 2 * RING_PX + 1))
+    crop = _face_region(points[valid], track.width, track.height)
     with FaceMesh(MAX_FACES) as mesh_out, FaceMesh(MAX_FACES) as mesh_src:
         for i, (fo, fs) in enumerate(zip(frames(rendered), frames(source))):
             if i >= n:
                 break
             out, src = fo.to_ndarray(format="rgb24"), fs.to_ndarray(format="rgb24")
             centre = points[i].mean(0) if valid[i] else None
-            out_open[i] = _opening(mesh_out(out), centre)
-            src_open[i] = _opening(mesh_src(src), centre)
+            out_open[i] = _opening(_detect(mesh_out, out, crop), centre)
+            src_open[i] = _opening(_detect(mesh_src, src, crop), centre)
             mask = np.zeros(out.shape[:2], np.uint8)
             if valid[i]:
                 poly = g.apply(g.invert(arrays["pose"][i]), mask_polygon(canon[i]))
@@ -118,6 +119,22 @@ def _lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int | No
     if mask.sum() < 5:
         return None, None
     return best_lag(curve, ref, mask, MAX_LAG)
+
+
+def _face_region(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where faces are looked for: around everything the track saw (detection on a crop is faster)."""
+    if not len(points):
+        return 0, 0, width, height
+    lo, hi = points.reshape(-1, 2).min(0), points.reshape(-1, 2).max(0)
+    pad = 0.35 * (hi - lo).max()
+    x0, y0 = np.maximum(np.floor(lo - pad).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(hi + pad).astype(int), [width, height])
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _detect(mesh, rgb: np.ndarray, crop: tuple[int, int, int, int]) -> list[np.ndarray]:
+    x0, y0, x1, y1 = crop
+    return [f + np.array([x0, y0], np.float32) for f in mesh(rgb[y0:y1, x0:x1])]
 
 
 def _opening(faces: list[np.ndarray], centre: np.ndarray | None) -> float:

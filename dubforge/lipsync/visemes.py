@@ -17,22 +17,25 @@ SIL = "sil"
 GENERIC: dict[str, tuple[float, float, float]] = {
     SIL: (0.06, 0.0, 0.0), "PBM": (0.0, 0.0, 0.0), "FV": (0.04, 0.1, 1.0), "TH": (0.22, 0.1, 0.0),
     "TD": (0.25, 0.15, 0.0), "SZ": (0.12, 0.35, 0.0), "SH": (0.2, -0.5, 0.0), "KG": (0.35, 0.1, 0.0),
-    "R": (0.2, -0.45, 0.0), "W": (0.14, -1.0, 0.0), "AA": (1.0, 0.1, 0.0), "EH": (0.65, 0.4, 0.0),
-    "IY": (0.3, 0.7, 0.0), "AO": (0.7, -0.6, 0.0), "UH": (0.3, -0.6, 0.0), "AH": (0.55, 0.0, 0.0),
-    "ER": (0.35, -0.3, 0.0), "HH": (0.4, 0.0, 0.0),
+    "R": (0.2, -0.45, 0.0), "W": (0.14, -1.0, 0.0), "AA": (1.0, 0.1, 0.0), "EH": (0.7, 0.4, 0.0),
+    "IY": (0.35, 0.7, 0.0), "AO": (0.75, -0.6, 0.0), "UH": (0.35, -0.6, 0.0), "AH": (0.65, 0.0, 0.0),
+    "ER": (0.45, -0.3, 0.0), "HH": (0.4, 0.0, 0.0),
 }
 VISEMES = tuple(GENERIC)
 # How strongly each class holds its shape against its neighbours (open, width): lips-only sounds dominate,
 # tongue sounds borrow the lips from the vowels around them.
 DOMINANCE: dict[str, tuple[float, float]] = {
-    SIL: (0.5, 0.5), "PBM": (4.0, 0.6), "FV": (3.0, 0.6), "TH": (0.7, 0.3), "TD": (0.4, 0.2),
+    SIL: (0.5, 0.5), "PBM": (1.0, 0.6), "FV": (1.5, 0.6), "TH": (0.7, 0.3), "TD": (0.4, 0.2),
     "SZ": (0.8, 0.6), "SH": (0.8, 1.2), "KG": (0.3, 0.2), "R": (0.6, 1.2), "W": (1.2, 2.0),
-    "AA": (1.0, 0.8), "EH": (1.0, 0.8), "IY": (1.0, 1.0), "AO": (1.0, 1.5), "UH": (1.0, 1.5),
-    "AH": (1.0, 0.6), "ER": (0.9, 1.0), "HH": (0.1, 0.1),
+    "AA": (1.5, 0.8), "EH": (1.5, 0.8), "IY": (1.2, 1.0), "AO": (1.5, 1.5), "UH": (1.2, 1.5),
+    "AH": (1.5, 0.6), "ER": (1.2, 1.0), "HH": (0.1, 0.1),
 }
 ROUNDED = {"W", "AO", "UH", "SH", "R", "ER"}
-TAU_AFTER, TAU_BEFORE, TAU_ROUND_BEFORE = 0.05, 0.05, 0.14  # seconds; rounding starts early
+VOWELS = {"AA", "EH", "IY", "AO", "UH", "AH", "ER", "W"}
+# Seconds: consonants release quickly, vowels spread further; rounding starts early (anticipation).
+TAU_VOWEL, TAU_CONSONANT, TAU_ROUND_BEFORE = 0.06, 0.03, 0.14
 BILABIAL = "PBM"
+PAUSE = 0.15  # seconds without a sound that count as a pause
 
 _IPA = {
     "p": "PBM", "b": "PBM", "m": "PBM", "ɸ": "PBM", "β": "PBM", "ʙ": "PBM",
@@ -181,7 +184,13 @@ def learned_shapes(rng: Range, phonemes: Sequence[Phoneme], times: np.ndarray, d
 def trajectory(phonemes: Sequence[Phoneme], times: np.ndarray, shapes: Shapes) -> tuple[np.ndarray, np.ndarray]:
     """Target descriptors (T, 3) at `times` with dominance-blended coarticulation, and the frames that
     must be fully closed (bilabials). Far from any sound the mouth relaxes to rest."""
-    segs = [s for s in segments(phonemes)]
+    segs = segments(phonemes)
+    # Pauses (gaps between sounds, before the first and after the last) pull toward the rest pose.
+    if len(times):
+        edges = [times[0] - 1.0] + [x for s in segs for x in (s[1], s[2])] + [times[-1] + 1.0]
+        for end, start in zip(edges[0::2], edges[1::2]):
+            if start - end > PAUSE:
+                segs.append((SIL, end + 0.05, start - 0.05))
     rest = shapes.target(SIL)
     n = len(times)
     num = np.zeros((n, 3))
@@ -198,8 +207,9 @@ def trajectory(phonemes: Sequence[Phoneme], times: np.ndarray, shapes: Shapes) -
         dt = t - centre
         inside = np.abs(dt) <= half
         dist = np.where(inside, 0.0, np.abs(dt) - half)
-        tau_b = np.array([TAU_BEFORE, TAU_ROUND_BEFORE if v in ROUNDED else TAU_BEFORE, TAU_BEFORE])
-        tau = np.where((dt < 0)[:, None], tau_b, TAU_AFTER)
+        base = TAU_VOWEL if v in VOWELS else TAU_CONSONANT
+        tau_b = np.array([base, TAU_ROUND_BEFORE if v in ROUNDED else base, base])
+        tau = np.where((dt < 0)[:, None], tau_b, base)
         alpha = np.array([DOMINANCE[v][0], DOMINANCE[v][1], DOMINANCE[v][0]])
         dom = alpha * np.exp(-dist[:, None] / tau)
         num[lo:hi] += dom * shapes.target(v)

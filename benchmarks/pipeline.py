@@ -1,0 +1,221 @@
+"""End-to-end pipeline benchmark on the demo project (`dubforge demo` media).
+
+    .venv/bin/python benchmarks/pipeline.py [--seconds 60] [--languages es,de,pt-BR] [--extra fr] [--repeat N]
+
+Measures, per repetition: a bare ffmpeg remux of the demo clip (`-c copy`, the floor for any tool that
+reads and writes the file); `dubforge run demo.yaml --out DIR` on a fresh output folder (cold); the same
+run again unchanged (everything cached); then the run with one more language added. Each run's wall time
+and peak memory (the largest process of the run, from wait4) are printed with per-stage seconds from
+OUT/report.json, the real-time factor (wall / clip length), the ratio to the remux, and the targets:
+60 s clip, 3 languages, lip-sync off: cold run < 40 s; unchanged rerun < 8 s; the added language costs
+no more than one language's share of the cold run. Medians over --repeat. --json FILE saves the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dubforge.demo import FPS, frame_count, make_demo  # noqa: E402
+
+TARGET_COLD = 40.0
+TARGET_RERUN = 8.0
+
+
+def timed(command: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict:
+    """Run `command`; wall seconds, peak RSS (MiB) of its largest process, exit status."""
+    sink = open(log, "wb") if log else subprocess.DEVNULL
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            sink.close()
+    return {"wall": wall, "peak_mib": usage.ru_maxrss / 1024, "rc": proc.returncode}
+
+
+def remux_baseline(video: Path, work: Path) -> dict:
+    import imageio_ffmpeg
+
+    out = work / "remux.mp4"
+    result = timed([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(video), "-map", "0", "-c", "copy", str(out)])
+    if result["rc"] != 0 or not out.is_file():
+        raise SystemExit(f"ffmpeg remux of {video} failed (exit {result['rc']})")
+    return result
+
+
+def dubforge_command() -> list[str]:
+    script = Path(sys.executable).with_name("dubforge")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from dubforge.cli import main; sys.exit(main())"]
+
+
+def pipeline_run(manifest: Path, out: Path, env: dict[str, str], label: str) -> dict:
+    log = out.parent / f"{out.name}.{label}.log"
+    result = timed([*dubforge_command(), "run", str(manifest), "--out", str(out)], env=env, log=log)
+    report = out / "report.json"
+    result["report"] = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None
+    result["log"] = str(log)
+    if result["rc"] != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        print(f"\n{label}: `dubforge run` exited {result['rc']}; log {log}:\n{tail}", file=sys.stderr)
+    return result
+
+
+def stage_seconds(entry: object) -> float | None:
+    """A report stage entry: seconds, or {"state": ..., "seconds": ...}."""
+    value = entry.get("seconds") if isinstance(entry, dict) else entry
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def language_share(report: dict | None, wall: float) -> float:
+    """One language's share of a run: mean of the per-language stage sums (else wall / languages)."""
+    langs = (report or {}).get("languages") or {}
+    sums = [sum(stage_seconds(x) or 0.0 for x in v.get("stages", {}).values()) for v in langs.values()]
+    if sums and any(sums):
+        return statistics.mean(sums)
+    return wall / max(1, len(langs))
+
+
+def one_repetition(manifest: Path, extra_manifest: Path, work: Path, index: int) -> dict:
+    rep = work / f"rep{index}"
+    shutil.rmtree(rep, ignore_errors=True)
+    rep.mkdir(parents=True)
+    env = dict(os.environ, XDG_CACHE_HOME=str(rep / "cache"))  # a cold user cache as well as a fresh --out
+    out = rep / "out"
+    cold = pipeline_run(manifest, out, env, "cold")
+    rerun = pipeline_run(manifest, out, env, "rerun")
+    added = pipeline_run(extra_manifest, out, env, "added")
+    return {"cold": cold, "rerun": rerun, "added": added}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def stage_table(report: dict | None) -> list[str]:
+    if not report:
+        return ["  (no report.json)"]
+    shared = report.get("stages") or {}
+    langs = report.get("languages") or {}
+    names: list[str] = list(shared)
+    for entry in langs.values():
+        names += [n for n in entry.get("stages", {}) if n not in names]
+    head = f"  {'stage':<16}{'shared':>9}" + "".join(f"{lang:>9}" for lang in langs)
+    rows = [head]
+    for name in names:
+        cells = [shared.get(name)] + [entry.get("stages", {}).get(name) for entry in langs.values()]
+        rows.append(f"  {name:<16}" + "".join(_cell(c) for c in cells))
+    statuses = "  status: " + ", ".join(f"{lang} {entry.get('status', '?')}" for lang, entry in langs.items())
+    total = report.get("total_seconds")
+    return rows + ["  (c = cached)", statuses + (f"; total_seconds {total:.2f}" if isinstance(total, (int, float)) else "")]
+
+
+def _cell(entry: object) -> str:
+    seconds = stage_seconds(entry)
+    if seconds is None:
+        return f"{'':>9}"
+    cached = isinstance(entry, dict) and str(entry.get("state", "")).lower() == "cached"
+    return f"{seconds:>8.2f}{'c' if cached else ' '}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="demo clip length (default 60)")
+    parser.add_argument("--languages", default="es,de,pt-BR", help="comma-separated target languages (default es,de,pt-BR)")
+    parser.add_argument("--extra", default="fr", help="the language added in the last run (default fr)")
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported")
+    parser.add_argument("--work", type=Path, help="working folder (default: a temporary folder, removed)")
+    parser.add_argument("--json", type=Path, help="write the measurements here")
+    parser.add_argument("--baseline-only", action="store_true", help="make the demo and time the remux only")
+    args = parser.parse_args(argv)
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
+    if args.extra in langs:
+        parser.error(f"--extra {args.extra} is already in --languages")
+
+    temp = None if args.work else tempfile.TemporaryDirectory(prefix="dubforge-bench-")
+    work = (args.work or Path(temp.name)).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        demo_dir = work / f"demo-{args.seconds:g}s"
+        started = time.perf_counter()
+        extra_manifest = make_demo(demo_dir, args.seconds, [*langs, args.extra])
+        extra_manifest = extra_manifest.replace(demo_dir / f"demo.plus-{args.extra}.yaml")
+        manifest = make_demo(demo_dir, args.seconds, langs)
+        demo_seconds = time.perf_counter() - started
+        clip = float(frame_count(args.seconds) / FPS)
+        video = demo_dir / "media" / "demo.mp4"
+
+        baselines = [remux_baseline(video, work)["wall"] for _ in range(max(1, args.repeat))]
+        remux = median(baselines)
+        print(f"dubforge pipeline benchmark: {clip:.2f} s clip ({frame_count(args.seconds)} frames, 1280x720), "
+              f"languages {', '.join(langs)} (+{args.extra}), lip-sync off, repeat {args.repeat}")
+        print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}; demo media ready in {demo_seconds:.1f} s")
+        print(f"baseline: ffmpeg remux (-c copy) {remux:.3f} s")
+        results: dict = {"seconds": clip, "languages": langs, "extra": args.extra, "remux_seconds": remux, "runs": []}
+        if args.baseline_only:
+            return _finish(results, args.json)
+        if importlib.util.find_spec("dubforge.cli") is None:
+            print("dubforge.cli is not importable: `dubforge run` cannot be benchmarked yet", file=sys.stderr)
+            _finish(results, args.json)
+            return 2
+
+        reps = [one_repetition(manifest, extra_manifest, work, i) for i in range(max(1, args.repeat))]
+        results["runs"] = [{k: {x: y for x, y in v.items()} for k, v in rep.items()} for rep in reps]
+        print(f"\n  {'run':<24}{'wall s':>9}{'RTF':>8}{'peak MiB':>10}{'x remux':>9}{'exit':>6}")
+        walls: dict[str, float] = {}
+        for key, label in (("cold", f"cold, {len(langs)} languages"), ("rerun", "unchanged rerun"), ("added", f"+{args.extra} ({len(langs) + 1} languages)")):
+            wall = median([r[key]["wall"] for r in reps])
+            peak = median([r[key]["peak_mib"] for r in reps])
+            rcs = sorted({r[key]["rc"] for r in reps})
+            walls[key] = wall
+            print(f"  {label:<24}{wall:>9.2f}{wall / clip:>8.3f}{peak:>10.0f}{wall / remux:>9.0f}{','.join(map(str, rcs)):>6}")
+        print("\nstages of the cold run (seconds, from report.json):")
+        print("\n".join(stage_table(reps[len(reps) // 2]["cold"]["report"])))
+        print(f"\nstages of the +{args.extra} run:")
+        print("\n".join(stage_table(reps[len(reps) // 2]["added"]["report"])))
+
+        share = median([language_share(r["cold"]["report"], r["cold"]["wall"]) for r in reps])
+        added_cost = walls["added"] - walls["rerun"]
+        ok = all(r[k]["rc"] == 0 for r in reps for k in r)
+        checks = [
+            (f"cold run < {TARGET_COLD:g} s (60 s clip, 3 languages)", walls["cold"], TARGET_COLD, walls["cold"] < TARGET_COLD),
+            (f"unchanged rerun < {TARGET_RERUN:g} s", walls["rerun"], TARGET_RERUN, walls["rerun"] < TARGET_RERUN),
+            ("added language <= one language's share", added_cost, share, added_cost <= share),
+        ]
+        print("\ntargets:" + ("" if args.seconds == 60 and len(langs) == 3 else " (defined for a 60 s clip and 3 languages)"))
+        for name, value, limit, passed in checks:
+            print(f"  {name:<44}{value:>8.2f} s  (limit {limit:.2f} s)  {'PASS' if passed and ok else 'FAIL'}")
+        results["targets"] = [{"name": n, "value": v, "limit": lim, "pass": p and ok} for n, v, lim, p in checks]
+        return _finish(results, args.json, 0 if ok else 1)
+    finally:
+        if temp:
+            temp.cleanup()
+
+
+def _finish(results: dict, path: Path | None, code: int = 0) -> int:
+    if path:
+        from dubforge.files import write_json_atomic
+
+        write_json_atomic(path, results)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

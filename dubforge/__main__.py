@@ -1,0 +1,3 @@
+from dubforge.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""The demo dubbed end to end through the CLI and Prefect, checked on the delivered files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import srt
+from dubforge.demo import make_demo
+from dubforge.files import sha256_file
+
+LANGUAGES = ["es", "pt-BR"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, prefect_api):
+    root = tmp_path_factory.mktemp("demo")
+    manifest = make_demo(root, seconds=8, languages=LANGUAGES)
+    dubforge_run(manifest)
+    report = json.loads((root / "out" / "report.json").read_text())
+    truth = json.loads((root / "demo-truth.json").read_text())
+    return root, manifest, report, truth
+
+
+def dubforge_run(manifest: Path) -> str:
+    """`dubforge run` as a user runs it, against the test session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def ebur128(path: Path) -> tuple[float, float]:
+    """Integrated loudness and true peak by FFmpeg's own ebur128 filter (independent of our code)."""
+    import imageio_ffmpeg
+
+    err = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "ebur128=peak=true",
+         "-f", "null", "-"], capture_output=True, text=True, check=True,
+    ).stderr
+    summary = err[err.rindex("Summary:"):]
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+    peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
+    return integrated, peak
+
+
+def audio_of(path: Path, index: int = 0) -> tuple[np.ndarray, int]:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[index]
+        chunks = [frame.to_ndarray().mean(axis=0) for frame in container.decode(stream)]
+        return np.concatenate(chunks), stream.rate
+
+
+def test_every_language_delivered(demo):
+    root, _, report, _ = demo
+    assert {lang: r["status"] for lang, r in report["languages"].items()} == {lang: "completed" for lang in LANGUAGES}
+    for lang in LANGUAGES:
+        folder = root / "out" / lang
+        for suffix in ("mp4", "srt", "vtt", "csv", "dialogue.wav", "mp4.provenance.json"):
+            assert (folder / f"demo.{lang}.{suffix}").is_file()
+        assert (folder / "qc.json").is_file()
+    assert (root / "out" / "demo.master.mkv").is_file()
+
+
+@pytest.mark.parametrize("lang,iso", [("es", "spa"), ("pt-BR", "por")])
+def test_streams_tags_and_duration(demo, lang, iso):
+    root, _, _, truth = demo
+    source = root / "media" / "demo.mp4"
+    out = root / "out" / lang / f"demo.{lang}.mp4"
+    with av.open(str(source)) as src, av.open(str(out)) as dub:
+        sv, dv = src.streams.video[0], dub.streams.video[0]
+        assert dv.codec_context.name == "h264" and (dv.width, dv.height) == (1280, 720)
+        assert dv.average_rate == sv.average_rate
+        assert [p.pts for p in dub.demux(dv) if p.size] == [p.pts for p in src.demux(sv) if p.size]  # stream-copied
+    with av.open(str(out)) as dub:
+        audio = dub.streams.audio[0]
+        assert audio.codec_context.name == "aac" and audio.metadata.get("language") == iso
+        assert dub.metadata.get("ai_modified") == "true" or "AI-modified" in json.dumps(dub.metadata)
+        frame = 1 / float(dub.streams.video[0].average_rate)
+        assert abs(dub.duration / 1e6 - truth["duration"]) <= frame + 1e-3
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_loudness_measured_independently(demo, lang):
+    root = demo[0]
+    integrated, peak = ebur128(root / "out" / lang / f"demo.{lang}.mp4")
+    assert abs(integrated - (-23.0)) <= 1.0
+    assert peak <= -1.0 + 0.3  # EBU R128 true-peak ceiling (AAC adds a little)
+    qc = json.loads((root / "out" / lang / "qc.json").read_text())
+    assert abs(qc["loudness"]["integrated_lufs"] - integrated) <= 0.5
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_subtitles_parse_and_stay_inside_video(demo, lang):
+    root, _, _, truth = demo
+    cues = list(srt.parse((root / "out" / lang / f"demo.{lang}.srt").read_text()))
+    assert len(cues) == len(truth["lines"])
+    for cue in cues:
+        assert 0 <= cue.start.total_seconds() < cue.end.total_seconds() <= truth["duration"] + 1e-3
+        assert cue.content.strip()
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_dubbed_speech_where_source_speech_was(demo, lang):
+    root, _, _, truth = demo
+    dialogue, rate = audio_of(root / "out" / lang / f"demo.{lang}.mp4")
+    music, mrate = audio_of(root / "media" / "demo.mp4")
+    qc = json.loads((root / "out" / lang / "qc.json").read_text())
+    for line, fitted in zip(truth["lines"], qc["segments"]):
+        start, end = int(line["start"] * rate), int(line["end"] * rate)
+        window = dialogue[start:end]
+        voiced = np.mean(np.abs(window) > 0.02)  # share of samples well above the bed
+        assert voiced > 0.3, f"{lang} line {line['index']}: no dubbed speech in its window"
+        assert fitted["window"][0] == pytest.approx(line["start"], abs=0.05)
+        assert fitted["speed"] <= 1.25 + 1e-6
+
+
+def test_master_has_every_track_tagged(demo):
+    root = demo[0]
+    with av.open(str(root / "out" / "demo.master.mkv")) as mkv:
+        assert len(mkv.streams.video) == 1
+        audio_languages = [s.metadata.get("language") for s in mkv.streams.audio]
+        subtitle_languages = [s.metadata.get("language") for s in mkv.streams.subtitles]
+    assert audio_languages == ["eng", "spa", "por"]
+    assert subtitle_languages == ["spa", "por"]
+
+
+def test_provenance_binds_to_the_delivered_file(demo):
+    root = demo[0]
+    for lang in LANGUAGES:
+        mp4 = root / "out" / lang / f"demo.{lang}.mp4"
+        record = json.loads(mp4.with_name(mp4.name + ".provenance.json").read_text())
+        assert record["ai_modified"] is True
+        assert record["asset"]["sha256"] == sha256_file(mp4)
+        assert record["rights"]["consent"] is True
+        assert record["source"]["sha256"] == sha256_file(root / "media" / "demo.mp4")
+
+
+def test_second_run_is_all_cached_and_adding_a_language_runs_only_it(demo):
+    root, manifest, _, _ = demo
+    dubforge_run(manifest)
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["all_cached"], report
+    mp4 = root / "out" / "es" / "demo.es.mp4"
+    mtime = mp4.stat().st_mtime_ns
+    # a deleted deliverable is rebuilt, the rest stays cached
+    (root / "out" / "pt-BR" / "demo.pt-BR.mp4").unlink()
+    dubforge_run(manifest)
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["languages"]["pt-BR"]["stages"]["deliver"]["state"] == "Completed"
+    assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Cached"
+    assert (root / "out" / "pt-BR" / "demo.pt-BR.mp4").is_file() and mp4.stat().st_mtime_ns == mtime
