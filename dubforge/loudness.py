@@ -47,6 +47,9 @@ def preset(name: str) -> Preset:
         raise ValueError(f"unknown loudness preset {name!r} (known: {', '.join(PRESETS)})") from None
 
 
+_lookup = preset  # normalise() names its parameter `preset` too
+
+
 def _2d(samples: np.ndarray) -> np.ndarray:
     data = np.asarray(samples, dtype=np.float64)
     return data[:, None] if data.ndim == 1 else data
@@ -139,14 +142,14 @@ def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float, envelope: np.ndar
     return (data * per_sample[:, None]).astype(np.float32)
 
 
-def normalise(samples: np.ndarray, rate: int, preset_name: str, dialogue_mask: np.ndarray | None = None) -> np.ndarray:
+def normalise(samples: np.ndarray, rate: int, preset: str, dialogue_mask: np.ndarray | None = None) -> np.ndarray:
     """Bring `samples` (n, channels) to the preset's integrated loudness with true peak <= its ceiling.
 
     Dialogue-gated presets (netflix) measure loudness only where `dialogue_mask` is True (all audio
     when no mask is given). Silence is returned unchanged. The limiter runs last, so the ceiling holds
     even if the loudness is still a little off after MAX_PASSES passes.
     """
-    spec = preset(preset_name)
+    spec = _lookup(preset)
     mask = dialogue_mask if spec.dialogue_gated else None
     if mask is not None and not np.any(mask):
         mask = None

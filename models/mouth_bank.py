@@ -123,7 +123,7 @@ class MouthBankRenderer:
             return
         units = [int(path[i])]
         prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 else -1
-        if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1):
+        if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1) and not closed[i]:
             # A jump: show half of where the previous unit was going for one frame.
             units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)
         warped = None

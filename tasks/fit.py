@@ -145,12 +145,13 @@ def fit_track(
     for i, line in enumerate(ordered):
         synth = _pick(synthesizers, line.speaker)
         used.add(synth.name)
-        start = max(line.start, not_before)
+        spoken = bool(line.text.strip())
+        start = max(line.start, not_before) if spoken else line.start
         nxt = ordered[i + 1].start - timing.gap if i + 1 < len(ordered) else video_duration
         window = max(0.0, min(line.end, video_duration) - start)
         span = max(window, min(nxt, video_duration) - start)
 
-        clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if line.text.strip() else _SILENT
+        clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if spoken else _SILENT
         natural = clip.duration
         speed = _choose_speed(natural, window, span, timing.max_speedup) if natural > 0 else 1.0
         rate, stretch = 1.0, 1.0

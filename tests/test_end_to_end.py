@@ -120,7 +120,7 @@ def test_dubbed_speech_where_source_speech_was(demo, lang):
         window = dialogue[start:end]
         voiced = np.mean(np.abs(window) > 0.02)  # share of samples well above the bed
         assert voiced > 0.3, f"{lang} line {line['index']}: no dubbed speech in its window"
-        assert fitted["window"][0] == pytest.approx(line["start"], abs=0.05)
+        assert fitted["window"][0] == pytest.approx(line["start"], abs=0.15)  # ASR + alignment vs truth
         assert fitted["speed"] <= 1.25 + 1e-6
 
 

@@ -11,11 +11,11 @@ WEIGHTS = np.array([1.0, 0.5, 0.3])
 
 
 def target_costs(desc: np.ndarray, targets: np.ndarray, closed: np.ndarray, rng: Range) -> np.ndarray:
-    """(T, K) squared shape distance in units of the speaker's range; closure weighs triple."""
+    """(T, K) squared shape distance in units of the speaker's range; a closure must find a closed mouth."""
     span = max(rng.open - rng.closed, 1e-3)
     scale = np.array([span, max((rng.widest - rng.roundest) / 2, 1e-3), span])
     diff = (targets[:, None, :] - desc[None, :, :]) / scale
-    w = np.where(closed[:, None], WEIGHTS * [3.0, 1.0, 1.0], WEIGHTS)
+    w = np.where(closed[:, None], WEIGHTS * [10.0, 1.0, 1.0], WEIGHTS)
     return (diff**2 * w[:, None, :]).sum(-1)
 
 
