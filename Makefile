@@ -1,0 +1,33 @@
+# Set-up, demo, tests and benchmark. Python 3.11+; everything installs into .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: setup demo test bench schema clean
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@# mediapipe 0.10.21 is the last release with face_mesh models inside the wheel; its declared deps
+	@# (jax, numpy<2, opencv-contrib) would clobber ours, so it goes in without them (see docs/lipsync.md).
+	$(BIN)/pip install -q --no-deps 'mediapipe==0.10.21'
+	$(BIN)/pip install -q 'protobuf<5' absl-py attrs flatbuffers
+	$(BIN)/dubforge --help >/dev/null && echo "dubforge is set up: run 'make demo' or '$(BIN)/dubforge --help'"
+
+demo:
+	$(BIN)/dubforge demo --out demo
+
+test:  # pytest's exit 5 (no tests collected) is a failure here
+	$(BIN)/python -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$status
+
+bench:
+	$(BIN)/python benchmarks/pipeline.py
+
+schema:
+	$(BIN)/dubforge schema -o manifests/schema.json
+
+clean:
+	rm -rf demo out .pytest_cache
