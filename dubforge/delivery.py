@@ -7,6 +7,7 @@ deliverable. Outputs are marked AI-modified in container metadata and in a prove
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 from importlib.metadata import version
 from pathlib import Path
@@ -57,6 +58,11 @@ def _subtitle_segments(translation: Translation, dub: DubTrack, duration: float)
         if end > start:
             segments.append(Segment(start=start, end=end, text=line.text, speaker=speakers.get(line.index, "speaker")))
     return segments
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinities: digital silence measures -inf LUFS, reported as null."""
+    return round(value, 2) if math.isfinite(value) else None
 
 
 def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
@@ -110,9 +116,9 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "preset": info["loudness"],
             "target_lufs": target.target_lufs,
             "max_true_peak_dbtp": target.ceiling_dbtp,
-            "integrated_lufs": round(integrated, 2),
+            "integrated_lufs": _finite(integrated),
             "dialogue_gated": target.dialogue_gated,
-            "true_peak_dbtp": round(delivered.true_peak_dbtp, 2),
+            "true_peak_dbtp": _finite(delivered.true_peak_dbtp),
             "measured_on": "delivered file",
             "pass": bool(loudness_ok and peak_ok),
         },
@@ -205,7 +211,7 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, Path(d["mix_wav"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
+        (lang, Path(d["mp4"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)  # AAC copied
         for lang, d in sorted(deliveries.items())
     ]
     mux_master(media.video, media.mix_wav, info["source_language"], tracks, out,

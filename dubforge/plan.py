@@ -25,6 +25,7 @@ class LanguagePlan:
     translation: str  # "file: <path>" or "machine: <backend>"
     translation_file: Path | None
     translation_segments: list[Segment] | None
+    machine: MachineTranslation | None  # with a ctranslate2 model folder resolved to an absolute path
     voices: dict[str, Voice]  # speaker -> voice ("*" = default), backends resolved (no "auto")
     voice_models: dict[str, Path]  # speaker -> resolved piper model path
 
@@ -134,7 +135,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             continue
         language = normalise_language(target.language)
         translation = target.translation
-        segments, tfile = None, None
+        segments, tfile, machine = None, None, None
         if isinstance(translation, FileTranslation):
             tfile = resolve(f"{key}.translation.path", translation.path)
             if tfile and duration is not None:
@@ -147,6 +148,14 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             assert isinstance(translation, MachineTranslation)
             _check_backend(problems, file, "translate", translation.backend, f"{key}.translation.backend")
             label = f"machine ({translation.backend})"
+            machine = translation
+            if translation.backend == "ctranslate2":
+                folder = (manifest.root / (translation.model or "")).resolve()
+                if not translation.model or not folder.is_dir():
+                    problems.append(Problem(file, f"{key}.translation.model",
+                                            f"ctranslate2 needs a model folder (got {translation.model!r}, not a folder)"))
+                else:
+                    machine = translation.model_copy(update={"model": str(folder)})
         voices = {"*": target.voice, **target.voices}
         resolved_voices, models = {}, {}
         for speaker, voice in voices.items():
@@ -158,7 +167,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                 if model:
                     models[speaker] = model
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
-        plans.append(LanguagePlan(language, label, tfile, segments, resolved_voices, models))
+        plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 
     if problems:
         raise InputError(problems)

@@ -291,10 +291,9 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         for lp in plan.languages:
             lang = lp.language
-            machine = None if lp.translation_file else m.target(_target_code(m, lang)).translation
             tr = staged(translate_task).submit(
                 language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
-                machine=machine, video_duration=media.duration)
+                machine=lp.machine, video_duration=media.duration)
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
                 video_duration=media.duration, work_root=work_root)
@@ -338,12 +337,6 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         write_json_atomic(out / "report.json", report)
         _report_artifact(report)
     return report
-
-
-def _target_code(manifest, language: str) -> str:
-    from dubforge.languages import normalise_language
-
-    return next(t.language for t in manifest.targets if normalise_language(t.language) == language)
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:

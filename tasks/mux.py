@@ -21,6 +21,7 @@ from dubforge.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.languages import iso639_2
 
 AUDIO_RATE = 48_000
+_DELIVERED = (".mp4", ".m4a")
 AUDIO_BITRATE = "192k"
 
 # Tags the MP4 muxer writes in iTunes form; any other key needs QuickTime 'mdta' tags to survive.
@@ -133,7 +134,7 @@ def mux_master(
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """One MKV master: the picture copied; the original audio first (title "Original", default track);
-    then per language (code, audio WAV, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
+    then per language (code, audio WAV or delivered MP4 whose AAC is copied, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
     track, all tagged with ISO 639-2/B codes (Matroska convention)."""
     video, out_mkv = Path(video).absolute(), Path(out_mkv).absolute()
     duration, offset = _video_timing(video)
@@ -141,15 +142,19 @@ def mux_master(
     inputs: list[Any] = ["-i", video]
     n_inputs = 1
     maps: list[str] = ["-map", "0:v:0"]
-    codecs: list[Any] = ["-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-c:s", "srt"]
+    codecs: list[Any] = ["-c:v", "copy", "-c:s", "srt"]
     tags: list[str] = ["-disposition:v:0", "default"]
     audio = [(source_language, Path(original_audio), "Original")] if original_audio else []
     audio += [(lang, Path(wav), _title(lang, "dubbed")) for lang, wav, _ in tracks]
-    for i, (lang, wav, title) in enumerate(audio):
-        inputs += [*shift, "-i", wav.absolute()]
+    for i, (lang, source, title) in enumerate(audio):
+        if source.suffix.lower() in _DELIVERED:  # a delivered MP4: its AAC is already on the picture's clock
+            inputs += ["-i", source.absolute()]
+            codecs += [f"-c:a:{i}", "copy"]
+        else:
+            inputs += [*shift, "-i", source.absolute()]
+            codecs += [f"-filter:a:{i}", _audio_filter(duration), f"-c:a:{i}", "aac", f"-b:a:{i}", AUDIO_BITRATE]
         maps += ["-map", f"{n_inputs}:a:0"]
         n_inputs += 1
-        codecs += [f"-filter:a:{i}", _audio_filter(duration)]
         tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
                  f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
     with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:
