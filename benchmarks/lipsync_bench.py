@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SENTENCES = ("Maybe Bob prefers fluffy purple muffins.", "We will move the boxes before the show.",
-             "Pam made a map of the bay for me.", "Five brave volunteers fixed the fence.")
+             "Pam brought maps to the bay by noon.", "Five brave volunteers fixed the fence.")
 
 
 def make_inputs(work: Path, frames: int) -> tuple[Path, list]:

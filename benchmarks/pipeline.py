@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dubforge.demo import FPS, frame_count, make_demo  # noqa: E402
+from dubforge.demo import FPS, demo_languages, frame_count, make_demo  # noqa: E402
 
 TARGET_COLD = 40.0
 TARGET_RERUN = 8.0
@@ -127,6 +127,30 @@ def stage_table(report: dict | None) -> list[str]:
     return rows + ["  (c = cached)", statuses + (f"; total_seconds {total:.2f}" if isinstance(total, (int, float)) else "")]
 
 
+def median_report(reports: list[dict | None]) -> dict | None:
+    """A report whose stage seconds are the medians over repetitions (states and statuses from the first)."""
+    reports = [r for r in reports if r]
+    if not reports:
+        return None
+
+    def merged(stages_of: list[dict]) -> dict:
+        out: dict = {}
+        for name, entry in stages_of[0].items():
+            values = [stage_seconds(s.get(name)) for s in stages_of]
+            seconds = median([v for v in values if v is not None])
+            out[name] = {"state": entry.get("state") if isinstance(entry, dict) else None, "seconds": seconds}
+        return out
+
+    first = reports[0]
+    langs = {
+        lang: {**entry, "stages": merged([(r.get("languages") or {}).get(lang, {}).get("stages", {}) for r in reports])}
+        for lang, entry in (first.get("languages") or {}).items()
+    }
+    totals = [r["total_seconds"] for r in reports if isinstance(r.get("total_seconds"), (int, float))]
+    return {**first, "stages": merged([r.get("stages") or {} for r in reports]), "languages": langs,
+            "total_seconds": median(totals) if totals else None}
+
+
 def _cell(entry: object) -> str:
     seconds = stage_seconds(entry)
     if seconds is None:
@@ -146,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--baseline-only", action="store_true", help="make the demo and time the remux only")
     args = parser.parse_args(argv)
-    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
-    if args.extra in langs:
-        parser.error(f"--extra {args.extra} is already in --languages")
+    try:
+        langs = demo_languages([x.strip() for x in args.languages.split(",") if x.strip()])
+        (extra,) = demo_languages([args.extra])
+    except ValueError as exc:
+        parser.error(str(exc))
+    if extra in langs:
+        parser.error(f"--extra {extra} is already in --languages")
+    args.extra = extra
 
     temp = None if args.work else tempfile.TemporaryDirectory(prefix="dubforge-bench-")
     work = (args.work or Path(temp.name)).absolute()
@@ -178,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
         reps = [one_repetition(manifest, extra_manifest, work, i) for i in range(max(1, args.repeat))]
-        results["runs"] = [{k: {x: y for x, y in v.items()} for k, v in rep.items()} for rep in reps]
+        results["runs"] = reps
         print(f"\n  {'run':<24}{'wall s':>9}{'flow s':>9}{'RTF':>8}{'peak MiB':>10}{'x remux':>9}{'exit':>6}")
         walls: dict[str, float] = {}
         for key, label in (("cold", f"cold, {len(langs)} languages"), ("rerun", "unchanged rerun"), ("added", f"+{args.extra} ({len(langs) + 1} languages)")):
@@ -190,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<24}{wall:>9.2f}{flow:>9.2f}{wall / clip:>8.3f}{peak:>10.0f}{wall / remux:>9.0f}{','.join(map(str, rcs)):>6}")
         print("  (wall: the whole `dubforge run` process; flow: report.json total_seconds; peak: largest process)")
         print("\nstages of the cold run (seconds, from report.json):")
-        print("\n".join(stage_table(reps[len(reps) // 2]["cold"]["report"])))
+        print("\n".join(stage_table(median_report([r["cold"]["report"] for r in reps]))))
         print(f"\nstages of the +{args.extra} run:")
-        print("\n".join(stage_table(reps[len(reps) // 2]["added"]["report"])))
+        print("\n".join(stage_table(median_report([r["added"]["report"] for r in reps]))))
 
         share = median([language_share(r["cold"]["report"], r["cold"]["wall"]) for r in reps])
         added_cost = walls["added"] - walls["rerun"]

@@ -174,7 +174,7 @@ def _build_media(out_dir: Path, source: Path, frames: int, key: str) -> list[Dem
     n = int(round(frames / FPS * RATE))
     voice, lines = _voice_over(n)
     if not lines:
-        raise ValueError(f"a {n / RATE:.1f} s demo is too short for one line; ask for at least 5 seconds")
+        raise ValueError(f"a {n / RATE:.1f} s demo is too short for one spoken line; ask for at least 4 seconds")
     bed, effects = _music_bed(n, lines)
     write_wav(out_dir / "media" / "me.wav", bed, RATE)
     mix = voice[:, None] + bed

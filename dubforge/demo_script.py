@@ -105,6 +105,12 @@ LINES: tuple[dict[str, str], ...] = (
         "fr": "J'adore découvrir comment les gens l'utilisent.",
     },
     {
+        "en": "Our team is small, but we listen closely.",
+        "es": "Nuestro equipo es pequeño, pero escuchamos con atención.",
+        "de": "Unser Team ist klein, aber wir hören genau zu.",
+        "fr": "Notre équipe est petite, mais nous écoutons attentivement.",
+    },
+    {
         "en": "Thanks again for your time today.",
         "es": "Gracias de nuevo por su tiempo hoy.",
         "de": "Nochmals danke für eure Zeit heute.",

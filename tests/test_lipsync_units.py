@@ -132,3 +132,42 @@ def test_target_lips_open_to_the_target(closed):
     new[g.sub(g.LIPS)] = lips
     gap = g.descriptor(new[None])[0, 0]
     assert (gap < 0.01) if closed else abs(gap - 0.2) < 0.02
+
+
+def _mouths(openings: np.ndarray) -> np.ndarray:
+    """Landmark arrays whose opening (gap / width) follows `openings`."""
+    from dubforge.lipsync import geometry as g
+
+    pts = np.zeros((len(openings), len(g.SUBSET), 2), np.float32)
+    pts[:, g.sub(61)[0]] = (-1, 0)
+    pts[:, g.sub(291)[0]] = (1, 0)
+    for i in g.sub(87, 14, 317):
+        pts[:, i, 1] = 2 * openings
+    return pts
+
+
+def test_several_faces_the_one_moving_with_the_speech_is_chosen():
+    from dubforge.lipsync.track import _choose
+
+    rng = np.random.default_rng(4)
+    speaking, other = rng.random(60), rng.random(60)
+    present = np.ones(60, bool)
+    curves = {0: (_mouths(other), present), 1: (_mouths(speaking), present)}
+    face, reason, corr = _choose(curves, np.log(speaking + 0.05))
+    assert face == 1 and corr > 0.8 and "correlates best" in reason
+    face, reason, corr = _choose(curves, None)
+    assert face in (0, 1) and "no source speech" in reason and corr is None
+
+
+def test_source_sync_tells_matching_audio_from_a_voice_over():
+    from dubforge.models.mouth_bank import source_sync
+
+    words = "m ɑ b i p ɔ f u l ə m ɛ n i t ə m p ɑ".split()
+    phones = ph(*[(s, 0.2 + 0.1 * k, 0.3 + 0.1 * k) for k, s in enumerate(words)])
+    times = np.arange(90) / FPS
+    own = visemes.reference_opening(phones, times) * 0.4
+    valid = np.ones(90, bool)
+    assert source_sync(phones, times, own, valid) > 0.9
+    unrelated = np.random.default_rng(5).random(90)
+    assert source_sync(phones, times, unrelated, valid) < 0.35
+    assert source_sync(phones[:5], times, own, valid) is None  # too little speech to judge
