@@ -71,6 +71,20 @@ def _timed(lane: str, stage: str) -> Iterator[None]:
     progress.emit(lane, stage, "done")
 
 
+def _progress_reporter(lane: str, stage: str, description: str):
+    """A progress callback that updates a Prefect progress artifact (UI) and the terminal view."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    artifact = create_progress_artifact(progress=0.0, description=description)
+
+    def report(done: int, total: int) -> None:
+        fraction = done / total if total else 1.0
+        update_progress_artifact(artifact_id=artifact, progress=100.0 * fraction)
+        progress.emit(lane, stage, "running", fraction=fraction)
+
+    return report
+
+
 def _stage_task(stage: str, run_name: str, **options: Any):
     return task(
         name=stage,
@@ -167,8 +181,12 @@ def voice_task(
                             model=voice_models.get(speaker), rate=voice.rate)
             for speaker, voice in voices.items()
         }
-        work = _work(work_root, "voice", language)  # per language, not per input: line audio is reused across edits
-        return fit_track(translation.lines, synthesizers, timing, video_duration, work, language)
+        # The track is keyed by every input; line audio is cached per language, so an edit re-synthesises only
+        # the lines that changed.
+        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
+        report = _progress_reporter(language, "voice", f"{language}: lines synthesised and fitted")
+        return fit_track(translation.lines, synthesizers, timing, video_duration, work, language,
+                         progress=report, tts_cache=Path(work_root) / "voice" / f"tts-{language}")
 
 
 @_stage_task("mix", "mix-{language}")

@@ -3,8 +3,8 @@
 Policy per line (window = [start, end] of the source line):
 1. Speak at the natural rate. If it fits the window, place it at the window start, speed 1.
 2. Else, if a total speed-up <= timing.max_speedup makes it fit the window, use exactly that speed-up.
-3. Else borrow the following silence (up to the next line's start minus timing.gap, or the video end),
-   with the smallest speed-up (<= max_speedup) that fits window + silence: speed 1 when the silence is enough.
+3. Else speed up to max_speedup and borrow only the rest from the following silence (up to the next line's
+   start minus timing.gap, or the video end): staying in the source window keeps the dub on the speaker.
 4. Whatever still does not fit is `overflow`: the text is never cut; the next line is pushed later, and
    audio past the video end is faded out and cut.
 A speed-up s is done by the TTS rate first (up to timing.max_rate), then by a pitch-preserving
@@ -14,7 +14,7 @@ time-stretch for the rest, so that natural_duration / placed duration == s.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,14 +94,12 @@ def synthesize_cached(synth: Synthesizer, text: str, rate: float, cache_dir: Pat
     return _trim(mono, speech.phonemes)
 
 
-def _choose_speed(natural: float, window: float, span: float, cap: float) -> float:
-    """The smallest total speed-up following the module's policy (steps 1-4)."""
+def _choose_speed(natural: float, window: float, cap: float) -> float:
+    """The total speed-up following the module's policy (steps 1-4)."""
     if natural <= window + EPS:
         return 1.0
     if window > EPS and natural / window <= cap + EPS:
         return natural / window
-    if span > EPS:
-        return min(cap, max(1.0, natural / span))
     return cap
 
 
@@ -127,13 +125,18 @@ def fit_track(
     video_duration: float,
     work_dir: Path,
     language: str,
+    progress: Callable[[int, int], None] | None = None,
+    tts_cache: Path | None = None,
 ) -> DubTrack:
     """Synthesise, fit and place every line; write `work_dir/dub.<language>.wav` (48 kHz mono float,
-    exactly round(video_duration * 48000) samples) and return the DubTrack."""
+    exactly round(video_duration * 48000) samples) and return the DubTrack.
+
+    Synthesised lines are cached in `tts_cache` (default `work_dir/tts`) by text, voice and rate;
+    `progress(done, total)` is called after each line."""
     if not video_duration > 0:
         raise StageError(f"video duration must be positive to build the {language} dub track (got {video_duration})")
     work_dir = Path(work_dir)
-    cache_dir = work_dir / "tts"
+    cache_dir = Path(tts_cache) if tts_cache else work_dir / "tts"
     total = int(round(video_duration * MIX_RATE))
     track = np.zeros(total, np.float32)
     ordered = sorted(lines, key=lambda ln: (ln.start, ln.index))
@@ -153,7 +156,7 @@ def fit_track(
 
         clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if spoken else _SILENT
         natural = clip.duration
-        speed = _choose_speed(natural, window, span, timing.max_speedup) if natural > 0 else 1.0
+        speed = _choose_speed(natural, window, timing.max_speedup) if natural > 0 else 1.0
         rate, stretch = 1.0, 1.0
         if speed > 1.0 + EPS:
             rate = min(speed, timing.max_rate)
@@ -207,6 +210,8 @@ def fit_track(
                 text=line.text,
             )
         )
+        if progress:
+            progress(i + 1, len(ordered))
 
     wav = write_wav(work_dir / f"dub.{language}.wav", track[:, None], MIX_RATE)
     return DubTrack(
