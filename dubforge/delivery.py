@@ -149,10 +149,16 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
             f"- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
         ]),
     )
+    if "lipsync" in qc:
+        card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        create_table_artifact(table=[{"metric": k, "value": v} for k, v in card.items()], key=f"{key}-lipsync",
+                              description=f"Lip-sync scorecard {language} (re-detected on the rendered output)")
 
 
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
-                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path) -> dict[str, Any]:
+                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
+                     picture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
     from dubforge.tasks.mux import mux_language, write_provenance
     from dubforge.tasks.qc import measure_delivery
 
@@ -176,10 +182,16 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
 
     mp4 = folder / f"{stem}.mp4"
     provenance_path = folder / f"{stem}.mp4.provenance.json"  # write_provenance's naming
-    mux_language(media.video, mix.wav, language, mp4, subtitles=srt_path,
-                 metadata=_metadata("synthetic dubbed speech", language, provenance_path.name))
+    video = Path(picture["video"]) if picture else media.video
+    kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
+    mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
     delivered = measure_delivery(mp4)
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
+    if picture:
+        result = picture["result"]
+        qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
+                         "warnings": list(result["warnings"])}
+        qc["backends"]["lipsync"] = result["backend"]
     write_json_atomic(folder / "qc.json", qc)
     _publish_qc(language, qc)
     actions = [
@@ -188,6 +200,8 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         {"action": "speech synthesised (synthetic voice)", "by": dub.backend},
         {"action": f"mixed ({mix.mode}, {info['loudness']})", "by": stems.backend},
     ]
+    if picture:
+        actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture["result"]["backend"]})
     write_provenance(mp4, _provenance(Path(info["video"]), info, actions))
     return {
         "mp4": str(mp4),

@@ -91,6 +91,8 @@ def carphone_path() -> Path:
 def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = ("es", "de", "pt-BR")) -> Path:
     """Build the demo project in `out_dir`; return the manifest path."""
     langs = demo_languages(languages)
+    if not 4.0 <= seconds <= 3600.0:
+        raise ValueError(f"demo length must be between 4 and 3600 seconds (got {seconds})")
     frames = frame_count(seconds)
     duration = float(frames / FPS)
     out_dir = Path(out_dir).absolute()

@@ -81,7 +81,11 @@ class Timing(Strict):
 
 
 class Lipsync(Strict):
-    enabled: bool = False
+    enabled: bool = Field(False, description="re-render the speaker's mouth for each language (needs rights.consent)")
+    backend: str = Field("mouth-bank", description="renderer: mouth-bank (CPU, the speaker's own footage) or a plugin")
+    preset: str = Field("veryfast", description="x264 preset of the rendered picture")
+    crf: int = Field(18, ge=0, le=51, description="x264 quality of the rendered picture (lower is better)")
+    slots: int = Field(1, ge=1, description="renders at once (Prefect 'gpu' tag limit: 1 per GPU; CPU slots)")
 
 
 class MixOptions(Strict):

@@ -11,7 +11,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-STAGES = ("asr", "align", "translate", "tts", "separate")
+STAGES = ("asr", "align", "translate", "tts", "separate", "lipsync")
 
 BUILTIN: dict[str, dict[str, str]] = {
     "asr": {"faster-whisper": "dubforge.models.whisper_asr:FasterWhisperTranscriber"},
@@ -27,6 +27,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "kokoro": "dubforge.models.kokoro_tts:KokoroSynthesizer",
     },
     "separate": {},
+    "lipsync": {"mouth-bank": "dubforge.models.mouth_bank:MouthBankRenderer"},
 }
 
 

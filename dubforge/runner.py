@@ -15,8 +15,8 @@ from rich.table import Table
 from dubforge import progress
 from dubforge.plan import Plan
 
-SHARED_STAGES = ("ingest", "separate", "transcribe", "align", "master")
-LANE_STAGES = ("translate", "voice", "mix", "deliver")
+SHARED_STAGES = ("ingest", "separate", "transcribe", "align", "track-face", "master")
+LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
 STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
 
 

@@ -29,7 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dubforge import progress
 from dubforge.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
 from dubforge.files import fingerprint, write_json_atomic
-from dubforge.manifest import MachineTranslation, MixOptions, Timing, Voice
+from dubforge.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice
 from dubforge.plan import Plan, make_plan
 from dubforge.progress import SHARED
 
@@ -150,6 +150,14 @@ def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_sc
         return aligned if from_script else tighten_to_words(aligned)
 
 
+@_stage_task("track-face", "track-face")
+def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> Any:
+    from dubforge.tasks.lipsync import track_face
+
+    with _timed(SHARED, "track-face"):
+        return track_face(video, _work(work_root, "track-face", video), media.speech_wav)
+
+
 # ---------------------------------------------------------------- per-language lane
 
 
@@ -189,6 +197,22 @@ def voice_task(
                          progress=report, tts_cache=Path(work_root) / "voice" / f"tts-{language}")
 
 
+@_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
+def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
+                 work_root: Path) -> dict[str, Any]:
+    """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
+    from dubforge.tasks.lipsync import render_lipsync, score_lipsync
+
+    with _timed(language, "lipsync"):
+        source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
+        out = _work(work_root, "lipsync", language, video, face, dub.phonemes, options) / f"picture.{language}.mp4"
+        report = _progress_reporter(language, "lipsync", f"{language}: frames rendered")
+        result = render_lipsync(video, face, dub.phonemes, source_phonemes, out, preset=options.preset,
+                                crf=options.crf, progress=report, backend=options.backend)
+        scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
+        return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
+
+
 @_stage_task("mix", "mix-{language}")
 def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mode: str, options: MixOptions,
              work_root: Path) -> Mix:
@@ -201,11 +225,13 @@ def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mod
 
 @_stage_task("deliver", "deliver-{language}")
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
-                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, deliver_dir: Path) -> dict[str, Any]:
+                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: dict[str, Any] | None,
+                 deliver_dir: Path) -> dict[str, Any]:
     from dubforge.delivery import deliver_language
 
     with _timed(language, "deliver"):
-        return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir)
+        return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
+                                picture=picture)
 
 
 @_stage_task("master", "master")
@@ -306,6 +332,12 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                             from_script=plan.script is not None)
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
 
+        face = None
+        if m.lipsync.enabled:
+            _ensure_concurrency_limit("gpu", m.lipsync.slots)
+            face = shared("track-face", track_face_task, video=plan.video, media=media, work_root=work_root)
+            logger.info("face track: %s", face.reason)
+
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         for lp in plan.languages:
             lang = lp.language
@@ -317,11 +349,18 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                 video_duration=media.duration, work_root=work_root)
             mx = staged(mix_task).submit(
                 language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
+            lane = [("translate", tr), ("voice", vo), ("mix", mx)]
+            picture = None
+            if face is not None:
+                picture = staged(lipsync_task).submit(
+                    language=lang, video=plan.video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
+                    work_root=work_root)
+                lane.append(("lipsync", picture))
             refresh = not _deliverables_exist(out, m.project, lang)
             dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(
                 language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
-                stems=stems, deliver_dir=out)
-            lanes[lang] = [("translate", tr), ("voice", vo), ("mix", mx), ("deliver", dl)]
+                stems=stems, picture=picture, deliver_dir=out)
+            lanes[lang] = [*lane, ("deliver", dl)]
 
         results: dict[str, dict[str, Any]] = {}
         for lang, futures in lanes.items():
@@ -355,6 +394,14 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         write_json_atomic(out / "report.json", report)
         _report_artifact(report)
     return report
+
+
+def _ensure_concurrency_limit(tag: str, slots: int) -> None:
+    """Create (or update) the tag limit before use: Prefect ignores a limit that does not exist."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
