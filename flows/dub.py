@@ -291,8 +291,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,
         "loudness": m.mix.loudness,
-        "manifest": plan.manifest.path,
-    }
+    }  # not the manifest itself: adding a language must not invalidate the other languages' deliveries
 
 
 @flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=3), log_prints=True)
