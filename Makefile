@@ -12,9 +12,8 @@ setup:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@# mediapipe 0.10.21 is the last release with face_mesh models inside the wheel; its declared deps
-	@# (jax, numpy<2, opencv-contrib) would clobber ours, so it goes in without them (see docs/lipsync.md).
+	@# (jax, numpy<2, opencv-contrib) would clobber ours, so it goes in without them: pyproject lists what it needs.
 	$(BIN)/pip install -q --no-deps 'mediapipe==0.10.21'
-	$(BIN)/pip install -q 'protobuf<5' absl-py attrs flatbuffers
 	$(BIN)/dubforge --help >/dev/null && echo "dubforge is set up: run 'make demo' or '$(BIN)/dubforge --help'"
 
 demo:

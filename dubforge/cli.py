@@ -118,5 +118,152 @@ def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = N
         sys.stdout.write(text)
 
 
+
+# ---------------------------------------------------------------- team service (docs/service.md)
+
+service_app = typer.Typer(no_args_is_help=True, help="Run dubforge as a team service (Prefect server, pools, workers).")
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("up")
+def service_up(
+    postgres: Annotated[bool, typer.Option(help="PostgreSQL (own cluster in HOME/postgres) instead of SQLite")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="CPU workers (pool dubforge-cpu)")] = 2,
+    gpu_workers: Annotated[int, typer.Option(min=0, help="GPU workers (pool dubforge-gpu, lip-sync projects)")] = 1,
+    gpu_slots: Annotated[int, typer.Option(min=1, help="lip-sync renders at once (the 'gpu' tag limit)")] = 1,
+    host: Annotated[str, typer.Option(help="address the server listens on; beyond loopback needs PREFECT_SERVER_API_AUTH_STRING")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="server port")] = 4200,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port (127.0.0.1 only)")] = 55432,
+    home: Annotated[Optional[Path], typer.Option(help="state folder (default: $PREFECT_HOME/dubforge-service)")] = None,
+    inbox: Annotated[Optional[Path], typer.Option(help="manifests inbox folder to scan on a schedule")] = None,
+    inbox_cron: Annotated[str, typer.Option(help="cron schedule of the inbox scan")] = "*/5 * * * *",
+    out_root: Annotated[Optional[Path], typer.Option(help="inbox runs write OUT_ROOT/<manifest name>/")] = None,
+):
+    """Start the single-machine stack in the foreground; Ctrl-C stops all of it."""
+    from dubforge.server import prefect_home
+    from dubforge.service_stack import StackConfig, run_foreground
+
+    config = StackConfig(home=home or prefect_home() / "dubforge-service", host=host, port=port, postgres=postgres,
+                         pg_port=pg_port, workers=workers, gpu_workers=gpu_workers, gpu_slots=gpu_slots,
+                         inbox=inbox.absolute() if inbox else None, inbox_cron=inbox_cron,
+                         out_root=out_root.absolute() if out_root else None)
+    try:
+        code = run_foreground(config, say=lambda message: out_console.print(message, highlight=False, markup=False))
+    except RuntimeError as error:
+        console.print(f"[red]{error}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def submit(
+    manifest: Path,
+    languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder on shared storage (default: outputs.dir)")] = None,
+    deployment: Annotated[Optional[str], typer.Option(help="default: dub-project/gpu with lip-sync, else dub-project/cpu")] = None,
+    check: Annotated[bool, typer.Option(help="validate the manifest here first (needs the media)")] = True,
+):
+    """Create a flow run of the dub-project deployment on the server in PREFECT_API_URL; print its URL and id."""
+    from dubforge.service_submit import submit as create_run, ui_url_for
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]PREFECT_API_URL is not set[/]: point it at the team server, e.g. http://127.0.0.1:4200/api")
+        raise typer.Exit(2)
+    if check:
+        from dubforge.plan import make_plan
+
+        try:
+            make_plan(manifest, _languages(languages), out)
+        except InputError as error:
+            _fail_input(error)
+    try:
+        run_id = create_run(manifest, _languages(languages), out, deployment)
+    except Exception as error:  # unknown deployment, server unreachable, ...
+        console.print(f"[red]Could not submit:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    out_console.print(f"Flow run: {ui_url_for(run_id)}", highlight=False)
+    print(run_id)
+
+
+@app.command()
+def status(
+    run_id: str,
+    wait: Annotated[bool, typer.Option("--wait", help="block until the run ends; exit 0 only if it completed")] = False,
+    poll: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 1.0,
+):
+    """Show a flow run's state (and per-language results once it ended). Exit 0 completed, 1 not (yet)."""
+    from dubforge.service_submit import status as read_status, wait as wait_for
+
+    def show(current) -> None:
+        detail = f" - {current.message}" if current.message and current.final else ""
+        out_console.print(f"{current.name} [{current.deployment}]: {current.state}{detail}", highlight=False, markup=False)
+
+    try:
+        current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
+    except Exception as error:
+        console.print(f"[red]Could not read flow run {run_id}:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    if not wait:
+        show(current)
+    for lang, state in current.languages.items():
+        out_console.print(f"  {lang}: {state}", highlight=False, markup=False)
+    out_console.print(current.url, highlight=False, markup=False)
+    failed = [lang for lang, state in current.languages.items() if state != "completed"]
+    raise typer.Exit(0 if current.completed and not failed else 1)
+
+
 def main() -> None:
     app()
+
+
+# --- model registry (neural backends with user-supplied weights; see docs/neural.md) ---
+models_app = typer.Typer(no_args_is_help=True, help="Register and check local model weights (models.yaml).")
+app.add_typer(models_app, name="models")
+_REGISTRY_HELP = "models.yaml to use (default: $DUBFORGE_MODELS, else ./models.yaml)"
+
+
+@models_app.command("add")
+def models_add(
+    name: str,
+    path: Path,
+    backend: Annotated[Optional[str], typer.Option(help="demucs | whisper | wav2vec2 | pyannote | coqui | wav2lip (default: detected)")] = None,
+    licence: Annotated[Optional[str], typer.Option(help="licence note (default: the backend's usual terms)")] = None,
+    registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY_HELP)] = None,
+):
+    """Register local weights under NAME (records backend, path, sha256 and licence note)."""
+    from dubforge import model_store
+
+    target = model_store.registry_path(registry)
+    try:
+        entry = model_store.add(target, name, path, backend=backend, licence=licence)
+    except InputError as error:
+        _fail_input(error)
+    out_console.print(f"{entry.name}: {entry.backend} {entry.path} sha256={entry.sha256[:16]}... -> {target}",
+                      highlight=False, markup=False)
+
+
+@models_app.command("check")
+def models_check(registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY_HELP)] = None):
+    """List every registered model: backend, format, file, sha256, licence, and whether it loads (or why not)."""
+    from rich.markup import escape
+
+    from dubforge import model_store
+
+    target = model_store.registry_path(registry)
+    try:
+        results = model_store.check(target)
+    except InputError as error:
+        _fail_input(error)
+    if not results:
+        console.print(f"no models registered in {target}", highlight=False)
+        return
+    out_console.print(f"models in {target}:", highlight=False)
+    for r in results:
+        e = r.entry
+        sha = (r.sha256 + ("" if r.sha_ok else f" (recorded {e.sha256[:12]}...: changed)")) if r.exists else "-"
+        status = ("[green]loads OK[/]: " if r.loads else "[red]does not load[/]: ") + escape(r.message)
+        out_console.print(f"[bold]{escape(e.name)}[/]  backend={e.backend}  source={escape(e.source)}\n"
+                          f"  file:    {escape(str(e.path))}\n  format:  {escape(model_store.KINDS[e.backend].format)}\n"
+                          f"  sha256:  {sha}\n  licence: {escape(e.licence)}\n  {status}", highlight=False)
+    if not all(r.loads and r.sha_ok for r in results):
+        raise typer.Exit(1)

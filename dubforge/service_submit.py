@@ -1,0 +1,111 @@
+"""`dubforge submit` and `dubforge status`: flow runs of the `dub-project` deployments, through the Prefect API.
+
+The manifest path is passed as is: it must be on storage that the workers see at the same path (docs/service.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from dubforge.flows.deployments import DUB_CPU, DUB_GPU
+
+
+@dataclass
+class RunStatus:
+    id: str
+    name: str
+    state: str  # Prefect state name: Scheduled, Pending, Running, Completed, Failed, Crashed, Cancelled...
+    final: bool
+    completed: bool
+    message: str
+    deployment: str | None
+    url: str
+    languages: dict[str, str]  # from the run's `dub-report` artifact, once the flow wrote it
+
+
+def ui_url_for(flow_run_id: str) -> str:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def deployment_for(manifest: Path) -> str:
+    """Projects with lip-sync go to the GPU pool's deployment, the others to the CPU pool's."""
+    import yaml
+
+    data = yaml.safe_load(Path(manifest).read_text(encoding="utf-8")) or {}
+    lipsync = data.get("lipsync") if isinstance(data, dict) else None
+    return DUB_GPU if isinstance(lipsync, dict) and lipsync.get("enabled") else DUB_CPU
+
+
+def parameters_for(manifest: Path, languages: list[str] | None, out_dir: Path | None) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"manifest": str(Path(manifest).absolute())}
+    if languages:
+        parameters["languages"] = languages
+    if out_dir is not None:
+        parameters["out_dir"] = str(Path(out_dir).absolute())
+    return parameters
+
+
+def submit(manifest: Path, languages: list[str] | None = None, out_dir: Path | None = None,
+           deployment: str | None = None, idempotency_key: str | None = None) -> str:
+    """Create a flow run of the deployment (not waiting for it); return its id."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(deployment or deployment_for(manifest), parameters=parameters_for(manifest, languages, out_dir),
+                         timeout=0, as_subflow=False, idempotency_key=idempotency_key)
+    return str(run.id)
+
+
+def _languages(client, flow_run_id: UUID) -> dict[str, str]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["dub-report"])))
+    for artifact in artifacts:
+        rows = artifact.data if isinstance(artifact.data, list) else []
+        if isinstance(artifact.data, str):
+            import json
+
+            rows = json.loads(artifact.data)
+        return {row["language"]: row["status"] for row in rows}
+    return {}
+
+
+def status(flow_run_id: str) -> RunStatus:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        deployment = None
+        if run.deployment_id:
+            dep = client.read_deployment(run.deployment_id)
+            flow = client.read_flow(dep.flow_id)
+            deployment = f"{flow.name}/{dep.name}"
+        state = run.state
+        final = bool(state and state.is_final())
+        completed = bool(state and state.is_completed())
+        return RunStatus(id=str(run.id), name=run.name, state=state.name if state else "Unknown", final=final,
+                         completed=completed, message=(state.message or "") if state else "", deployment=deployment,
+                         url=ui_url_for(str(run.id)), languages=_languages(client, run.id) if final else {})
+
+
+def wait(flow_run_id: str, poll: float = 1.0, timeout: float | None = None, on_change=lambda status: None) -> RunStatus:
+    """Poll until the run is final (Completed, Failed, Crashed, Cancelled); report each new state."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        current = status(flow_run_id)
+        if current.state != last:
+            on_change(current)
+            last = current.state
+        if current.final:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {flow_run_id} is still {current.state} after {timeout:.0f} s")
+        time.sleep(poll)

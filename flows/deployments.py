@@ -1,0 +1,89 @@
+"""Work pools, the GPU limit and the deployments of the dubforge service, created idempotently.
+
+Deployments use a *module* entrypoint (`dubforge.flows.dub.dub_project`): a worker runs the flow from the
+installed `dubforge` package (a venv on a machine, or the worker image), so no source checkout has to be
+pulled or shared. Every function here is safe to call again: it updates what already exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+CPU_POOL = "dubforge-cpu"  # audio stages: ingest .. mux, QC
+GPU_POOL = "dubforge-gpu"  # projects with lip-sync renders
+GPU_TAG = "gpu"  # the tag on `lipsync-<lang>` tasks (flows/dub.py); its limit = renders at once
+DUB_FLOW = "dub-project"
+DUB_CPU = f"{DUB_FLOW}/cpu"
+DUB_GPU = f"{DUB_FLOW}/gpu"
+INBOX_FLOW = "scan-inbox"
+INBOX = f"{INBOX_FLOW}/inbox"
+INBOX_CRON = "*/5 * * * *"
+
+
+def ensure_process_pool(name: str, concurrency_limit: int | None = None, description: str = "") -> None:
+    """Create (or keep) a `process` work pool; its flow-run limit is set to `concurrency_limit`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", description=description,
+                base_job_template=ProcessWorker.get_default_base_job_template()))
+        client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit, description=description))
+
+
+def ensure_tag_limit(tag: str, slots: int) -> None:
+    """Prefect ignores a tag limit that does not exist, so it is created before any run needs it."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
+
+
+def deploy_dub(name: str, pool: str, description: str) -> UUID:
+    from prefect.deployments.runner import EntrypointType
+
+    from dubforge.flows.dub import dub_project
+
+    return dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
+                              description=description, tags=["dubforge"], print_next_steps=False, build=False,
+                              push=False)
+
+
+def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = None, target: str = DUB_CPU,
+                 gpu_target: str = DUB_GPU) -> UUID:
+    """The inbox scanner on `cron`; one scan at a time (deployment concurrency 1) so nothing is submitted twice."""
+    from prefect.deployments.runner import EntrypointType
+
+    from dubforge.flows.inbox import scan_inbox
+
+    parameters: dict[str, Any] = {"inbox": str(Path(inbox).absolute()), "deployment": target,
+                                  "gpu_deployment": gpu_target}
+    if out_root is not None:
+        parameters["out_root"] = str(Path(out_root).absolute())
+    return scan_inbox.deploy(name=INBOX.split("/")[1], work_pool_name=CPU_POOL, cron=cron, parameters=parameters,
+                             concurrency_limit=1, entrypoint_type=EntrypointType.MODULE_PATH, tags=["dubforge"],
+                             description=f"Submit new or changed manifests in {inbox}", print_next_steps=False,
+                             build=False, push=False)
+
+
+def deploy_all(gpu_slots: int = 1, inbox: Path | None = None, inbox_cron: str = INBOX_CRON,
+               out_root: Path | None = None) -> dict[str, UUID]:
+    """Pools, the `gpu` limit and every deployment, against the API in PREFECT_API_URL."""
+    ensure_process_pool(CPU_POOL, description="dubforge audio stages (ingest .. QC)")
+    ensure_process_pool(GPU_POOL, concurrency_limit=gpu_slots, description="dubforge projects with lip-sync renders")
+    ensure_tag_limit(GPU_TAG, gpu_slots)
+    ids = {
+        DUB_CPU: deploy_dub("cpu", CPU_POOL, "Dub a manifest (no lip-sync): audio stages on CPU workers"),
+        DUB_GPU: deploy_dub("gpu", GPU_POOL, "Dub a manifest with lip-sync renders on GPU workers"),
+    }
+    if inbox is not None:
+        ids[INBOX] = deploy_inbox(inbox, inbox_cron, out_root)
+    return ids
