@@ -181,7 +181,7 @@ def submit(
     except Exception as error:  # unknown deployment, server unreachable, ...
         console.print(f"[red]Could not submit:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
-    out_console.print(f"Flow run: {ui_url_for(run_id)}", highlight=False)
+    print(f"Flow run: {ui_url_for(run_id)}")
     print(run_id)
 
 

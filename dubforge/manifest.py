@@ -26,10 +26,22 @@ class Strict(BaseModel):
 
 
 class Source(Strict):
-    video: Path = Field(description="source video, relative to the manifest's folder")
+    video: Path | None = Field(None, description="source video, relative to the manifest's folder")
+    image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
+    audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
     language: str = Field("en", description="BCP-47 code of the spoken language")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
+
+    @model_validator(mode="after")
+    def _one_picture(self) -> "Source":
+        if (self.video is None) == (self.image is None):
+            raise ValueError("give exactly one of 'video' or 'image'")
+        if self.image is not None and self.audio is None:
+            raise ValueError("'image' needs 'audio' (the speech to dub)")
+        if self.video is not None and self.audio is not None:
+            raise ValueError("'audio' goes with 'image'; a video's own audio track is used")
+        return self
 
 
 class Rights(Strict):

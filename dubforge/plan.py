@@ -33,7 +33,8 @@ class LanguagePlan:
 @dataclass
 class Plan:
     manifest: Manifest
-    video: Path
+    video: Path  # the source video, or the photo of a portrait
+    portrait_audio: Path | None  # the speech of a portrait (source.image)
     media: object  # tasks.ingest.MediaInfo
     script: Path | None
     script_segments: list[Segment] | None
@@ -62,6 +63,7 @@ def _check_backend(problems: list[Problem], file: str, stage: str, name: str, ke
 
 def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: Path | None = None) -> Plan:
     from dubforge.tasks.ingest import probe
+    from dubforge.tasks.portrait import probe_portrait
 
     manifest = read_manifest(Path(manifest_path))
     file = str(manifest.path)
@@ -74,14 +76,16 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             problems.append(problem)
         return path
 
-    video = resolve("source.video", manifest.source.video)
+    portrait = manifest.source.image is not None
+    video = resolve("source.video", manifest.source.video) if not portrait else resolve("source.image", manifest.source.image)
+    audio = resolve("source.audio", manifest.source.audio) if portrait else None
     script = resolve("source.script", manifest.source.script) if manifest.source.script else None
     music_effects = resolve("source.music_effects", manifest.source.music_effects) if manifest.source.music_effects else None
 
     media = None
-    if video:
+    if video and (audio or not portrait):
         try:
-            media = probe(video, key="source.video")
+            media = probe_portrait(video, audio) if portrait else probe(video, key="source.video")
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None
@@ -177,6 +181,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
     return Plan(
         manifest=manifest,
         video=video,
+        portrait_audio=audio,
         media=media,
         script=script,
         script_segments=script_segments,

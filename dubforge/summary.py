@@ -13,7 +13,9 @@ def plan_summary(plan: Plan) -> Group:
     m, media = plan.manifest, plan.media
     head = Text.assemble(
         ("✓ ", "green"), (f"{m.project}", "bold"), f" — {plan.manifest.path}\n",
-        f"  source: {plan.video.name}, {media.width}x{media.height} @ {media.fps:.3f} fps, {media.duration:.2f} s, "
+        f"  source: {plan.video.name}"
+        + (f" (still photo, speech {plan.portrait_audio.name})" if plan.portrait_audio else "")
+        + f", {media.width}x{media.height} @ {media.fps:.3f} fps, {media.duration:.2f} s, "
         f"{media.frame_count} frames, audio: {'yes' if media.has_audio else 'none'}, language {m.source.language}\n",
         f"  transcript: {'script ' + plan.script.name if plan.script else 'ASR (' + m.asr + ')'}; alignment: {m.alignment}\n",
         f"  separation: {plan.separation}; mix: {plan.mix_mode}, loudness {m.mix.loudness}; "

@@ -104,6 +104,14 @@ def _work(work_root: Path, stage: str, *parts: Any) -> Path:
 # ---------------------------------------------------------------- shared stages
 
 
+@_stage_task("portrait", "portrait")
+def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
+    from dubforge.tasks.portrait import still_video
+
+    with _timed(SHARED, "portrait"):
+        return still_video(image, audio, _work(work_root, "portrait", image, audio))
+
+
 @_stage_task("ingest", "ingest")
 def ingest_task(video: Path, work_root: Path) -> SourceMedia:
     from dubforge.tasks.ingest import ingest
@@ -199,7 +207,7 @@ def voice_task(
 
 @_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
 def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
-                 work_root: Path) -> dict[str, Any]:
+                 portrait: bool, work_root: Path) -> dict[str, Any]:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
     from dubforge.tasks.lipsync import render_lipsync, score_lipsync
 
@@ -207,8 +215,9 @@ def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcrip
         source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
         out = _work(work_root, "lipsync", language, video, face, dub.phonemes, options) / f"picture.{language}.mp4"
         report = _progress_reporter(language, "lipsync", f"{language}: frames rendered")
+        extra = {"portrait": True} if portrait else {}  # a still photo: warp-based mouth, blinks, head motion
         result = render_lipsync(video, face, dub.phonemes, source_phonemes, out, preset=options.preset,
-                                crf=options.crf, progress=report, backend=options.backend)
+                                crf=options.crf, progress=report, backend=options.backend, **extra)
         scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
         return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
 
@@ -322,7 +331,10 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                 progress.emit(SHARED, stage, "cached")
             return future.result()
 
-        media = shared("ingest", ingest_task, video=plan.video, work_root=work_root)
+        video = plan.video
+        if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
+            video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
+        media = shared("ingest", ingest_task, video=video, work_root=work_root)
         stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
                        mode=plan.separation, work_root=work_root)
         transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
@@ -334,7 +346,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         face = None
         if m.lipsync.enabled:
             _ensure_concurrency_limit("gpu", m.lipsync.slots)
-            face = shared("track-face", track_face_task, video=plan.video, media=media, work_root=work_root)
+            face = shared("track-face", track_face_task, video=video, media=media, work_root=work_root)
             logger.info("face track: %s", face.reason)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
@@ -352,8 +364,8 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
             picture = None
             if face is not None:
                 picture = staged(lipsync_task).submit(
-                    language=lang, video=plan.video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                    work_root=work_root)
+                    language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
+                    portrait=plan.portrait_audio is not None, work_root=work_root)
                 lane.append(("lipsync", picture))
             refresh = not _deliverables_exist(out, m.project, lang)
             dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(

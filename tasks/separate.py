@@ -16,7 +16,7 @@ from dubforge.contracts import SourceMedia, Stems
 from dubforge.errors import InputError, Problem
 
 
-def _decode_audio(path: Path) -> tuple[np.ndarray, int]:
+def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     """Any audio file PyAV reads -> float32 (samples, channels)."""
     if path.suffix.lower() == ".wav":
         try:
@@ -44,7 +44,7 @@ def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir
         return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
     if mode != "provided" or music_effects is None:
         raise ValueError(f"unknown separation mode {mode!r}")
-    data, rate = _decode_audio(music_effects)
+    data, rate = decode_audio(music_effects)
     data = to_channels(resample(data, rate, MIX_RATE), 2)
     length = round(media.duration * MIX_RATE)
     conformed = np.zeros((length, 2), dtype=np.float32)
