@@ -35,7 +35,8 @@ TARGET_RERUN = 8.0
 
 
 def timed(command: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> dict:
-    """Run `command`; wall seconds, peak RSS (MiB) of its largest process, exit status."""
+    """Run `command`; wall seconds, CPU seconds (it and the children it waited for: contention-robust),
+    peak RSS (MiB) of its largest process, exit status."""
     sink = open(log, "wb") if log else subprocess.DEVNULL
     try:
         started = time.perf_counter()
@@ -46,7 +47,8 @@ def timed(command: list[str], env: dict[str, str] | None = None, log: Path | Non
     finally:
         if log:
             sink.close()
-    return {"wall": wall, "peak_mib": usage.ru_maxrss / 1024, "rc": proc.returncode}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "peak_mib": usage.ru_maxrss / 1024, "rc": proc.returncode}
 
 
 def remux_baseline(video: Path, work: Path) -> dict:
@@ -208,16 +210,19 @@ def main(argv: list[str] | None = None) -> int:
 
         reps = [one_repetition(manifest, extra_manifest, work, i) for i in range(max(1, args.repeat))]
         results["runs"] = reps
-        print(f"\n  {'run':<24}{'wall s':>9}{'flow s':>9}{'RTF':>8}{'peak MiB':>10}{'x remux':>9}{'exit':>6}")
+        print(f"\n  {'run':<24}{'wall s':>9}{'cpu s':>8}{'flow s':>9}{'RTF':>8}{'peak MiB':>10}{'x remux':>9}{'exit':>6}")
         walls: dict[str, float] = {}
         for key, label in (("cold", f"cold, {len(langs)} languages"), ("rerun", "unchanged rerun"), ("added", f"+{args.extra} ({len(langs) + 1} languages)")):
             wall = median([r[key]["wall"] for r in reps])
             peak = median([r[key]["peak_mib"] for r in reps])
+            cpu = median([r[key].get("cpu", float("nan")) for r in reps])
             flow = median([float((r[key]["report"] or {}).get("total_seconds", "nan")) for r in reps])
             rcs = sorted({r[key]["rc"] for r in reps})
             walls[key] = wall
-            print(f"  {label:<24}{wall:>9.2f}{flow:>9.2f}{wall / clip:>8.3f}{peak:>10.0f}{wall / remux:>9.0f}{','.join(map(str, rcs)):>6}")
-        print("  (wall: the whole `dubforge run` process; flow: report.json total_seconds; peak: largest process)")
+            print(f"  {label:<24}{wall:>9.2f}{cpu:>8.2f}{flow:>9.2f}{wall / clip:>8.3f}{peak:>10.0f}{wall / remux:>9.0f}"
+                  f"{','.join(map(str, rcs)):>6}")
+        print("  (wall: the whole `dubforge run` process; cpu: its user+system seconds, which other load on the machine"
+              " barely changes; flow: report.json total_seconds; peak: largest process)")
         print("\nstages of the cold run (seconds, from report.json):")
         print("\n".join(stage_table(median_report([r["cold"]["report"] for r in reps]))))
         print(f"\nstages of the +{args.extra} run:")

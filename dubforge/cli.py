@@ -196,7 +196,8 @@ def status(
 
     def show(current) -> None:
         detail = f" - {current.message}" if current.message and current.final else ""
-        out_console.print(f"{current.name} [{current.deployment}]: {current.state}{detail}", highlight=False, markup=False)
+        out_console.print(f"{current.name} [{current.deployment}]: {current.state}{detail}", highlight=False, markup=False,
+                          soft_wrap=True)
 
     try:
         current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
@@ -206,7 +207,8 @@ def status(
     if not wait:
         show(current)
     for lang, state in current.languages.items():
-        out_console.print(f"  {lang}: {state}", highlight=False, markup=False)
+        error = f" - {current.errors[lang]}" if lang in current.errors else ""
+        out_console.print(f"  {lang}: {state}{error}", highlight=False, markup=False, soft_wrap=True)
     out_console.print(current.url, highlight=False, markup=False)
     failed = [lang for lang, state in current.languages.items() if state != "completed"]
     raise typer.Exit(0 if current.completed and not failed else 1)

@@ -228,7 +228,8 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
         (lang, Path(d["mp4"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)  # AAC copied
         for lang, d in sorted(deliveries.items())
     ]
-    mux_master(media.video, media.mix_wav, info["source_language"], tracks, out,
+    original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied
+    mux_master(media.video, original, info["source_language"], tracks, out,
                metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
     actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
     write_provenance(out, _provenance(Path(info["video"]), info, actions))

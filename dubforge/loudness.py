@@ -143,7 +143,15 @@ def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float, envelope: np.ndar
 
 
 def normalise(samples: np.ndarray, rate: int, preset: str, dialogue_mask: np.ndarray | None = None) -> np.ndarray:
-    """Bring `samples` (n, channels) to the preset's integrated loudness with true peak <= its ceiling.
+    """`normalise_measured` without the levels."""
+    return normalise_measured(samples, rate, preset, dialogue_mask)[0]
+
+
+def normalise_measured(
+    samples: np.ndarray, rate: int, preset: str, dialogue_mask: np.ndarray | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Bring `samples` (n, channels) to the preset's integrated loudness with true peak <= its ceiling;
+    return them with their integrated loudness (dialogue-gated for netflix) and true peak.
 
     Dialogue-gated presets (netflix) measure loudness only where `dialogue_mask` is True (all audio
     when no mask is given). Silence is returned unchanged. The limiter runs last, so the ceiling holds
@@ -156,17 +164,19 @@ def normalise(samples: np.ndarray, rate: int, preset: str, dialogue_mask: np.nda
     data = _2d(samples).astype(np.float32)
     loudness = integrated_lufs(_gated(data, mask), rate)
     if not np.isfinite(loudness):
-        return data
+        return data, loudness, true_peak_dbtp(data, rate)
     envelope = _peak_envelope(data)
     for _ in range(MAX_PASSES):
         gain = 10 ** ((spec.target_lufs - loudness) / 20)
         data = (data * gain).astype(np.float32)
         envelope = envelope * gain  # the oversampling filter is linear: no need to recompute
+        loudness = spec.target_lufs  # likewise loudness: a gain of g dB moves it by exactly g
         if 20 * np.log10(max(float(envelope.max()), 1e-12)) <= spec.ceiling_dbtp - LIMIT_MARGIN_DB / 2:
             break  # gain only: loudness is now on target
         data = limit(data, rate, spec.ceiling_dbtp - LIMIT_MARGIN_DB, envelope)
         loudness = integrated_lufs(_gated(data, mask), rate)
+        envelope = _peak_envelope(data)
         if abs(loudness - spec.target_lufs) <= TOLERANCE_LU:
             break
-        envelope = _peak_envelope(data)
-    return data
+    peak = float(envelope.max())
+    return data, loudness, 20 * np.log10(peak) if peak > 0 else -np.inf

@@ -24,7 +24,8 @@ class RunStatus:
     message: str
     deployment: str | None
     url: str
-    languages: dict[str, str]  # from the run's `dub-report` artifact, once the flow wrote it
+    languages: dict[str, str]  # language -> status, from the run's `dub-report` artifact once the flow wrote it
+    errors: dict[str, str]  # language -> why it failed
 
 
 def ui_url_for(flow_run_id: str) -> str:
@@ -62,19 +63,18 @@ def submit(manifest: Path, languages: list[str] | None = None, out_dir: Path | N
     return str(run.id)
 
 
-def _languages(client, flow_run_id: UUID) -> dict[str, str]:
+def _report_rows(client, flow_run_id: UUID) -> list[dict[str, Any]]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["dub-report"])))
     for artifact in artifacts:
-        rows = artifact.data if isinstance(artifact.data, list) else []
         if isinstance(artifact.data, str):
             import json
 
-            rows = json.loads(artifact.data)
-        return {row["language"]: row["status"] for row in rows}
-    return {}
+            return json.loads(artifact.data)
+        return list(artifact.data or [])
+    return []
 
 
 def status(flow_run_id: str) -> RunStatus:
@@ -90,9 +90,11 @@ def status(flow_run_id: str) -> RunStatus:
         state = run.state
         final = bool(state and state.is_final())
         completed = bool(state and state.is_completed())
+        rows = _report_rows(client, run.id) if final else []
         return RunStatus(id=str(run.id), name=run.name, state=state.name if state else "Unknown", final=final,
                          completed=completed, message=(state.message or "") if state else "", deployment=deployment,
-                         url=ui_url_for(str(run.id)), languages=_languages(client, run.id) if final else {})
+                         url=ui_url_for(str(run.id)), languages={r["language"]: r["status"] for r in rows},
+                         errors={r["language"]: r.get("detail", "") for r in rows if r["status"] != "completed"})
 
 
 def wait(flow_run_id: str, poll: float = 1.0, timeout: float | None = None, on_change=lambda status: None) -> RunStatus:

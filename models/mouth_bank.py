@@ -44,7 +44,7 @@ class MouthBankRenderer:
         from dubforge.lipsync.bank import canonical, load_or_build
         from dubforge.lipsync.select import select
         from dubforge.lipsync.track import load_arrays, runs
-        from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
+        from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
         from dubforge.lipsync.visemes import Range, generic_shapes, learned_shapes, trajectory
 
         info = probe(video)
@@ -87,17 +87,19 @@ class MouthBankRenderer:
         rendered = 0
         with atomic_path(Path(out_video)) as tmp:
             with H264Writer(tmp, info, preset=preset, crf=crf) as writer:
-                state: dict = {}
-                for i, frame in enumerate(frames(video)):
-                    buf, y, u, v = yuv_planes(frame)
-                    if plan is not None and i < n and valid[i]:
-                        self._render_frame((y, u, v), i, arrays, plan, state)
-                        rendered += 1
-                    else:
-                        state.clear()
-                    writer.write(buf, frame.pts)
-                    if progress:
-                        progress(i + 1, n)
+                with EncodeThread(writer) as pipe:
+                    state: dict = {}
+                    for i, frame in enumerate(frames(video)):
+                        slot = pipe.acquire()
+                        copy_into(frame, slot[1])
+                        if plan is not None and i < n and valid[i]:
+                            self._render_frame(slot[1], i, arrays, plan, state)
+                            rendered += 1
+                        else:
+                            state.clear()
+                        pipe.submit(slot, frame.pts)
+                        if progress:
+                            progress(i + 1, n)
                 count = writer.count
         if count != n:
             warnings.append(f"{video}: decoded {count} frames, the face track has {n}")
@@ -132,7 +134,7 @@ class MouthBankRenderer:
             dst = np.vstack([g.apply(inv, lips), cur_px[c._ANCHORS]])
             src = np.vstack([bank.to_crop(bank.canon[u][c._LIPS]), bank.to_crop(bank.canon[u][c._ANCHORS])])
             w = c.warp_unit(bank.crops[u], c.tps_fit(dst, src), box)
-            warped = w if warped is None else 0.5 * (warped + w)
+            warped = w if warped is None else (0.5 * (warped[0] + w[0]), 0.5 * (warped[1] + w[1]))
         alpha = c.alpha_mask(polygon, box, feather) * float(fade[i])
         c.blend(planes, warped, alpha, box, state)
 

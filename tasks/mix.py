@@ -9,6 +9,7 @@ over the M&E bed. The whole mix is then normalised to the preset (true-peak limi
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,17 @@ def duck_envelope(lines: tuple[FittedLine, ...], n: int, duck_db: float) -> np.n
     return (10 ** (duck_db * depth / 20)).astype(np.float32)
 
 
-def _dialogue_reference(reference: np.ndarray | None, bed: np.ndarray | None) -> float:
+@lru_cache(maxsize=8)
+def _file_loudness(path: Path, size: int, mtime_ns: int) -> float:
+    """Loudness of a WAV, memoised: every language's mix measures the same original."""
+    data, rate = read_wav(path)
+    return loudness.integrated_lufs(data, rate)
+
+
+def _dialogue_reference(reference: Path | None, bed: np.ndarray | None) -> float:
     if reference is not None:
-        level = loudness.integrated_lufs(reference, MIX_RATE)
+        stat = Path(reference).stat()
+        level = _file_loudness(Path(reference), stat.st_size, stat.st_mtime_ns)
         if np.isfinite(level):
             return level
     if bed is not None:
@@ -88,7 +97,7 @@ def mix(
 
     For the dialogue-gated preset (netflix) `integrated_lufs` is measured over the dubbed lines only.
     """
-    spec = loudness.preset(preset)
+    loudness.preset(preset)  # an unknown preset fails here, before any work
     if mode not in ("replace", "voice_over"):
         raise StageError(f"mix mode must be 'replace' or 'voice_over', got {mode!r}")
     voice, rate = read_wav(dub.wav)
@@ -110,20 +119,18 @@ def mix(
 
     speech_level = loudness.integrated_lufs(voice[mask] if mask.any() else voice, MIX_RATE)
     if np.isfinite(speech_level):
-        voice = voice * 10 ** ((_dialogue_reference(original, bed) - speech_level) / 20)
+        voice = voice * 10 ** ((_dialogue_reference(media_mix_wav, bed) - speech_level) / 20)
     out = np.repeat((voice * CENTRE)[:, None], 2, axis=1).astype(np.float32)
     if bed is not None:
         out += bed.astype(np.float32)
 
-    out = loudness.normalise(out, MIX_RATE, preset, dialogue_mask=mask)
-    write_wav(out_wav, out, MIX_RATE)
-    written, _ = read_wav(out_wav)
-    gated = written[mask] if spec.dialogue_gated and mask.any() else written
+    out, integrated, true_peak = loudness.normalise_measured(out, MIX_RATE, preset, dialogue_mask=mask)
+    write_wav(out_wav, out, MIX_RATE)  # float32 WAV: the file holds exactly the measured samples
     return Mix(
         language=dub.language,
         wav=Path(out_wav),
         mode=mode,
         preset=preset,
-        integrated_lufs=loudness.integrated_lufs(gated, MIX_RATE),
-        true_peak_dbtp=loudness.true_peak_dbtp(written, MIX_RATE),
+        integrated_lufs=integrated,
+        true_peak_dbtp=true_peak,
     )

@@ -133,7 +133,8 @@ def mux_master(
     out_mkv: Path,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """One MKV master: the picture copied; the original audio first (title "Original", default track);
+    """One MKV master: the picture copied; the original audio first (title "Original", default track; copied
+    untouched when `original_audio` is the video itself);
     then per language (code, audio WAV or delivered MP4 whose AAC is copied, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
     track, all tagged with ISO 639-2/B codes (Matroska convention)."""
     video, out_mkv = Path(video).absolute(), Path(out_mkv).absolute()
@@ -147,14 +148,18 @@ def mux_master(
     audio = [(source_language, Path(original_audio), "Original")] if original_audio else []
     audio += [(lang, Path(wav), _title(lang, "dubbed")) for lang, wav, _ in tracks]
     for i, (lang, source, title) in enumerate(audio):
-        if source.suffix.lower() in _DELIVERED:  # a delivered MP4: its AAC is already on the picture's clock
+        if source.absolute() == video:  # the source's own audio: copied untouched, in sync by construction
+            maps += ["-map", "0:a:0"]
+            codecs += [f"-c:a:{i}", "copy"]
+        elif source.suffix.lower() in _DELIVERED:  # a delivered MP4: its AAC is already on the picture's clock
             inputs += ["-i", source.absolute()]
             codecs += [f"-c:a:{i}", "copy"]
         else:
             inputs += [*shift, "-i", source.absolute()]
             codecs += [f"-filter:a:{i}", _audio_filter(duration), f"-c:a:{i}", "aac", f"-b:a:{i}", AUDIO_BITRATE]
-        maps += ["-map", f"{n_inputs}:a:0"]
-        n_inputs += 1
+        if source.absolute() != video:
+            maps += ["-map", f"{n_inputs}:a:0"]
+            n_inputs += 1
         tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
                  f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
     with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:

@@ -92,7 +92,8 @@ def test_blend_changes_nothing_outside_the_mask():
     poly = np.array([[60, 40], [110, 40], [110, 90], [60, 90]], float)
     box = compose.region(poly, 160, 120, 6)
     alpha = compose.alpha_mask(poly, box, 4)
-    warped = np.full((box[3] - box[1], box[2] - box[0], 3), 128, np.float32)
+    h, w = box[3] - box[1], box[2] - box[0]
+    warped = (np.full((h, w), 128, np.float32), np.full((h // 2, w // 2, 2), 128, np.float32))
     compose.blend((y, u, v), warped, alpha, box, {})
     inside = np.zeros((120, 160), bool)
     inside[40:91, 60:111] = True

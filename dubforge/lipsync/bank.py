@@ -1,7 +1,7 @@
-"""The mouth bank: pose-normalised lower-face crops of chosen source frames, with their shapes.
+"""The mouth bank: lower-face crops of chosen source frames, with their shapes and poses.
 
 Built once per source video (and cached beside the face track), so every language reuses it.
-Memory is bounded by MAX_UNITS crops whatever the clip length.
+Memory is bounded (MAX_UNITS crops, BUDGET_BYTES) whatever the clip length.
 """
 
 from __future__ import annotations
@@ -17,23 +17,28 @@ from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import load_arrays, runs
 from dubforge.lipsync.video import frames, yuv_planes
 
-BANK_VERSION = 1
+BANK_VERSION = 2
 MAX_UNITS = 360
 SEGMENT = 6  # frames per bank segment when a long clip has to be thinned (keeps consecutive runs)
-MAX_SCALE = 256.0  # crop pixels per inter-ocular distance
+BUDGET_BYTES = 96 << 20  # crops of huge faces (4K close-ups) keep fewer units, never more memory
+PAD = 0.12  # canonical units around the mask/anchor extent
 
 
 @dataclass
 class Bank:
-    crops: np.ndarray  # (K, h, w, 3) uint8 YUV 4:4:4 in the canonical crop frame
+    """Crops are cut straight out of the decoded source planes (no resampling: the render resamples once).
+    Crop pixel (0, 0) of unit k is source pixel origin[k]; chroma crops are the matching 4:2:0 samples."""
+
+    luma: np.ndarray  # (K, h, w) uint8
+    chroma: np.ndarray  # (K, h/2, w/2, 2) uint8 (U, V)
     frames: np.ndarray  # (K,) source frame index of each unit
     canon: np.ndarray  # (K, len(SUBSET), 2) canonical landmarks of each unit
     desc: np.ndarray  # (K, 3) shape descriptor
-    origin: np.ndarray  # canonical coordinates of crop pixel (0, 0)
-    scale: float  # crop pixels per canonical unit
+    pose: np.ndarray  # (K, 2, 3) source frame -> canonical similarity of each unit
+    origin: np.ndarray  # (K, 2) even source pixel of each crop's (0, 0)
 
-    def to_crop(self, canon_points: np.ndarray) -> np.ndarray:
-        return (canon_points - self.origin) * self.scale
+    def to_crop(self, k: int, canon_points: np.ndarray) -> np.ndarray:
+        return g.apply(g.invert(self.pose[k]), canon_points) - self.origin[k]
 
     @property
     def consecutive(self) -> np.ndarray:
@@ -43,41 +48,54 @@ class Bank:
         return out
 
 
+_FIELDS = ("luma", "chroma", "frames", "canon", "desc", "pose", "origin")
+
+
 def canonical(arrays: dict[str, np.ndarray]) -> np.ndarray:
     pose, points = arrays["pose"], np.nan_to_num(arrays["points"])
     return np.einsum("tij,tkj->tki", pose[:, :, :2], points) + pose[:, None, :, 2]
 
 
 def load_or_build(video: Path, track: FaceTrack) -> Bank:
-    path = Path(track.npz).with_name(f"mouth-bank-{fingerprint(Path(track.npz), BANK_VERSION, MAX_UNITS, MAX_SCALE)}.npz")
+    path = Path(track.npz).with_name(
+        f"mouth-bank-{fingerprint(Path(track.npz), BANK_VERSION, MAX_UNITS, BUDGET_BYTES, PAD)}.npz")
     if path.is_file():
         with np.load(path) as d:
-            return Bank(d["crops"], d["frames"], d["canon"], d["desc"], d["origin"], float(d["scale"]))
+            return Bank(*(d[k] for k in _FIELDS))
     bank = build(video, track)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, crops=bank.crops, frames=bank.frames, canon=bank.canon, desc=bank.desc,
-                     origin=bank.origin, scale=np.float64(bank.scale))
+            np.savez(handle, **{k: getattr(bank, k) for k in _FIELDS})
     return bank
 
 
-def build(video: Path, track: FaceTrack) -> Bank:
-    import cv2
+def crop_size(arrays: dict[str, np.ndarray], canon: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Per-frame source-pixel centre of the region the mask and anchors reach, and one even crop size
+    (w, h) that holds it in every usable frame."""
+    pts = canon[valid][:, g.sub(g.ANCHORS + g.LIPS)].reshape(-1, 2)
+    lo, hi = np.percentile(pts, 1, axis=0) - PAD, np.percentile(pts, 99, axis=0) + PAD
+    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]])
+    centres = np.zeros((len(canon), 2))
+    w = h = 8
+    for t in np.flatnonzero(valid):
+        px = g.apply(g.invert(arrays["pose"][t]), corners)
+        centres[t] = px.mean(0)
+        w, h = max(w, int(np.ceil(np.ptp(px[:, 0])))), max(h, int(np.ceil(np.ptp(px[:, 1]))))
+    return centres, w + 4 + w % 2, h + 4 + h % 2
 
+
+def build(video: Path, track: FaceTrack) -> Bank:
     arrays = load_arrays(track)
     valid = arrays["valid"]
     canon = canonical(arrays)
     desc = g.descriptor(canon)
-    chosen = choose_units(desc, valid)
-    # Crop extent: everything the lower-face mask and warp anchors reach, over the whole clip.
-    pts = canon[valid][:, g.sub(g.ANCHORS + g.LIPS)].reshape(-1, 2)
-    lo, hi = np.percentile(pts, 1, axis=0) - 0.12, np.percentile(pts, 99, axis=0) + 0.12
-    iod_px = 1.0 / np.hypot(arrays["pose"][valid, 0, 0], arrays["pose"][valid, 1, 0])
-    scale = float(min(np.median(iod_px), MAX_SCALE))
-    w, h = (np.ceil((hi - lo) * scale).astype(int) + 1).tolist()
-    crops = np.zeros((len(chosen), h, w, 3), np.uint8)
+    centres, w, h = crop_size(arrays, canon, valid)
+    units = int(max(SEGMENT, min(MAX_UNITS, BUDGET_BYTES // (w * h * 3 // 2))))
+    chosen = choose_units(desc, valid, units)
+    luma = np.zeros((len(chosen), h, w), np.uint8)
+    chroma = np.zeros((len(chosen), h // 2, w // 2, 2), np.uint8)
+    origin = np.zeros((len(chosen), 2), np.int64)
     slot = {int(f): k for k, f in enumerate(chosen)}
-    to_crop = np.array([[scale, 0, -lo[0] * scale], [0, scale, -lo[1] * scale], [0, 0, 1]])
     for index, frame in enumerate(frames(video)):
         if index > chosen[-1]:
             break
@@ -85,26 +103,33 @@ def build(video: Path, track: FaceTrack) -> Bank:
         if k is None:
             continue
         _, y, u, v = yuv_planes(frame)
-        m = to_crop @ np.vstack([arrays["pose"][index], [0, 0, 1]])
-        chroma = m @ np.array([[2, 0, 0.5], [0, 2, 0.5], [0, 0, 1]])  # chroma pixel -> luma position
-        for c, (plane, mat) in enumerate(((y, m), (u, chroma), (v, chroma))):
-            crops[k, :, :, c] = cv2.warpAffine(plane, mat[:2], (w, h), flags=cv2.INTER_CUBIC,
-                                               borderMode=cv2.BORDER_REPLICATE)
-    return Bank(crops, chosen, canon[chosen].astype(np.float32), desc[chosen], lo, scale)
+        x0, y0 = (np.round(centres[index] - [w / 2, h / 2]).astype(int) // 2 * 2).tolist()
+        origin[k] = (x0, y0)
+        luma[k] = _cut(y, x0, y0, w, h)
+        chroma[k, ..., 0] = _cut(u, x0 // 2, y0 // 2, w // 2, h // 2)
+        chroma[k, ..., 1] = _cut(v, x0 // 2, y0 // 2, w // 2, h // 2)
+    return Bank(luma, chroma, chosen, canon[chosen].astype(np.float32), desc[chosen], arrays["pose"][chosen], origin)
 
 
-def choose_units(desc: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _cut(plane: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """plane[y0:y0+h, x0:x0+w], edge pixels repeated where the window leaves the frame."""
+    rows = np.clip(np.arange(y0, y0 + h), 0, plane.shape[0] - 1)
+    cols = np.clip(np.arange(x0, x0 + w), 0, plane.shape[1] - 1)
+    return plane[np.ix_(rows, cols)]
+
+
+def choose_units(desc: np.ndarray, valid: np.ndarray, max_units: int = MAX_UNITS) -> np.ndarray:
     """Source frames for the bank: all usable frames if few; otherwise runs of SEGMENT frames spread
     over the shape space (farthest-point sampling), so rare shapes (closures, wide opens) survive."""
     usable = np.flatnonzero(valid)
-    if len(usable) <= MAX_UNITS:
+    if len(usable) <= max_units:
         return usable
     starts = [s for a, b in runs(valid) for s in range(a, b - SEGMENT + 1, SEGMENT)]
     feats = np.array([desc[s:s + SEGMENT].mean(0) for s in starts])
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-9)
     picked = [int(np.argmin(feats[:, 0]))]
     dist = np.linalg.norm(feats - feats[picked[0]], axis=1)
-    for _ in range(min(MAX_UNITS // SEGMENT, len(starts)) - 1):
+    for _ in range(min(max_units // SEGMENT, len(starts)) - 1):
         nxt = int(np.argmax(dist))
         picked.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(feats - feats[nxt], axis=1))

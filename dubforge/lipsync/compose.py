@@ -109,21 +109,21 @@ def region(polygon_px: np.ndarray, width: int, height: int, margin: int) -> tupl
 
 
 def alpha_mask(polygon_px: np.ndarray, box: tuple[int, int, int, int], feather: float) -> np.ndarray:
-    """1 inside, fading to exactly 0 at the polygon edge (eroded then blurred, never spilling out)."""
+    """1 inside, fading to exactly 0 two pixels inside the polygon edge (never spilling out): a smoothstep
+    of the distance to the edge over 2*feather pixels (one distance transform, no blur)."""
     import cv2
 
     x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(mask, [np.round((polygon_px - [x0, y0]) * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
-    f = max(int(round(feather)), 1)
-    e = f + 2  # the blur below reaches f pixels; 2 more cover the anti-aliased edge
-    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * e + 1, 2 * e + 1)))
-    k = 2 * f + 1
-    return cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (k, k), f / 2.0)
+    cv2.fillPoly(mask, [np.round((polygon_px - [x0, y0]) * 4).astype(np.int32)], 1, cv2.LINE_8, shift=2)
+    f = max(float(feather), 1.0)
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_3)
+    t = np.clip((dist - 2.0) / (2.0 * f), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
-def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The unit's crop resampled into the frame box (full-resolution YUV 4:4:4, float32)."""
+def warp_map(model, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Per-pixel backward map (h, w, 2) float32 of the box: the spline evaluated on a coarse grid, upsampled."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -131,31 +131,41 @@ def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> np.nda
     gy = np.arange(y0, y1 + GRID, GRID, dtype=np.float64)
     mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
     mapped = tps_eval(model, mesh).reshape(len(gy), len(gx), 2).astype(np.float32)
-    # Upsample the coarse map: node (i, j) sits at pixel (i*GRID, j*GRID) of the box.
-    w, h = x1 - x0, y1 - y0
+    # Node (i, j) sits at pixel (i*GRID, j*GRID) of the box.
     full = cv2.resize(mapped, ((len(gx) - 1) * GRID + 1, (len(gy) - 1) * GRID + 1), interpolation=cv2.INTER_LINEAR)
-    full = np.ascontiguousarray(full[:h, :w])
-    return cv2.remap(crop, full[..., 0], full[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    return np.ascontiguousarray(full[: y1 - y0, : x1 - x0])
 
 
-def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: np.ndarray, alpha: np.ndarray,
-          box: tuple[int, int, int, int], state: dict) -> None:
+def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The unit's crop resampled into the frame box: luma at full resolution (h, w) and chroma sampled
+    directly at 4:2:0 positions (h/2, w/2, 2), float32 (one resampling each, no resize afterwards)."""
+    import cv2
+
+    full = warp_map(model, box)
+    luma = cv2.remap(crop[..., 0], full[..., 0], full[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    # A chroma sample covers luma pixels (2i, 2i+1): its position is the mean of their map entries.
+    h2, w2 = full.shape[0] // 2, full.shape[1] // 2
+    half = cv2.resize(full[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)  # exact 2x2 means
+    chroma = cv2.remap(crop[..., 1:], half[..., 0], half[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return luma.astype(np.float32), chroma.astype(np.float32)
+
+
+def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: tuple[np.ndarray, np.ndarray],
+          alpha: np.ndarray, box: tuple[int, int, int, int], state: dict) -> None:
     """Colour-match (mean YUV on the skin ring at the mask edge, smoothed over frames in `state`) and
     write the warped unit into the Y, U, V planes inside the feathered mask, in place."""
     import cv2
 
     x0, y0, x1, y1 = box
     y, u, v = planes
-    region_y = y[y0:y1, x0:x1]
-    half = ((x1 - x0) // 2, (y1 - y0) // 2)
-    alpha_c = cv2.resize(alpha, half, interpolation=cv2.INTER_AREA)
-    chroma = cv2.resize(warped[..., 1:], half, interpolation=cv2.INTER_AREA)
-    regions = [region_y, u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]]
-    layers = [warped[..., 0], chroma[..., 0], chroma[..., 1]]
-    ring = (alpha > 0.02) & (alpha < 0.7)
-    ring_c = (alpha_c > 0.02) & (alpha_c < 0.7)
-    if ring.sum() >= 20 and ring_c.sum() >= 5:
-        offset = np.array([float(reg[m].mean()) - float(lay[m].mean())
+    luma, chroma = warped
+    alpha_c = cv2.resize(alpha, (chroma.shape[1], chroma.shape[0]), interpolation=cv2.INTER_AREA)
+    regions = [y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]]
+    layers = [luma, *cv2.split(chroma)]
+    ring = ((alpha > 0.02) & (alpha < 0.7)).astype(np.uint8)
+    ring_c = ((alpha_c > 0.02) & (alpha_c < 0.7)).astype(np.uint8)
+    if cv2.countNonZero(ring) >= 20 and cv2.countNonZero(ring_c) >= 5:
+        offset = np.array([cv2.mean(reg, m)[0] - cv2.mean(lay, m)[0]
                            for reg, lay, m in zip(regions, layers, (ring, ring_c, ring_c))])
         prev = state.get("offset")
         state["offset"] = offset if prev is None else 0.7 * prev + 0.3 * offset
@@ -163,6 +173,8 @@ def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: np.ndarray,
     if offset is None:
         offset = np.zeros(3)
     for reg, lay, a, off in zip(regions, layers, (alpha, alpha_c, alpha_c), offset):
-        inside = a > 0
-        mixed = a[inside] * (lay[inside] + off) + (1 - a[inside]) * reg[inside]
-        reg[inside] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+        # reg + a * (layer + off - reg); where a == 0 this rounds back to reg exactly.
+        base = reg.astype(np.float32)
+        mixed = cv2.add(base, cv2.multiply(a, cv2.subtract(cv2.add(lay, float(off)), base)))
+        np.clip(mixed + 0.5, 0, 255, out=mixed)
+        reg[...] = mixed

@@ -85,7 +85,10 @@ class H264Writer:
     def write(self, buf: np.ndarray, pts: int | None) -> None:
         import av
 
-        frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
+        self.write_frame(av.VideoFrame.from_ndarray(buf, format="yuv420p"), pts)
+
+    def write_frame(self, frame, pts: int | None) -> None:
+        """Encode a yuv420p av.VideoFrame (x264 copies it: the frame may be reused once this returns)."""
         frame.time_base = self.info.time_base
         frame.pts = pts if pts is not None else round(self.count / self.info.fps / self.info.time_base)
         for packet in self.stream.encode(frame):
@@ -105,3 +108,90 @@ class H264Writer:
             self.close()
         else:
             self.container.close()
+
+
+def plane_views(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Writable (Y, U, V) numpy views into a yuv420p av.VideoFrame's own planes (no copy)."""
+    out = []
+    for plane, (w, h) in zip(frame.planes, ((frame.width, frame.height),) + ((frame.width // 2, frame.height // 2),) * 2):
+        out.append(np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:h, :w])
+    return out[0], out[1], out[2]
+
+
+def copy_into(frame, planes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Copy a decoded frame's pixels (converted to yuv420p if needed) into (Y, U, V) arrays."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    for dst, src in zip(planes, plane_views(frame)):
+        np.copyto(dst, src)
+
+
+class EncodeThread:
+    """Runs an H264Writer on a background thread: PyAV releases the GIL inside x264, so compositing frame
+    i+1 overlaps encoding frame i. A fixed pool of frames (reused once x264 has copied them) and a bounded
+    queue keep memory constant whatever the clip length.
+
+        with EncodeThread(writer) as pipe:
+            frame, (y, u, v) = pipe.acquire()   # fill/modify the planes
+            pipe.submit(frame, pts)
+    """
+
+    def __init__(self, writer: H264Writer, depth: int = 3):
+        import queue
+        import threading
+
+        import av
+
+        self.writer = writer
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(depth + 2):
+            frame = av.VideoFrame(writer.info.width, writer.info.height, "yuv420p")
+            self._free.put((frame, plane_views(frame)))
+        self._todo: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="h264-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            slot, pts = item
+            try:
+                if self._error is None:
+                    self.writer.write_frame(slot[0], pts)
+            except BaseException as exc:  # re-raised in the producer
+                self._error = exc
+            finally:
+                self._free.put(slot)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def acquire(self):
+        """A free frame and its writable (Y, U, V) views."""
+        self._check()
+        return self._free.get()
+
+    def submit(self, slot, pts: int | None) -> None:
+        self._check()
+        self._todo.put((slot, pts))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
+        self._check()
+
+    def __enter__(self) -> EncodeThread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:  # stop the worker without masking the original error
+            self._error = self._error or exc[1]
+            self._todo.put(None)
+            self._thread.join()
