@@ -85,6 +85,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder for the demo media, manifest and outputs")] = Path("demo"),
     seconds: Annotated[float, typer.Option(min=4.0, max=600.0, help="length of the demo clip")] = 20.0,
     languages: Annotated[str, typer.Option(help="comma-separated target languages")] = "es,de,pt-BR",
+    lipsync: Annotated[bool, typer.Option(help="also re-render the speaker's mouth for every language")] = False,
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
 ):
     """Make the demo media (a real talking-head clip, English voice-over, music bed) and dub it."""
@@ -92,7 +93,7 @@ def demo(
     from dubforge.plan import make_plan
 
     try:
-        manifest = make_demo(out, seconds=seconds, languages=_languages(languages))
+        manifest = make_demo(out, seconds=seconds, languages=_languages(languages), lipsync=lipsync)
     except ValueError as error:
         console.print(f"[red]{error}[/]")
         raise typer.Exit(2) from None

@@ -88,8 +88,9 @@ def carphone_path() -> Path:
     return path
 
 
-def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = ("es", "de", "pt-BR")) -> Path:
-    """Build the demo project in `out_dir`; return the manifest path."""
+def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = ("es", "de", "pt-BR"),
+              lipsync: bool = False) -> Path:
+    """Build the demo project in `out_dir`; return the manifest path. `lipsync` turns the renderer on."""
     langs = demo_languages(languages)
     if not 4.0 <= seconds <= 3600.0:
         raise ValueError(f"demo length must be between 4 and 3600 seconds (got {seconds})")
@@ -105,7 +106,7 @@ def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = (
         if lang in WRITTEN_LANGUAGES:
             _write_if_changed(out_dir / "scripts" / f"demo.{lang}.srt", _srt_text(lines, lang))
     manifest = out_dir / "demo.yaml"
-    _write_if_changed(manifest, _manifest_text(langs, duration))
+    _write_if_changed(manifest, _manifest_text(langs, duration, lipsync))
     return manifest
 
 
@@ -145,7 +146,7 @@ def _srt_text(lines: list[DemoLine], lang: str) -> str:
     return srt.compose(cues)
 
 
-def _manifest_text(langs: list[str], duration: float) -> str:
+def _manifest_text(langs: list[str], duration: float, lipsync: bool = False) -> str:
     import yaml
 
     targets = []
@@ -162,7 +163,7 @@ def _manifest_text(langs: list[str], duration: float) -> str:
         "rights": {"consent": True, "note": "Demo footage: carphone test sequence (public test material); synthetic voices"},
         "targets": targets,
         "timing": {"max_speedup": 1.25, "max_rate": 1.1, "gap": 0.08},
-        "lipsync": {"enabled": False},
+        "lipsync": {"enabled": lipsync},
         "mix": {"mode": "auto", "loudness": "ebu-r128"},
         "outputs": {"dir": "out"},
     }

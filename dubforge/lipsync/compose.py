@@ -136,28 +136,32 @@ def warp_map(model, box: tuple[int, int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(full[: y1 - y0, : x1 - x0])
 
 
-def warp_unit(crop: np.ndarray, model, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The unit's crop resampled into the frame box: luma at full resolution (h, w) and chroma sampled
-    directly at 4:2:0 positions (h/2, w/2, 2), float32 (one resampling each, no resize afterwards)."""
+def warp_unit(luma: np.ndarray, chroma: np.ndarray, model, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A unit's crop (luma (h, w), 4:2:0 chroma (h/2, w/2, 2)) resampled once into the frame box: luma
+    (H, W) and chroma at the box's 4:2:0 sample positions (H/2, W/2, 2), float32."""
     import cv2
 
     full = warp_map(model, box)
-    luma = cv2.remap(crop[..., 0], full[..., 0], full[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    # A chroma sample covers luma pixels (2i, 2i+1): its position is the mean of their map entries.
+    # Lanczos keeps the lips' fine texture (cubic halves its Laplacian energy at half-pixel shifts).
+    y = cv2.remap(luma, full[..., 0], full[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    # A chroma sample sits at the centre of its 2x2 luma block, in the box and in the crop alike.
     h2, w2 = full.shape[0] // 2, full.shape[1] // 2
-    half = cv2.resize(full[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA)  # exact 2x2 means
-    chroma = cv2.remap(crop[..., 1:], half[..., 0], half[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return luma.astype(np.float32), chroma.astype(np.float32)
+    half = (cv2.resize(full[: 2 * h2, : 2 * w2], (w2, h2), interpolation=cv2.INTER_AREA) - 0.5) * 0.5
+    uv = cv2.remap(chroma, half[..., 0], half[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return y.astype(np.float32), uv.astype(np.float32)
 
 
-def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: tuple[np.ndarray, np.ndarray],
-          alpha: np.ndarray, box: tuple[int, int, int, int], state: dict) -> None:
-    """Colour-match (mean YUV on the skin ring at the mask edge, smoothed over frames in `state`) and
+def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped, alpha: np.ndarray,
+          box: tuple[int, int, int, int], state: dict) -> None:
+    """`warped`: (luma (h, w), chroma (h/2, w/2, 2)) as warp_unit makes, or YUV 4:4:4 (h, w, 3). Colour-match (mean YUV on the skin ring at the mask edge, smoothed over frames in `state`) and
     write the warped unit into the Y, U, V planes inside the feathered mask, in place."""
     import cv2
 
     x0, y0, x1, y1 = box
     y, u, v = planes
+    if isinstance(warped, np.ndarray):  # full-resolution YUV 4:4:4 (h, w, 3)
+        half = ((x1 - x0) // 2, (y1 - y0) // 2)
+        warped = (warped[..., 0], cv2.resize(np.ascontiguousarray(warped[..., 1:]), half, interpolation=cv2.INTER_AREA))
     luma, chroma = warped
     alpha_c = cv2.resize(alpha, (chroma.shape[1], chroma.shape[0]), interpolation=cv2.INTER_AREA)
     regions = [y[y0:y1, x0:x1], u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], v[y0 // 2:y1 // 2, x0 // 2:x1 // 2]]
@@ -178,3 +182,31 @@ def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped: tuple[np.nd
         mixed = cv2.add(base, cv2.multiply(a, cv2.subtract(cv2.add(lay, float(off)), base)))
         np.clip(mixed + 0.5, 0, 255, out=mixed)
         reg[...] = mixed
+
+
+SHARP_SIGMA = 1.0
+SHARP_MAX = 1.5  # most unsharp-mask gain ever applied (beyond it halos show)
+
+
+def sharpen_to_match(luma: np.ndarray, source_luma: np.ndarray, box: tuple[int, int, int, int],
+                     state: dict, margin: float = 1.0) -> np.ndarray:
+    """Unsharp-mask the warped luma so the Laplacian variance of its mouth box matches the source's there
+    (times `margin`). Variance terms are summed over the frames so far (in `state`), so the gain is steady:
+    var(lap(L + k D)) = a + 2 k b + k^2 c with D = L - blur(L), solved for k."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return luma
+    detail = luma - cv2.GaussianBlur(luma, (0, 0), SHARP_SIGMA)
+    lap_l = cv2.Laplacian(luma[y0:y1, x0:x1], cv2.CV_32F)
+    lap_d = cv2.Laplacian(detail[y0:y1, x0:x1], cv2.CV_32F)
+    lap_s = cv2.Laplacian(source_luma, cv2.CV_32F)
+    ml, md = float(lap_l.mean()), float(lap_d.mean())
+    sums = state.setdefault("sharp", np.zeros(4))
+    sums += [lap_l.var(), float((lap_l * lap_d).mean()) - ml * md, lap_d.var(), lap_s.var()]
+    a, b, c, target = sums[0], sums[1], sums[2], margin * sums[3]
+    if c <= 1e-9 or target <= a:
+        return luma
+    k = (-b + np.sqrt(max(b * b - c * (a - target), 0.0))) / c
+    return luma + float(min(k, SHARP_MAX)) * detail
