@@ -14,9 +14,7 @@ from dubforge.lipsync.records import FaceTrack, LipsyncResult
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
 SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
-# The mouth's fine texture is matched to the source's (Laplacian variance in the mouth box) before encoding;
-# the margin offsets the detail the re-encode removes from the new mouth but not from the source.
-SHARP_MARGIN = 1.0
+CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
 
 
 class MouthBankRenderer:
@@ -43,6 +41,7 @@ class MouthBankRenderer:
         crf: int = 18,
         progress: Callable[[int, int], None] | None = None,
     ) -> LipsyncResult:
+        from dubforge.lipsync import compose as c
         from dubforge.lipsync import geometry as g
         from dubforge.lipsync.bank import canonical, load_or_build
         from dubforge.lipsync.select import select
@@ -85,7 +84,10 @@ class MouthBankRenderer:
                 if b < n and k:
                     ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
                 fade[a:b] = ramp
-            plan = (bank, canon, targets, closed, path, fade)
+            # The new mouth's texture is matched to the source's before encoding, plus what the re-encode
+            # will remove from it (but not from the source it is compared with): measured, not guessed.
+            margin = 1.0 / calibrate(Path(video), arrays, preset, crf)
+            plan = (bank, canon, targets, closed, path, fade, margin)
 
         rendered = 0
         with atomic_path(Path(out_video)) as tmp:
@@ -116,7 +118,7 @@ class MouthBankRenderer:
         from dubforge.lipsync import compose as c
         from dubforge.lipsync import geometry as g
 
-        bank, canon, targets, closed, path, fade = plan
+        bank, canon, targets, closed, path, fade, margin = plan
         height, width = planes[0].shape
         inv = g.invert(arrays["pose"][i])
         cur_px, cur_c = np.nan_to_num(arrays["points"][i]), canon[i]
@@ -138,13 +140,45 @@ class MouthBankRenderer:
             src = bank.to_crop(u, np.vstack([bank.canon[u][c._LIPS], bank.canon[u][c._ANCHORS]]))
             w = c.warp_unit(bank.luma[u], bank.chroma[u], c.tps_fit(dst, src), box)
             warped = w if warped is None else (0.5 * (warped[0] + w[0]), 0.5 * (warped[1] + w[1]))
-        lips = cur_px[c._LIPS]
-        mx0, my0, mx1, my1 = c.region(lips, width, height, int(0.15 * np.ptp(lips[:, 0]))) or box
+        mx0, my0, mx1, my1 = mouth_box(cur_px, width, height) or box
         mouth = (max(mx0 - box[0], 0), max(my0 - box[1], 0), min(mx1, box[2]) - box[0], min(my1, box[3]) - box[1])
         source_mouth = planes[0][box[1] + mouth[1]: box[1] + mouth[3], box[0] + mouth[0]: box[0] + mouth[2]]
-        warped = (c.sharpen_to_match(warped[0], source_mouth.astype(np.float32), mouth, state, SHARP_MARGIN), warped[1])
+        warped = (c.sharpen_to_match(warped[0], source_mouth.astype(np.float32), mouth, state, margin), warped[1])
         alpha = c.alpha_mask(polygon, box, feather) * float(fade[i])
         c.blend(planes, warped, alpha, box, state)
+
+
+def mouth_box(points_px: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The scorecard's sharpness box: the lips plus 15% of the mouth width."""
+    from dubforge.lipsync import compose as c
+
+    lips = points_px[c._LIPS]
+    return c.region(lips, width, height, int(0.15 * np.ptp(lips[:, 0])))
+
+
+def calibrate(video: Path, arrays: dict, preset: str, crf: int) -> float:
+    """x264's detail loss in the mouth box on this video at this preset and crf (see compose.encode_loss),
+    from up to CALIBRATION_FRAMES consecutive usable frames at the start of the first long face run."""
+    from dubforge.lipsync import compose as c
+    from dubforge.lipsync.track import runs
+    from dubforge.lipsync.video import frames, yuv_planes
+
+    spans = [(a, b) for a, b in runs(arrays["valid"])]
+    if not spans:
+        return 1.0
+    a, b = max(spans, key=lambda r: r[1] - r[0])
+    b = min(b, a + CALIBRATION_FRAMES)
+    buffers, boxes = [], []
+    for i, frame in enumerate(frames(video)):
+        if i >= b:
+            break
+        if i >= a:
+            buf, y, _, _ = yuv_planes(frame)
+            box = mouth_box(np.nan_to_num(arrays["points"][i]), y.shape[1], y.shape[0])
+            if box is not None:
+                buffers.append(buf)
+                boxes.append(box)
+    return c.encode_loss(buffers, boxes, preset, crf)
 
 
 def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndarray, valid: np.ndarray,

@@ -36,6 +36,8 @@ def _dub_runs(manifest: Path) -> list:
 
 @pytest.fixture(scope="module")
 def inbox(service):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from dubforge.flows.deployments import deploy_inbox
 
     folder = service.root / "inbox"
@@ -43,7 +45,8 @@ def inbox(service):
     for sub in ("media", "scripts"):
         shutil.copytree(service.demo / sub, folder / sub)
     shutil.copy(service.demo / "demo.yaml", folder / "demo.yaml")
-    deploy_inbox(folder, cron="0 3 * * *", out_root=service.root / "inbox-out")
+    with temporary_settings(updates={PREFECT_API_URL: service.api_url}):  # module scope: outside the per-test API
+        deploy_inbox(folder, cron="0 3 * * *", out_root=service.root / "inbox-out")
     return folder
 
 
