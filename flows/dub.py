@@ -268,6 +268,13 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         yield
 
 
+def _remove_partial_files(out: Path) -> None:
+    """Temporary files of an interrupted run (atomic writes that never got renamed). Safe: we hold the lock."""
+    for partial in out.rglob(".*.part*"):
+        if partial.is_file():
+            partial.unlink(missing_ok=True)
+
+
 def _state_name(future: PrefectFuture) -> str:
     return future.state.name if future.state else "Unknown"
 
@@ -321,6 +328,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         return t.with_options(result_storage=storage)
 
     with _out_dir_lock(out):
+        _remove_partial_files(out)
         stage_states: dict[tuple[str, str], str] = {}
 
         def shared(stage: str, t, **kwargs):

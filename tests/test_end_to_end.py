@@ -152,10 +152,13 @@ def test_second_run_is_all_cached_and_adding_a_language_runs_only_it(demo):
     assert report["all_cached"], report
     mp4 = root / "out" / "es" / "demo.es.mp4"
     mtime = mp4.stat().st_mtime_ns
-    # a deleted deliverable is rebuilt, the rest stays cached
+    # a deleted deliverable is rebuilt, the rest stays cached; a crashed run's temporary file is swept away
     (root / "out" / "pt-BR" / "demo.pt-BR.mp4").unlink()
+    partial = root / "out" / "pt-BR" / ".demo.pt-BR.x1y2.part.mp4"
+    partial.write_bytes(b"half a file")
     dubforge_run(manifest)
     report = json.loads((root / "out" / "report.json").read_text())
     assert report["languages"]["pt-BR"]["stages"]["deliver"]["state"] == "Completed"
     assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Cached"
     assert (root / "out" / "pt-BR" / "demo.pt-BR.mp4").is_file() and mp4.stat().st_mtime_ns == mtime
+    assert not partial.exists()
