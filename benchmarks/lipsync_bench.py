@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/lipsync_bench.py [--frames 240] [--cores 2]
 
 Prints fps per language (warm: face track and mouth bank cached, as for every language after the
-first), the ratio to decode+encode measured in the same run, the cold first-language cost, and peak
+first), the ratio to decode+encode measured in the same run, the cold first-language cost, the
+scorecard's time (first language, then others: the source side is cached) and its numbers, and peak
 memory of a render at N and 3N frames (each in its own process) to show it does not grow with length.
 """
 
@@ -55,16 +56,20 @@ def bare_transcode(video: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def render_once(video: Path, work: Path, phonemes: list, out: Path) -> dict:
-    from dubforge.tasks.lipsync import render_lipsync, track_face
+def render_once(video: Path, work: Path, phonemes: list, out: Path, score: bool = False) -> dict:
+    from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
 
     t0 = time.perf_counter()
     track = track_face(video, work)
     t1 = time.perf_counter()
     result = render_lipsync(video, track, phonemes, [], out)
     t2 = time.perf_counter()
-    return {"track_s": t1 - t0, "render_s": t2 - t1, "frames": result.frames_rendered + result.frames_passed_through,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    report = {"track_s": t1 - t0, "render_s": t2 - t1, "frames": result.frames_rendered + result.frames_passed_through,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if score:  # the scorecard (its source-side detection is cached per source after the first language)
+        card = score_lipsync(out, video, track, phonemes)
+        report.update(score_s=time.perf_counter() - t2, scorecard=card)
+    return report
 
 
 def main() -> None:
@@ -83,9 +88,9 @@ def main() -> None:
         print(json.dumps(render_once(video, args.work / "w", phonemes, args.work / f"child-{args.frames}.mp4")))
         return
 
-    cold = render_once(video, args.work / f"cold-{time.time_ns()}", phonemes, args.work / "out-cold.mp4")
+    cold = render_once(video, args.work / f"cold-{time.time_ns()}", phonemes, args.work / "out-cold.mp4", score=True)
     bare = min(bare_transcode(video, args.work / "bare.mp4") for _ in range(2))
-    warm = min((render_once(video, args.work / "w", phonemes, args.work / "out.mp4") for _ in range(2)),
+    warm = min((render_once(video, args.work / "w", phonemes, args.work / "out.mp4", score=True) for _ in range(2)),
                key=lambda r: r["render_s"])
     n = warm["frames"]
     report = {
@@ -97,6 +102,9 @@ def main() -> None:
         "render_fps_cold_first_language": n / cold["render_s"],
         "render_over_bare_cold": cold["render_s"] / bare,
         "track_once_fps": n / cold["track_s"],
+        "score_s_first_language": cold["score_s"],
+        "score_s_other_languages": warm["score_s"],
+        "scorecard": {k: round(v, 3) if isinstance(v, float) else v for k, v in warm["scorecard"].items()},
     }
     for frames in (args.frames, 3 * args.frames):
         out = subprocess.run([sys.executable, __file__, "--child", "--frames", str(frames), "--cores", str(args.cores),

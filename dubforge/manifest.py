@@ -115,6 +115,24 @@ class Outputs(Strict):
     stems: bool = True
 
 
+class Schedule(Strict):
+    cron: str = Field(description="cron expression, e.g. '0 2 * * *' (02:00 every day)")
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        import datetime
+
+        from cronsim import CronSim, CronSimError  # installed with Prefect
+
+        try:
+            CronSim(value, datetime.datetime.now())
+        except CronSimError as exc:
+            raise ValueError(f"not a cron expression: {exc}") from None
+        return value
+
+
 class Manifest(Strict):
     version: Literal[1]
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
@@ -128,9 +146,15 @@ class Manifest(Strict):
     lipsync: Lipsync = Field(default_factory=Lipsync)
     mix: MixOptions = Field(default_factory=MixOptions)
     outputs: Outputs = Field(default_factory=Outputs)
+    schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML
     path: Path = Field(Path("."), exclude=True, description="the manifest file (absolute)")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _bare_cron(cls, value: Any) -> Any:
+        return {"cron": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _unique_languages(self) -> "Manifest":

@@ -416,11 +416,16 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
 
 
 def _ensure_concurrency_limit(tag: str, slots: int) -> None:
-    """Create (or update) the tag limit before use: Prefect ignores a limit that does not exist."""
+    """Create the tag limit if missing: Prefect ignores a limit that does not exist. An existing one (set by an
+    admin for the team's service) wins over the manifest's value."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
-        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
+        try:
+            client.read_concurrency_limit_by_tag(tag)
+        except ObjectNotFound:
+            client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:

@@ -28,8 +28,11 @@ class LipsyncRenderer(Protocol):
         preset: str = "veryfast",
         crf: int = 18,
         progress: Callable[[int, int], None] | None = None,
+        portrait: bool = False,
     ) -> LipsyncResult:
         """Write a video-only H.264 mp4 (atomically) with the mouth following `dub_phonemes` (times on
         the source timeline); same frames, frame rate and timestamps as `video`. Frames without a
-        usable face pass through unchanged and are counted. Streams: memory does not grow with length."""
+        usable face pass through unchanged and are counted. Streams: memory does not grow with length.
+        portrait=True: `video` is a still photo made into a video (every frame identical): animate it
+        without source footage of the mouth (warped mouth, synthesised interior, blinks, idle head motion)."""
         ...

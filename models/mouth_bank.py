@@ -27,8 +27,11 @@ class MouthBankRenderer:
     def fingerprint(self) -> str:
         from dubforge.lipsync import bank, select, visemes
 
+        from dubforge.lipsync import portrait
+
         return fingerprint(self.name, VERSION, bank.BANK_VERSION, self.feather, self.crossfade, select.HOLD,
-                           select.JUMP, visemes.GENERIC, visemes.DOMINANCE)
+                           select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
+                           portrait.BLINK_GAP, portrait.MOTION_PX)
 
     def render(
         self,
@@ -40,8 +43,15 @@ class MouthBankRenderer:
         preset: str = "veryfast",
         crf: int = 18,
         progress: Callable[[int, int], None] | None = None,
+        portrait: bool = False,
     ) -> LipsyncResult:
-        from dubforge.lipsync import compose as c
+        """portrait=True: the source is a still photo turned into a video (every frame the same): no bank;
+        the photo's mouth is warped, its interior synthesised, blinks and slight head motion added."""
+        if portrait:
+            from dubforge.lipsync.portrait import render_portrait
+
+            return render_portrait(Path(video), track, dub_phonemes, Path(out_video), preset, crf, progress,
+                                   self.feather, self.name)
         from dubforge.lipsync import geometry as g
         from dubforge.lipsync.bank import canonical, load_or_build
         from dubforge.lipsync.select import select

@@ -44,10 +44,14 @@ def render_lipsync(
     crf: int = 18,
     progress: Callable[[int, int], None] | None = None,
     backend: str = DEFAULT_BACKEND,
+    portrait: bool = False,
 ) -> LipsyncResult:
-    """Video-only H.264 mp4 whose mouth follows the dub; frames, rate and timestamps as the source."""
+    """Video-only H.264 mp4 whose mouth follows the dub; frames, rate and timestamps as the source.
+
+    portrait=True: the source is a still photo made into a video (talking portrait)."""
+    extra = {"portrait": True} if portrait else {}  # renderers without portrait support keep working otherwise
     return renderer(backend).render(Path(video), track, dub_phonemes, source_phonemes, Path(out_video),
-                                    preset=preset, crf=crf, progress=progress)
+                                    preset=preset, crf=crf, progress=progress, **extra)
 
 
 def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:

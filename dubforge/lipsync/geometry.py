@@ -18,7 +18,13 @@ NOSE = [1, 2, 98, 327, 97, 326, 94]
 # Skin around the mouth: fixed points for the warp at and beyond the mask edge.
 ANCHORS = [2, 98, 327, 97, 326, 205, 425, 207, 427, 187, 411, 192, 416, 214, 434, 172, 136, 150, 149,
            176, 148, 152, 377, 400, 378, 379, 365, 397, 58, 288, 132, 361]
-SUBSET = sorted(set(LIPS + FACE_OVAL + RIGID + NOSE + ANCHORS))
+# Eyelids, corner to corner (outer, ..., inner): blinks in portraits and the eye aspect ratio.
+LEFT_EYE_UPPER = [33, 246, 161, 160, 159, 158, 157, 173, 133]
+LEFT_EYE_LOWER = [33, 7, 163, 144, 145, 153, 154, 155, 133]
+RIGHT_EYE_UPPER = [263, 466, 388, 387, 386, 385, 384, 398, 362]
+RIGHT_EYE_LOWER = [263, 249, 390, 373, 374, 380, 381, 382, 362]
+EYES = LEFT_EYE_UPPER + LEFT_EYE_LOWER + RIGHT_EYE_UPPER + RIGHT_EYE_LOWER
+SUBSET = sorted(set(LIPS + FACE_OVAL + RIGID + NOSE + ANCHORS + EYES))
 _POS = {idx: k for k, idx in enumerate(SUBSET)}
 
 
@@ -92,3 +98,14 @@ def yaw_ratio(points: np.ndarray) -> float:
     """Nose-to-cheek distance ratio left/right; 1 for a frontal face."""
     nose, left, right = points[_POS[1]], points[_POS[234]], points[_POS[454]]
     return float(np.linalg.norm(nose - left) / max(np.linalg.norm(right - nose), 1e-6))
+
+
+def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
+    """Mean over both eyes of lid gap (upper/lower lid midpoints) / eye width, for (..., len(SUBSET), 2)."""
+    out = []
+    for upper, lower in ((LEFT_EYE_UPPER, LEFT_EYE_LOWER), (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)):
+        mids = sub(upper[3:6]), sub(lower[3:6])
+        gap = np.linalg.norm(points[..., mids[0], :] - points[..., mids[1], :], axis=-1).mean(-1)
+        width = np.linalg.norm(points[..., _POS[upper[0]], :] - points[..., _POS[upper[-1]], :], axis=-1)
+        out.append(gap / np.maximum(width, 1e-6))
+    return 0.5 * (out[0] + out[1])

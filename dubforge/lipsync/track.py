@@ -12,7 +12,7 @@ from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe
 
-TRACK_VERSION = 1
+TRACK_VERSION = 2  # 2: eyelid landmarks stored
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames

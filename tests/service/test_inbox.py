@@ -31,7 +31,7 @@ def _dub_runs(manifest: Path) -> list:
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["cpu", "gpu"])))
-    return [r for r in runs if r.parameters.get("manifest") == str(manifest) and r.state.name != "Scheduled"]
+    return [r for r in runs if r.parameters.get("manifest") == str(manifest) and not r.auto_scheduled]
 
 
 @pytest.fixture(scope="module")
