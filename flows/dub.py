@@ -310,7 +310,9 @@ def plan_info(plan: Plan) -> dict[str, Any]:
     }  # not the manifest itself: adding a language must not invalidate the other languages' deliveries
 
 
-@flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=3), log_prints=True)
+# Lanes are mostly native code (ONNX, x264, numpy) that releases the GIL; renders waiting on the `gpu` limit
+# hold a thread, so there are more threads than cores.
+@flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=6), log_prints=True)
 def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """Dub one manifest. Returns the run report (also written to OUT/report.json)."""
     started = time.perf_counter()
