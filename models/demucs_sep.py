@@ -64,10 +64,17 @@ def check_model(path: Path) -> str:
 
 def _fetch_published(name: str) -> Path:
     """Online: let demucs download `name` into torch hub's cache and return that folder."""
+    import shutil
+
     import torch
+    from demucs.pretrained import REMOTE_ROOT
 
     load_model(name, None)
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    bag = Path(REMOTE_ROOT) / f"{name}.yaml"  # the bag definition ships in the demucs package
+    if bag.is_file() and not (folder / bag.name).exists():
+        shutil.copyfile(bag, folder / bag.name)
+    return folder
 
 
 class DemucsSeparator:
@@ -119,6 +126,7 @@ class DemucsSeparator:
     def separate(self, mix_wav: Path, out_dir: Path) -> Stems:
         from dubforge.files import atomic_path
 
+        _return_large_buffers()
         mix = WavBlocks(Path(mix_wav))
         scale = _full_scale(mix.dtype)
         out_dir = Path(out_dir)
@@ -201,6 +209,20 @@ class WavBlocks:
         count = max(b - a, 0)
         data = np.fromfile(self.path, self.dtype, count=2 * count, offset=self.offset + 2 * a * self.dtype.itemsize)
         return data.reshape(count, 2)
+
+
+def _return_large_buffers() -> None:
+    """glibc's adaptive mmap threshold lets the per-window buffers (tens of MB) land on the heap, which
+    fragments and grows with the number of windows; a fixed threshold returns them to the OS each time
+    (measured: +200 MB at 120 s -> flat)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+        except (OSError, AttributeError):
+            pass
 
 
 def _full_scale(dtype: np.dtype) -> float:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-python3}"
-VENV=.venv-neural
+VENV="${NEURAL_VENV:-.venv-neural}"  # override for a throw-away check
 BIN="$VENV/bin"
 start=$(date +%s)
 "$PY" -m venv "$VENV"
@@ -18,5 +18,5 @@ start=$(date +%s)
 # mediapipe 0.10.21 (face mesh models inside the wheel) for the lip-sync face track, as in `make setup`.
 "$BIN/pip" install -q --no-deps 'mediapipe==0.10.21'
 # its real needs (protobuf 6, absl-py...) come with dubforge's own dependencies
-"$BIN/python" -c "import torch, torchaudio, demucs, whisperx, TTS.api, dubforge.model_store; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+"$BIN/python" -c "import torch, torchaudio, demucs, whisperx, TTS.api, mediapipe, dubforge.model_store; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 echo "neural venv ready in $(( $(date +%s) - start )) s: $(du -sh "$VENV" | cut -f1) ($BIN/python -m pytest tests/neural)"

@@ -35,7 +35,7 @@ def demucs_repo(tmp_path_factory) -> Path:
     from demucs.htdemucs import HTDemucs
 
     torch.manual_seed(0)
-    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=2, t_layers=1,
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=8, depth=4, t_layers=1,
                      t_hidden_scale=1.0, t_heads=2, segment=4, samplerate=44100)
     args, kwargs = model._init_args_kwargs
     repo = tmp_path_factory.mktemp("demucs-repo")

@@ -17,18 +17,19 @@ pytest.importorskip("TTS", reason=NEEDS)
 @pytest.fixture(scope="module")
 def vits_dir(tmp_path_factory) -> Path:
     import torch
+    from TTS.config.shared_configs import BaseAudioConfig
     from TTS.tts.configs.vits_config import VitsConfig
-    from TTS.tts.models.vits import Vits, VitsAudioConfig
+    from TTS.tts.models.vits import Vits
 
     torch.manual_seed(0)
     config = VitsConfig(use_phonemes=False, text_cleaner="english_cleaners", add_blank=True,
-                        audio=VitsAudioConfig(sample_rate=16000, hop_length=256, win_length=1024, fft_size=1024))
+                        audio=BaseAudioConfig(sample_rate=16000, hop_length=256, win_length=1024, fft_size=1024))
     args = config.model_args
     args.hidden_channels, args.hidden_channels_ffn_text_encoder, args.num_layers_text_encoder = 32, 64, 2
     args.num_heads_text_encoder, args.upsample_initial_channel_decoder = 2, 64
     args.num_layers_flow, args.num_layers_posterior_encoder = 1, 2
     args.dp_hidden_channels = 32
-    model = Vits.init_from_config(config)
+    model = Vits(config)
     folder = tmp_path_factory.mktemp("vits")
     torch.save({"model": model.state_dict()}, folder / "model.pth")
     model.config.save_json(str(folder / "config.json"))

@@ -36,13 +36,13 @@ def test_network_shapes(checkpoint):
     from dubforge.models.wav2lip import load_network
 
     net = load_network(checkpoint)
-    out = net(torch.zeros(2, 1, 80, 16), torch.rand(2, 6, 96, 96))
+    with torch.no_grad():
+        out = net(torch.zeros(2, 1, 80, 16), torch.rand(2, 6, 96, 96))
     assert out.shape == (2, 3, 96, 96) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
 def test_renders_through_the_registry(tmp_path, checkpoint):
     from dubforge import model_store, registry
-    from dubforge.audio import write_wav
     from dubforge.lipsync.testmedia import carphone_frames, write_clip
     from dubforge.lipsync.video import frames, probe
     from dubforge.models.piper_tts import PiperSynthesizer
