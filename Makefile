@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test bench schema clean
+.PHONY: setup setup-neural demo test test-neural bench schema clean
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,17 @@ setup:
 	$(BIN)/pip install -q --no-deps 'mediapipe==0.10.21'
 	$(BIN)/dubforge --help >/dev/null && echo "dubforge is set up: run 'make demo' or '$(BIN)/dubforge --help'"
 
+setup-neural:  # optional: torch + demucs/whisperx/coqui in .venv-neural (7-8 GB, a few minutes); see docs/neural.md
+	scripts/setup-neural.sh $(PY)
+
 demo:
 	$(BIN)/dubforge demo --out demo
 
 test:  # pytest's exit 5 (no tests collected) is a failure here
 	$(BIN)/python -m pytest -q; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$status
+
+test-neural:  # the neural backends with random weights in their real formats (needs `make setup-neural`)
+	.venv-neural/bin/python -m pytest -q tests/neural
 
 bench:
 	$(BIN)/python benchmarks/pipeline.py

@@ -69,6 +69,7 @@ class Stems(Record):
     """Result of separation: what goes under the dub, and how the mix treats it."""
 
     background: Path | None = Field(description="M&E (replace mode) or the original mix (voice_over)")
+    dialogue: Path | None = Field(None, description="the separated dialogue stem, when a separator made one")
     mode: str = Field(description="replace | voice_over")
     backend: str
 

@@ -65,10 +65,28 @@ class MachineTranslation(Strict):
 Translation = Annotated[FileTranslation | MachineTranslation, Field(discriminator="from_")]
 
 
+class BackendChoice(Strict):
+    """A stage backend by name, with its options (`asr: whisperx` or `asr: {backend: whisperx, diarize: true}`)."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _backend_choice(value: Any) -> Any:
+    return {"backend": value} if isinstance(value, str) else value
+
+
 class Voice(Strict):
     backend: str = Field("auto", description="piper | espeak | kokoro | auto (piper for English, else espeak)")
     name: str | None = Field(None, description="voice name within the backend (espeak voice, kokoro voice)")
-    model: Path | None = Field(None, description="piper: a .onnx voice file (its .onnx.json beside it)")
+    model: str | None = Field(
+        None, description="piper: a .onnx voice file (its .onnx.json beside it); coqui: a model folder or a name in models.yaml"
+    )
+    clone: bool = Field(False, description="coqui XTTS: clone each speaker's voice from the separated source dialogue")
     rate: float = Field(1.0, gt=0.5, lt=2.0, description="base speaking rate (1 = the voice's normal rate)")
 
 
@@ -139,9 +157,15 @@ class Manifest(Strict):
     source: Source
     rights: Rights = Field(default_factory=Rights)
     targets: list[Target] = Field(min_length=1)
-    asr: str = Field("faster-whisper", description="ASR backend (used when source.script is absent)")
+    asr: BackendChoice = Field(
+        default_factory=lambda: BackendChoice(backend="faster-whisper"),
+        description="ASR backend, used when source.script is absent: a name, or {backend: NAME, option: value...}",
+    )
     alignment: str = Field("pocketsphinx", description="forced-alignment backend")
-    separation: str = Field("auto", description="auto | provided | none")
+    separation: BackendChoice = Field(
+        default_factory=lambda: BackendChoice(backend="auto"),
+        description="auto | provided | none | a separation backend (demucs), optionally {backend: NAME, option: value}",
+    )
     timing: Timing = Field(default_factory=Timing)
     lipsync: Lipsync = Field(default_factory=Lipsync)
     mix: MixOptions = Field(default_factory=MixOptions)
@@ -150,6 +174,8 @@ class Manifest(Strict):
 
     # set by load_manifest, not by the YAML
     path: Path = Field(Path("."), exclude=True, description="the manifest file (absolute)")
+
+    _asr_choice = field_validator("asr", "separation", mode="before")(_backend_choice)
 
     @field_validator("schedule", mode="before")
     @classmethod

@@ -27,7 +27,7 @@ class LanguagePlan:
     translation_segments: list[Segment] | None
     machine: MachineTranslation | None  # with a ctranslate2 model folder resolved to an absolute path
     voices: dict[str, Voice]  # speaker -> voice ("*" = default), backends resolved (no "auto")
-    voice_models: dict[str, Path]  # speaker -> resolved piper model path
+    voice_models: dict[str, Path]  # speaker -> resolved model file/folder (else `voice.model` is a registry name)
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Plan:
     script: Path | None
     script_segments: list[Segment] | None
     music_effects: Path | None
-    separation: str  # provided | none
+    separation: str  # provided | none | a separation backend
     mix_mode: str  # replace | voice_over
     out_dir: Path
     languages: list[LanguagePlan] = field(default_factory=list)
@@ -101,7 +101,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             Problem(str(video), "source.video", "the video has no audio track and no source.script is given: nothing to transcribe")
         )
     if not script:
-        _check_backend(problems, file, "asr", manifest.asr, "asr")
+        _check_backend(problems, file, "asr", manifest.asr.backend, "asr")
     _check_backend(problems, file, "align", manifest.alignment, "alignment")
     if manifest.lipsync.enabled:
         _check_backend(problems, file, "lipsync", manifest.lipsync.backend, "lipsync.backend")
@@ -110,14 +110,19 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         problem = _check_audio_file(music_effects, file, "source.music_effects")
         if problem:
             problems.append(problem)
-    if manifest.separation not in SEPARATION_MODES:
-        problems.append(Problem(file, "separation", f"expected one of {', '.join(SEPARATION_MODES)} (got {manifest.separation!r})"))
-    separation = "provided" if music_effects and manifest.separation in ("auto", "provided") else "none"
-    if manifest.separation == "provided" and not manifest.source.music_effects:
+    chosen = manifest.separation.backend
+    if chosen in SEPARATION_MODES:
+        separation = "provided" if music_effects and chosen in ("auto", "provided") else "none"
+    else:  # a separation backend (demucs...): it makes the M&E stem from the source's audio
+        _check_backend(problems, file, "separate", chosen, "separation")
+        separation = chosen
+        if media and not media.has_audio:
+            problems.append(Problem(file, "separation", f"{chosen} separates the source's audio, but the video has none"))
+    if chosen == "provided" and not manifest.source.music_effects:
         problems.append(Problem(file, "separation", "'provided' needs source.music_effects (the studio's M&E stem)"))
     mix_mode = manifest.mix.mode
     if mix_mode == "auto":
-        mix_mode = "replace" if separation == "provided" else "voice_over"
+        mix_mode = "voice_over" if separation == "none" else "replace"
     elif mix_mode == "replace" and separation == "none":
         problems.append(
             Problem(file, "mix.mode", "'replace' needs a music & effects stem (source.music_effects); use voice_over or auto")
@@ -168,10 +173,14 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             vkey = f"{key}.voice" if speaker == "*" else f"{key}.voices.{speaker}"
             backend = resolve_voice_backend(voice, language)
             _check_backend(problems, file, "tts", backend, f"{vkey}.backend")
-            if voice.model:
-                model = resolve(f"{vkey}.model", voice.model)
+            local = manifest.root / voice.model if voice.model else None
+            if voice.model and (backend == "piper" or local.exists()):  # a file or folder beside the manifest
+                model = resolve(f"{vkey}.model", voice.model) if backend == "piper" else local.resolve()
                 if model:
                     models[speaker] = model
+            if voice.clone and separation in ("provided", "none"):
+                problems.append(Problem(file, f"{vkey}.clone", "cloning needs the separated dialogue: set separation to a "
+                                        "separation backend such as demucs"))
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
         plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 

@@ -17,7 +17,7 @@ def plan_summary(plan: Plan) -> Group:
         + (f" (still photo, speech {plan.portrait_audio.name})" if plan.portrait_audio else "")
         + f", {media.width}x{media.height} @ {media.fps:.3f} fps, {media.duration:.2f} s, "
         f"{media.frame_count} frames, audio: {'yes' if media.has_audio else 'none'}, language {m.source.language}\n",
-        f"  transcript: {'script ' + plan.script.name if plan.script else 'ASR (' + m.asr + ')'}; alignment: {m.alignment}\n",
+        f"  transcript: {'script ' + plan.script.name if plan.script else 'ASR (' + m.asr.backend + ')'}; alignment: {m.alignment}\n",
         f"  separation: {plan.separation}; mix: {plan.mix_mode}, loudness {m.mix.loudness}; "
         f"timing: max speed-up x{m.timing.max_speedup}\n",
         f"  lip-sync: {'on' if m.lipsync.enabled else 'off'}; rights: consent={m.rights.consent} {m.rights.note}\n",

@@ -30,6 +30,7 @@ from dubforge import progress
 from dubforge.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
 from dubforge.files import fingerprint, write_json_atomic
 from dubforge.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice
+from dubforge.model_store import registry_path
 from dubforge.plan import Plan, make_plan
 from dubforge.progress import SHARED
 
@@ -95,6 +96,17 @@ def _stage_task(stage: str, run_name: str, **options: Any):
     )
 
 
+def _with_models_file(stage: str, backend: str, options: dict[str, Any], models_file: Path) -> dict[str, Any]:
+    """Backends with user-supplied weights (those taking `registry`) find them through the models.yaml in use."""
+    import inspect
+
+    from dubforge.registry import load_class
+
+    if "registry" in inspect.signature(load_class(stage, backend)).parameters:
+        return {**options, "registry": models_file}
+    return options
+
+
 def _work(work_root: Path, stage: str, *parts: Any) -> Path:
     path = Path(work_root) / stage / fingerprint(*parts)
     path.mkdir(parents=True, exist_ok=True)
@@ -121,15 +133,18 @@ def ingest_task(video: Path, work_root: Path) -> SourceMedia:
 
 
 @_stage_task("separate", "separate")
-def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, work_root: Path) -> Stems:
+def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, options: dict[str, Any],
+                  work_root: Path) -> Stems:
     from dubforge.tasks.separate import separate
 
     with _timed(SHARED, "separate"):
-        return separate(media, music_effects, mode, _work(work_root, "separate", media, music_effects, mode))
+        work = _work(work_root, "separate", media, music_effects, mode, options)
+        return separate(media, music_effects, mode, work, options)
 
 
 @_stage_task("transcribe", "transcribe")
-def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str) -> Transcript:
+def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str,
+                    options: dict[str, Any]) -> Transcript:
     from dubforge.contracts import Transcript as TranscriptRecord
     from dubforge.scripts import read_script
     from dubforge.tasks.transcribe import transcribe
@@ -138,7 +153,7 @@ def transcribe_task(media: SourceMedia, script: Path | None, language: str, back
         if script is not None:
             segments = read_script(script, video_duration=media.duration, column="transcription")
             return TranscriptRecord(language=language, segments=tuple(segments), backend=f"script ({script.name})")
-        return transcribe(media.speech_wav, language, backend)
+        return transcribe(media.speech_wav, language, backend, options)
 
 
 @_stage_task("align", "align")
@@ -186,20 +201,30 @@ def translate_task(
 @_stage_task("voice", "voice-{language}")
 def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
-    timing: Timing, video_duration: float, work_root: Path,
+    timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
 ) -> DubTrack:
     from dubforge.registry import create
     from dubforge.tasks.fit import fit_track
 
     with _timed(language, "voice"):
-        synthesizers = {
-            speaker: create("tts", voice.backend, language=language, name=voice.name,
-                            model=voice_models.get(speaker), rate=voice.rate)
-            for speaker, voice in voices.items()
-        }
+        references: dict[str, Path] = {}
+        if any(voice.clone for voice in voices.values()):  # XTTS cloning: 6-10 s of each speaker's own dialogue
+            from dubforge.models.coqui_tts import reference_clips
+
+            references = reference_clips(stems.dialogue, transcript.segments,
+                                         _work(work_root, "voice-references", stems, transcript))
+        synthesizers = {}
+        for speaker, voice in voices.items():
+            options: dict[str, Any] = {"language": language, "name": voice.name, "rate": voice.rate,
+                                       "model": voice_models.get(speaker, voice.model)}
+            if voice.clone:
+                options.update(clone=True, reference=references.get(speaker) or next(iter(references.values()), None))
+            synthesizers[speaker] = create("tts", voice.backend, **_with_models_file("tts", voice.backend, options,
+                                                                                      models_file))
         # The track is keyed by every input; line audio is cached per language, so an edit re-synthesises only
         # the lines that changed.
-        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
+        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration,
+                     references)
         report = _progress_reporter(language, "voice", f"{language}: lines synthesised and fitted")
         return fit_track(translation.lines, synthesizers, timing, video_duration, work, language,
                          progress=report, tts_cache=Path(work_root) / "voice" / f"tts-{language}")
@@ -207,7 +232,7 @@ def voice_task(
 
 @_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
 def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
-                 portrait: bool, work_root: Path) -> dict[str, Any]:
+                 portrait: bool, models_file: Path, work_root: Path) -> dict[str, Any]:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
     from dubforge.tasks.lipsync import render_lipsync, score_lipsync
 
@@ -215,9 +240,10 @@ def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcrip
         source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
         out = _work(work_root, "lipsync", language, video, face, dub.phonemes, options) / f"picture.{language}.mp4"
         report = _progress_reporter(language, "lipsync", f"{language}: frames rendered")
-        extra = {"portrait": True} if portrait else {}  # a still photo: warp-based mouth, blinks, head motion
         result = render_lipsync(video, face, dub.phonemes, source_phonemes, out, preset=options.preset,
-                                crf=options.crf, progress=report, backend=options.backend, **extra)
+                                crf=options.crf, progress=report, backend=options.backend,
+                                portrait=portrait,  # a still photo: warp-based mouth, blinks, head motion
+                                audio=dub.wav, options=_with_models_file("lipsync", options.backend, {}, models_file))
         scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
         return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
 
@@ -325,6 +351,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
     work_root = out / ".dubforge" / "work"
     storage = out / ".dubforge" / "cache"
     info = plan_info(plan)
+    models_file = registry_path(manifest_dir=m.root)  # models.yaml: user-supplied weights (dubforge models add)
 
     def staged(t):
         return t.with_options(result_storage=storage)
@@ -345,10 +372,14 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
             video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
         media = shared("ingest", ingest_task, video=video, work_root=work_root)
+        separation_options = m.separation.options
+        if plan.separation not in ("provided", "none"):
+            separation_options = _with_models_file("separate", plan.separation, separation_options, models_file)
         stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
-                       mode=plan.separation, work_root=work_root)
+                       mode=plan.separation, options=separation_options, work_root=work_root)
         transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
-                            language=m.source.language, backend=m.asr)
+                            language=m.source.language, backend=m.asr.backend,
+                            options=_with_models_file("asr", m.asr.backend, m.asr.options, models_file))
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
@@ -367,7 +398,8 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                 machine=lp.machine, video_duration=media.duration)
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
-                video_duration=media.duration, work_root=work_root)
+                video_duration=media.duration, stems=stems, transcript=transcript, models_file=models_file,
+                work_root=work_root)
             mx = staged(mix_task).submit(
                 language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
             lane = [("translate", tr), ("voice", vo), ("mix", mx)]
@@ -375,7 +407,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
             if face is not None:
                 picture = staged(lipsync_task).submit(
                     language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                    portrait=plan.portrait_audio is not None, work_root=work_root)
+                    portrait=plan.portrait_audio is not None, models_file=models_file, work_root=work_root)
                 lane.append(("lipsync", picture))
             refresh = not _deliverables_exist(out, m.project, lang)
             dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(

@@ -45,12 +45,17 @@ def render_lipsync(
     progress: Callable[[int, int], None] | None = None,
     backend: str = DEFAULT_BACKEND,
     portrait: bool = False,
+    audio: Path | None = None,
+    options: dict[str, Any] | None = None,
 ) -> LipsyncResult:
     """Video-only H.264 mp4 whose mouth follows the dub; frames, rate and timestamps as the source.
 
     portrait=True: the source is a still photo made into a video (talking portrait)."""
-    extra = {"portrait": True} if portrait else {}  # renderers without portrait support keep working otherwise
-    return renderer(backend).render(Path(video), track, dub_phonemes, source_phonemes, Path(out_video),
+    chosen = renderer(backend, **(options or {}))
+    extra: dict[str, Any] = {"portrait": True} if portrait else {}  # renderers without it keep working otherwise
+    if getattr(chosen, "needs_audio", False):  # audio-driven networks (Wav2Lip) hear the dub itself
+        extra["audio"] = Path(audio) if audio else None
+    return chosen.render(Path(video), track, dub_phonemes, source_phonemes, Path(out_video),
                                     preset=preset, crf=crf, progress=progress, **extra)
 
 

@@ -2,18 +2,19 @@
 
 `provided`: the studio's M&E stem, conformed to 48 kHz stereo and the video's length (replace mode).
 `none`: no stem; the original mix plays ducked under the dub (voice-over mode).
-Neural separation (demucs) plugs in through the registry's `separate` stage.
+A separation backend (demucs) from the registry's `separate` stage makes dialogue and M&E stems (replace mode).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dubforge.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.contracts import SourceMedia, Stems
-from dubforge.errors import InputError, Problem
+from dubforge.errors import InputError, Problem, StageError
 
 
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -39,11 +40,19 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype(np.float32), rate
 
 
-def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path) -> Stems:
+def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path,
+             options: dict[str, Any] | None = None) -> Stems:
+    """`mode`: provided | none | the name of a separation backend (demucs), built with `options`."""
+    if mode not in ("provided", "none"):
+        from dubforge.registry import create
+
+        if media.mix_wav is None:
+            raise StageError(f"{mode} separation needs the source's audio, and the video has none")
+        return create("separate", mode, **(options or {})).separate(media.mix_wav, Path(work_dir))
     if mode == "none":
         return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
-    if mode != "provided" or music_effects is None:
-        raise ValueError(f"unknown separation mode {mode!r}")
+    if music_effects is None:
+        raise StageError("separation 'provided' needs the M&E stem (source.music_effects)")
     data, rate = decode_audio(music_effects)
     data = to_channels(resample(data, rate, MIX_RATE), 2)
     length = round(media.duration * MIX_RATE)

@@ -98,10 +98,6 @@ def test_new_and_changed_manifests_are_submitted_once(service, inbox):
 
 
 def test_a_manifest_carries_its_own_schedule(service, inbox):
-    from dubforge.manifest import Manifest
-
-    if "schedule" not in Manifest.model_fields:
-        pytest.skip("the manifest schema has no `schedule` field yet (dubforge/manifest.py)")
     scheduled = project(inbox, "nightly", ["es"], schedule={"cron": "30 2 * * *", "timezone": "UTC"})
     _scan()
     from prefect.client.orchestration import get_client
