@@ -146,7 +146,7 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
             f" — {'pass' if loud['pass'] else 'FAIL'}",
             f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
             f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
-            f"- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
+            "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
         ]),
     )
     if "lipsync" in qc:

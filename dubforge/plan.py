@@ -13,7 +13,7 @@ from dubforge.contracts import Segment
 from dubforge.errors import InputError, Problem
 from dubforge.languages import base_language, normalise_language
 from dubforge.manifest import FileTranslation, Manifest, MachineTranslation, Voice, read_manifest, resolve_input, semantic_problems
-from dubforge.registry import UnknownBackend, available
+from dubforge.registry import available
 from dubforge.scripts import read_script
 
 SEPARATION_MODES = ("auto", "provided", "none")

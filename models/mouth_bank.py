@@ -9,7 +9,7 @@ import numpy as np
 
 from dubforge.contracts import Phoneme
 from dubforge.files import atomic_path, fingerprint
-from dubforge.lipsync.records import FaceTrack, LipsyncResult
+from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -116,13 +116,8 @@ class MouthBankRenderer:
                         if progress:
                             progress(i + 1, n)
                 count = writer.count
-        if count != n:
-            warnings.append(f"{video}: decoded {count} frames, the face track has {n}")
-        passed = count - rendered
-        if plan is not None and passed:
-            warnings.append(f"{passed} of {count} frames had no usable face and were passed through unchanged")
-        return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=passed,
-                             warnings=tuple(warnings), visemes=visemes, source_sync=sync, backend=self.name)
+        return finish_render(video, out_video, n, count, rendered, warnings, count_passed=plan is not None,
+                             visemes=visemes, source_sync=sync, backend=self.name)
 
     def _render_frame(self, planes, i: int, arrays, plan, state: dict) -> None:
         from dubforge.lipsync import compose as c

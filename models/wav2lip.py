@@ -21,7 +21,7 @@ import numpy as np
 
 from dubforge.contracts import Phoneme
 from dubforge.errors import StageError
-from dubforge.lipsync.records import FaceTrack, LipsyncResult
+from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 
 VERSION = 1
 SIZE = 96
@@ -227,13 +227,8 @@ class Wav2LipRenderer:
                         flush()
                 flush()
                 count = writer.count
-        if count != n:
-            warnings.append(f"{video}: decoded {count} frames, the face track has {n}")
-        passed = count - rendered
-        if square is not None and passed:
-            warnings.append(f"{passed} of {count} frames had no usable face and were passed through unchanged")
-        return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=passed,
-                             warnings=tuple(warnings), visemes="neural", source_sync=None, backend=self.name)
+        return finish_render(video, out_video, n, count, rendered, warnings, count_passed=square is not None,
+                             visemes="neural", source_sync=None, backend=self.name)
 
     @staticmethod
     def _to_crop(arrays, i: int, square) -> np.ndarray:

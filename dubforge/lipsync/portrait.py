@@ -13,7 +13,7 @@ import numpy as np
 from dubforge.contracts import Phoneme
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.records import FaceTrack, LipsyncResult
+from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 from dubforge.lipsync.visemes import Range
 
 OPEN_OF_WIDTH = 0.45  # widest inner-lip gap (an "ah") as a share of the mouth width
@@ -240,7 +240,5 @@ def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phonem
                     if progress:
                         progress(i + 1, n)
             count = writer.count
-    if count != n:
-        warnings.append(f"{video}: decoded {count} frames, the face track has {n}")
-    return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=count - rendered,
-                         warnings=tuple(warnings), visemes="generic", source_sync=None, backend=backend)
+    return finish_render(video, out_video, n, count, rendered, warnings, count_passed=False,
+                         visemes="generic", source_sync=None, backend=backend)

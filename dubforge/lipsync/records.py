@@ -27,6 +27,18 @@ class FaceTrack(Record):
     )
 
 
+def finish_render(video: Path, out_video: Path, expected: int, decoded: int, rendered: int, warnings: list[str],
+                  count_passed: bool = True, **fields) -> "LipsyncResult":
+    """The result of a render: frame counts, and warnings when frames went missing or passed through untouched."""
+    if decoded != expected:
+        warnings.append(f"{video}: decoded {decoded} frames, the face track has {expected}")
+    passed = decoded - rendered
+    if count_passed and passed:
+        warnings.append(f"{passed} of {decoded} frames had no usable face and were passed through unchanged")
+    return LipsyncResult(out_video=Path(out_video), frames_rendered=rendered, frames_passed_through=passed,
+                         warnings=tuple(warnings), **fields)
+
+
 class LipsyncResult(Record):
     out_video: Path
     frames_rendered: int

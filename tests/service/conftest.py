@@ -6,7 +6,6 @@ PostgreSQL in a temp folder on a free port, the server on a free port, two CPU w
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
