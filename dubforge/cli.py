@@ -35,44 +35,60 @@ def _languages(value: str | None) -> list[str] | None:
     return [code.strip() for code in value.split(",") if code.strip()] if value else None
 
 
-@app.command()
-def validate(manifest: Path, languages: Annotated[Optional[str], typer.Option(help="comma-separated subset")] = None):
-    """Check a manifest, its media and scripts; print the plan. Exit 2 listing every problem."""
+def _plan(manifest: str, languages: str | None, out: str | None, staging: Path | None = None):
+    """Validate (exit 2 listing every problem) and plan; a manifest at a URL is fetched first (into `staging`)."""
     from dubforge.plan import make_plan
-    from dubforge.summary import plan_summary
+    from dubforge.shared_storage import is_url, local_path, remap, stage_manifest
 
+    local = local_path(manifest)
     try:
-        plan = make_plan(manifest, _languages(languages))
+        if is_url(manifest):
+            local = stage_manifest(manifest, into=staging)
+        try:
+            return make_plan(local, _languages(languages), None if out is None or is_url(out) else local_path(out)), local
+        except InputError as error:
+            raise remap(error, local, manifest) if is_url(manifest) else error from None
     except InputError as error:
         _fail_input(error)
-    out_console.print(plan_summary(plan))
+
+
+MANIFEST_HELP = "manifest file, or an fsspec URL of shared storage (s3://bucket/project/alpha.yaml)"
+
+
+@app.command()
+def validate(manifest: Annotated[str, typer.Argument(help=MANIFEST_HELP)],
+             languages: Annotated[Optional[str], typer.Option(help="comma-separated subset")] = None):
+    """Check a manifest, its media and scripts; print the plan. Exit 2 listing every problem."""
+    import tempfile
+
+    from dubforge.summary import plan_summary
+
+    with tempfile.TemporaryDirectory(prefix="dubforge-validate-") as scratch:
+        plan, _local = _plan(manifest, languages, None, Path(scratch))
+        out_console.print(plan_summary(plan))
 
 
 @app.command()
 def run(
-    manifest: Path,
+    manifest: Annotated[str, typer.Argument(help=MANIFEST_HELP)],
     languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
+    out: Annotated[Optional[str], typer.Option(help="output folder or URL (default: outputs.dir of the manifest)")] = None,
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
 ):
     """Run the dub-project flow on a manifest, with a live view per language."""
-    from dubforge.plan import make_plan
-
-    try:
-        plan = make_plan(manifest, _languages(languages), out)
-    except InputError as error:
-        _fail_input(error)
+    plan, _local = _plan(manifest, languages, out)
     raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral))
 
 
-def _run_flow(plan, manifest: Path, languages: list[str] | None, out: Path | None, ephemeral: bool) -> int:
+def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool) -> int:
     from dubforge.runner import run_with_display
 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
         return 1
     failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
-    out_console.print(f"Report: {plan.out_dir / 'report.json'}")
+    published = report.get("published")
+    out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     if failed:
         for lang, r in failed.items():
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
@@ -158,30 +174,36 @@ def service_up(
 
 @app.command()
 def submit(
-    manifest: Path,
+    manifest: Annotated[str, typer.Argument(help=MANIFEST_HELP)],
     languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="output folder on shared storage (default: outputs.dir)")] = None,
+    out: Annotated[Optional[str], typer.Option(help="output folder or URL on shared storage (default: outputs.dir)")] = None,
     deployment: Annotated[Optional[str], typer.Option(help="default: dub-project/gpu with lip-sync, else dub-project/cpu")] = None,
     check: Annotated[bool, typer.Option(help="validate the manifest here first (needs the media)")] = True,
 ):
     """Create a flow run of the dub-project deployment on the server in PREFECT_API_URL; print its URL and id."""
+    import tempfile
+
     from dubforge.service_submit import submit as create_run, ui_url_for
+    from dubforge.shared_storage import is_url, local_path, stage_manifest
 
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[red]PREFECT_API_URL is not set[/]: point it at the team server, e.g. http://127.0.0.1:4200/api")
         raise typer.Exit(2)
-    if check:
-        from dubforge.plan import make_plan
-
+    with tempfile.TemporaryDirectory(prefix="dubforge-submit-") as scratch:
+        if check:
+            _, local = _plan(manifest, languages, out, Path(scratch))
+        elif is_url(manifest):
+            try:
+                local = stage_manifest(manifest, into=Path(scratch))
+            except InputError as error:
+                _fail_input(error)
+        else:
+            local = local_path(manifest)
         try:
-            make_plan(manifest, _languages(languages), out)
-        except InputError as error:
-            _fail_input(error)
-    try:
-        run_id = create_run(manifest, _languages(languages), out, deployment)
-    except Exception as error:  # unknown deployment, server unreachable, ...
-        console.print(f"[red]Could not submit:[/] {error}", highlight=False)
-        raise typer.Exit(1) from None
+            run_id = create_run(manifest, _languages(languages), out, deployment, local_copy=local)
+        except Exception as error:  # unknown deployment, server unreachable, ...
+            console.print(f"[red]Could not submit:[/] {error}", highlight=False)
+            raise typer.Exit(1) from None
     print(f"Flow run: {ui_url_for(run_id)}")
     print(run_id)
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dubforge import progress
 from dubforge.plan import Plan
+from dubforge.shared_storage import location
 
 SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
@@ -69,7 +70,7 @@ def _quiet_prefect_console() -> None:
                     handler.setLevel(logging.WARNING)
 
 
-def run_with_display(plan: Plan, manifest: Path, languages: list[str] | None, out: Path | None,
+def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
                      ephemeral: bool, console: Console) -> dict[str, Any] | None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -98,8 +99,8 @@ def run_with_display(plan: Plan, manifest: Path, languages: list[str] | None, ou
                 _quiet_prefect_console()
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
             with display:
-                state = dub_project(manifest=str(Path(manifest).absolute()), languages=languages,
-                                    out_dir=str(out.absolute()) if out else None, return_state=True)
+                state = dub_project(manifest=location(manifest), languages=languages,
+                                    out_dir=location(out) if out else None, return_state=True)
     finally:
         unsubscribe()
     if not state.is_completed():

@@ -1,6 +1,7 @@
 """`dubforge submit` and `dubforge status`: flow runs of the `dub-project` deployments, through the Prefect API.
 
-The manifest path is passed as is: it must be on storage that the workers see at the same path (docs/service.md).
+The manifest and OUT are passed as absolute paths, which the workers must see at the same place, or as fsspec
+URLs of shared storage (docs/service.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from dubforge.flows.deployments import DUB_CPU, DUB_GPU
+from dubforge.shared_storage import local_path, location
 
 
 @dataclass
@@ -44,21 +46,23 @@ def deployment_for(manifest: Path) -> str:
     return DUB_GPU if isinstance(lipsync, dict) and lipsync.get("enabled") else DUB_CPU
 
 
-def parameters_for(manifest: Path, languages: list[str] | None, out_dir: Path | None) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"manifest": str(Path(manifest).absolute())}
+def parameters_for(manifest: str | Path, languages: list[str] | None, out_dir: str | Path | None) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"manifest": location(manifest)}
     if languages:
         parameters["languages"] = languages
     if out_dir is not None:
-        parameters["out_dir"] = str(Path(out_dir).absolute())
+        parameters["out_dir"] = location(out_dir)
     return parameters
 
 
-def submit(manifest: Path, languages: list[str] | None = None, out_dir: Path | None = None,
-           deployment: str | None = None, idempotency_key: str | None = None) -> str:
-    """Create a flow run of the deployment (not waiting for it); return its id."""
+def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: str | Path | None = None,
+           deployment: str | None = None, idempotency_key: str | None = None, local_copy: Path | None = None) -> str:
+    """Create a flow run of the deployment (not waiting for it); return its id. `local_copy`: the manifest's
+    staged copy when `manifest` is a URL (to pick the deployment)."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(deployment or deployment_for(manifest), parameters=parameters_for(manifest, languages, out_dir),
+    deployment = deployment or deployment_for(local_copy or local_path(manifest))
+    run = run_deployment(deployment, parameters=parameters_for(manifest, languages, out_dir),
                          timeout=0, as_subflow=False, idempotency_key=idempotency_key)
     return str(run.id)
 

@@ -26,10 +26,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dubforge import progress
+from dubforge import progress, shared_storage
 from dubforge.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
+from dubforge.errors import InputError, Problem
 from dubforge.files import fingerprint, write_json_atomic
-from dubforge.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice
+from dubforge.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice, read_manifest
 from dubforge.model_store import registry_path
 from dubforge.plan import Plan, make_plan
 from dubforge.progress import SHARED
@@ -340,11 +341,45 @@ def plan_info(plan: Plan) -> dict[str, Any]:
 # hold a thread, so there are more threads than cores.
 @flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=6), log_prints=True)
 def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
-    """Dub one manifest. Returns the run report (also written to OUT/report.json)."""
+    """Dub one manifest. Returns the run report (also written to OUT/report.json).
+
+    `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.shared_storage)."""
+    local_manifest, out_url = _storage(manifest, out_dir)
+    if out_url is None:
+        return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)
+    mirror = shared_storage.out_mirror(out_url)
+    with shared_storage.out_lock(out_url):
+        mirror.pull()
+        try:
+            report = _dub(local_manifest, languages, mirror.local, checkpoint=mirror.publish, manifest_name=manifest)
+        finally:
+            mirror.publish()
+    get_run_logger().info("published %s", out_url)
+    return {**report, "published": out_url}
+
+
+def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
+    """The local manifest (fetched if `manifest` is a URL) and the output URL, if the outputs go to one."""
+    if not shared_storage.is_url(manifest):
+        return shared_storage.local_path(manifest), out_dir if out_dir and shared_storage.is_url(out_dir) else None
+    local = shared_storage.stage_manifest(manifest)
+    if out_dir:
+        return local, out_dir if shared_storage.is_url(out_dir) else None
+    outputs = read_manifest(local).outputs.dir
+    if outputs.is_absolute():
+        raise InputError(Problem(manifest, "outputs.dir", "a manifest at a URL needs a relative outputs.dir (or --out URL)"))
+    return local, f"{manifest.rsplit('/', 1)[0]}/{outputs.as_posix()}"
+
+
+def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
+         manifest_name: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     TIMINGS.clear()
     logger = get_run_logger()
-    plan = make_plan(Path(manifest), languages, Path(out_dir) if out_dir else None)
+    try:
+        plan = make_plan(manifest, languages, out_dir)
+    except InputError as error:
+        raise shared_storage.remap(error, manifest, manifest_name) if manifest_name else error from None
     m = plan.manifest
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +418,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
+        checkpoint()
 
         face = None
         if m.lipsync.enabled:
@@ -427,6 +463,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                 results[lang] = {"status": "failed", "error": error}
             else:
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
+            checkpoint()  # a finished language survives this worker
 
         deliveries = {lang: r for lang, r in results.items() if r["status"] == "completed"}
         master: dict[str, Any] = {}
@@ -444,6 +481,8 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
                 master = {"error": str(future.result(raise_on_failure=False))}
 
         report = _report(plan, stems, transcript, results, master, stage_states, time.perf_counter() - started)
+        if manifest_name:
+            report["manifest"] = manifest_name
         write_json_atomic(out / "report.json", report)
         _report_artifact(report)
     return report

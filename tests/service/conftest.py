@@ -6,6 +6,7 @@ PostgreSQL in a temp folder on a free port, the server on a free port, two CPU w
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,7 @@ class Service:
     stack: object  # dubforge.service_stack.Stack
     root: Path
     demo: Path  # demo media + manifests (es, de, fr, pt-BR)
+    s3_env: dict[str, str] | None  # AWS_* variables of the test S3 server (None: moto/s3fs not installed)
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,19 +76,30 @@ def service():
     from dubforge.demo import make_demo
     from dubforge.service_stack import Stack, StackConfig
 
+    from tests.s3server import s3_server
+
     root = Path(tempfile.mkdtemp(prefix="dubforge-service-", dir="/tmp"))  # the postgres user must reach it
     root.chmod(0o755)
-    config = StackConfig(home=root / "home", port=free_port(), postgres=True, pg_port=free_port(), pg_data=root / "pg",
-                         workers=2, gpu_workers=1, extra_env={"PREFECT_LOGGING_LEVEL": "INFO"})
-    stack = Stack(config)
-    stack.start()
-    try:
+    with contextlib.ExitStack() as cleanup:
+        # shared storage on a URL: a real S3 protocol server that the workers reach through AWS_* variables
+        s3_env = cleanup.enter_context(s3_server()) if _has("moto.server") and _has("s3fs") else None
+        config = StackConfig(home=root / "home", port=free_port(), postgres=True, pg_port=free_port(),
+                             pg_data=root / "pg", workers=2, gpu_workers=1,
+                             extra_env={"PREFECT_LOGGING_LEVEL": "INFO", "DUBFORGE_STAGING": str(root / "staging"),
+                                        **(s3_env or {})})
+        stack = Stack(config)
+        stack.start()
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        cleanup.callback(stack.stop)
         demo = root / "demo"
         make_demo(demo, seconds=8, languages=["es", "de", "fr", "pt-BR"])
-        yield Service(stack, root, demo)
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        yield Service(stack, root, demo, s3_env)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module.split(".")[0]) is not None and importlib.util.find_spec(module) is not None
 
 
 @pytest.fixture(autouse=True)

@@ -66,3 +66,35 @@ def test_invalid_manifest_is_refused_before_submitting(service, tmp_path):
 def test_status_of_unknown_run_exits_2(service):
     result = service.cli("status", str(uuid.uuid4()), check=False)
     assert result.returncode == 2 and "Could not read flow run" in result.stderr
+
+
+def test_submit_a_manifest_on_s3_with_outputs_on_s3(service):
+    """Shared storage as a URL: the workers fetch the project from the bucket and publish the outputs there."""
+    if service.s3_env is None:
+        pytest.skip("moto and s3fs are not installed")
+    import fsspec
+
+    from tests.s3server import upload_project
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("team")
+    manifest = project(service.demo, "bucket", ["es", "de"])
+    upload_project(fs, service.demo, "team/projects")
+    run_id = service.submit(f"s3://team/projects/{manifest.name}", "--out", "s3://team/out/bucket")
+    waited = service.cli("status", run_id, "--wait", check=False)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(run_id))
+    assert run.parameters == {"manifest": f"s3://team/projects/{manifest.name}", "out_dir": "s3://team/out/bucket"}
+    report = json.loads(fs.cat("team/out/bucket/report.json"))
+    assert report["manifest"] == f"s3://team/projects/{manifest.name}"
+    assert {lang: r["status"] for lang, r in report["languages"].items()} == {"es": "completed", "de": "completed"}
+    local = service.root / "bucket-out"
+    fs.get("team/out/bucket/de/", str(local), recursive=True)
+    with av.open(str(local / "bucket.de.mp4")) as dub:
+        assert dub.streams.audio[0].language == "deu"
+        assert dub.duration / 1e6 == pytest.approx(8.0, abs=0.25)
+    assert not (service.demo / "out-bucket").exists()  # nothing written beside the local copy of the manifest
