@@ -155,6 +155,7 @@ def service_up(
     inbox: Annotated[Optional[Path], typer.Option(help="manifests inbox folder to scan on a schedule")] = None,
     inbox_cron: Annotated[str, typer.Option(help="cron schedule of the inbox scan")] = "*/5 * * * *",
     out_root: Annotated[Optional[Path], typer.Option(help="inbox runs write OUT_ROOT/<manifest name>/")] = None,
+    zombie_after: Annotated[int, typer.Option(min=31, help="seconds without heartbeat before a run is marked Crashed")] = 90,
 ):
     """Start the single-machine stack in the foreground; Ctrl-C stops all of it."""
     from dubforge.server import prefect_home
@@ -163,7 +164,7 @@ def service_up(
     config = StackConfig(home=home or prefect_home() / "dubforge-service", host=host, port=port, postgres=postgres,
                          pg_port=pg_port, workers=workers, gpu_workers=gpu_workers, gpu_slots=gpu_slots,
                          inbox=inbox.absolute() if inbox else None, inbox_cron=inbox_cron,
-                         out_root=out_root.absolute() if out_root else None)
+                         out_root=out_root.absolute() if out_root else None, zombie_after_s=zombie_after)
     try:
         code = run_foreground(config, say=lambda message: out_console.print(message, highlight=False, markup=False))
     except RuntimeError as error:

@@ -38,6 +38,7 @@ class StackConfig:
     inbox: Path | None = None
     inbox_cron: str = "*/5 * * * *"
     out_root: Path | None = None  # inbox runs write OUT_ROOT/<manifest name>/ (default: the manifest's outputs.dir)
+    zombie_after_s: int = 90  # a flow run without heartbeat for this long is marked Crashed
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -66,6 +67,8 @@ def base_env(config: StackConfig, database_url: str | None) -> dict[str, str]:
         # a database restart answers a few requests with 500/503: clients retry instead of crashing the run
         "PREFECT_CLIENT_RETRY_EXTRA_CODES": env.get("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500"),
         "PREFECT_CLIENT_MAX_RETRIES": env.get("PREFECT_CLIENT_MAX_RETRIES", "8"),
+        # flow runs send heartbeats; the zombie automation (flows/deployments.py) crashes runs that stop
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30"),
     })
     if env.get("PREFECT_SERVER_API_AUTH_STRING") and not env.get("PREFECT_API_AUTH_STRING"):
         env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]
@@ -120,8 +123,10 @@ def start_worker(config: StackConfig, env: dict[str, str], pool: str, name: str)
 def setup(config: StackConfig, env: dict[str, str]) -> None:
     """Pools, limits and deployments, in a child process so it talks to this stack's API whatever our settings."""
     code = ("import sys; from pathlib import Path; from dubforge.flows.deployments import deploy_all; "
-            "a = sys.argv[1:]; deploy_all(int(a[0]), Path(a[1]) if a[1] else None, a[2], Path(a[3]) if a[3] else None)")
-    args = [str(config.gpu_slots), str(config.inbox or ""), config.inbox_cron, str(config.out_root or "")]
+            "a = sys.argv[1:]; deploy_all(int(a[0]), Path(a[1]) if a[1] else None, a[2], Path(a[3]) if a[3] else None, "
+            "int(a[4]))")
+    args = [str(config.gpu_slots), str(config.inbox or ""), config.inbox_cron, str(config.out_root or ""),
+            str(config.zombie_after_s)]
     result = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"creating pools and deployments failed:\n{result.stderr.strip()}")

@@ -20,6 +20,8 @@ DUB_GPU = f"{DUB_FLOW}/gpu"
 INBOX_FLOW = "scan-inbox"
 INBOX = f"{INBOX_FLOW}/inbox"
 INBOX_CRON = "*/5 * * * *"
+ZOMBIES = "dubforge: crash unresponsive flow runs"
+HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (Prefect's minimum)
 
 
 def ensure_process_pool(name: str, concurrency_limit: int | None = None, description: str = "") -> None:
@@ -45,6 +47,41 @@ def ensure_tag_limit(tag: str, slots: int) -> None:
 
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
+
+
+def ensure_zombie_automation(after_s: int = 90) -> UUID:
+    """Prefect's "detect zombie flows" automation: a flow run whose heartbeats stop for `after_s` seconds (its
+    worker was killed, its machine lost) is marked Crashed instead of staying Running forever. Flow runs send
+    heartbeats when the workers have PREFECT_FLOWS_HEARTBEAT_FREQUENCY set (dubforge service up sets it)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    if after_s <= HEARTBEAT_S:
+        raise ValueError(f"zombie detection needs more than the {HEARTBEAT_S} s between heartbeats (got {after_s} s)")
+    final = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+    wanted = Automation(
+        name=ZOMBIES,
+        description=f"A flow run with no heartbeat for {after_s} s is marked Crashed (flows/deployments.py)",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *final},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=after_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {after_s} s: its worker or machine is gone")],
+    )
+    try:
+        existing = Automation.read(name=ZOMBIES)
+    except ValueError:  # not found
+        return wanted.create().id
+    existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
+    existing.update()
+    return existing.id
 
 
 def deploy_dub(name: str, pool: str, description: str) -> UUID:
@@ -75,11 +112,12 @@ def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = No
 
 
 def deploy_all(gpu_slots: int = 1, inbox: Path | None = None, inbox_cron: str = INBOX_CRON,
-               out_root: Path | None = None) -> dict[str, UUID]:
-    """Pools, the `gpu` limit and every deployment, against the API in PREFECT_API_URL."""
+               out_root: Path | None = None, zombie_after_s: int = 90) -> dict[str, UUID]:
+    """Pools, the `gpu` limit, zombie detection and every deployment, against the API in PREFECT_API_URL."""
     ensure_process_pool(CPU_POOL, description="dubforge audio stages (ingest .. QC)")
     ensure_process_pool(GPU_POOL, concurrency_limit=gpu_slots, description="dubforge projects with lip-sync renders")
     ensure_tag_limit(GPU_TAG, gpu_slots)
+    ensure_zombie_automation(zombie_after_s)
     ids = {
         DUB_CPU: deploy_dub("cpu", CPU_POOL, "Dub a manifest (no lip-sync): audio stages on CPU workers"),
         DUB_GPU: deploy_dub("gpu", GPU_POOL, "Dub a manifest with lip-sync renders on GPU workers"),

@@ -84,7 +84,7 @@ def service():
         # shared storage on a URL: a real S3 protocol server that the workers reach through AWS_* variables
         s3_env = cleanup.enter_context(s3_server()) if _has("moto.server") and _has("s3fs") else None
         config = StackConfig(home=root / "home", port=free_port(), postgres=True, pg_port=free_port(),
-                             pg_data=root / "pg", workers=2, gpu_workers=1,
+                             pg_data=root / "pg", workers=2, gpu_workers=1, zombie_after_s=45,
                              extra_env={"PREFECT_LOGGING_LEVEL": "INFO", "DUBFORGE_STAGING": str(root / "staging"),
                                         **(s3_env or {})})
         stack = Stack(config)

@@ -73,6 +73,7 @@ def test_worker_killed_mid_run_then_resubmitted(service):
         assert time.monotonic() < deadline, "no language was delivered in 120 s"
         time.sleep(0.1)
     killed = _kill_worker_running(service, run_id)
+    killed_at = time.monotonic()
     finished = _delivered(run_id)
     assert not (out / "report.json").exists(), "the run ended before the kill: nothing was interrupted"
     assert finished != set(languages)
@@ -90,6 +91,14 @@ def test_worker_killed_mid_run_then_resubmitted(service):
     assert any(s["state"] == "Completed" for lang in set(languages) - finished
                for s in report["languages"][lang]["stages"].values())
     assert_deliverables_whole(out)
+
+    # the killed run does not stay Running: the zombie automation (45 s without heartbeat here) crashes it
+    from dubforge.service_submit import status
+
+    while (killed_state := status(run_id)).state == "Running":
+        assert time.monotonic() - killed_at < 150, "the killed run is still Running"
+        time.sleep(1)
+    assert killed_state.state == "Crashed" and "heartbeat" in killed_state.message, killed_state
 
 
 def test_database_restart_during_run(service):
