@@ -20,6 +20,11 @@ from dubforge.errors import StageError
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
+# pyannote.audio 4 (whisperx's VAD, diarization) reports every model and pipeline load and each file's duration
+# to otel.pyannote.ai unless this is false. dubforge runs offline and does not track (DO_NOT_TRACK): keep it off.
+# pyannote reads the variable at each event, so this holds even when pyannote was imported first.
+os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+
 
 def _device(device: str) -> str:
     import torch
@@ -171,9 +176,18 @@ class WhisperXTranscriber:
         from whisperx.diarize import DiarizationPipeline
 
         path = self._path(self.diarization_model, "pyannote")
-        pipeline = _cached(("diarize", str(path), device), lambda: DiarizationPipeline(model_name=str(path), device=device))
+
+        def load():
+            try:
+                return DiarizationPipeline(model_name=str(path), device=device)
+            except Exception as exc:  # no config.yaml, a model folder missing, a checkpoint of another format
+                raise StageError(f"whisperx cannot load the pyannote pipeline {path}: {type(exc).__name__}: {exc}; "
+                                 "supply a speaker-diarization folder (config.yaml + its model folders)") from exc
+
+        pipeline = _cached(("diarize", str(path), device), load)
         turns = pipeline(samples, num_speakers=self.num_speakers)
-        return whisperx.assign_word_speakers(turns, {"segments": segments})["segments"]
+        # fill_nearest: a line that overlaps no speaker turn takes the nearest one, so per-speaker voices cover it
+        return whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)["segments"]
 
 
 def _segments(raw: list[dict], duration: float) -> list[Segment]:

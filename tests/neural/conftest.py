@@ -6,6 +6,7 @@ These tests need the neural stack (torch, demucs, whisperx, coqui-tts): `scripts
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -55,3 +56,39 @@ def speech_clip(tmp_path_factory) -> tuple[Path, str]:
     audio, rate = read_wav(speech.wav)
     out = write_wav(folder / "speech16k.wav", resample(to_channels(audio, 1), rate, SPEECH_RATE), SPEECH_RATE)
     return out, text
+
+
+@pytest.fixture(scope="session")
+def wav2vec2_dir(tmp_path_factory) -> Path:
+    """A random English wav2vec2 CTC aligner saved as a local Hugging Face folder."""
+    import torch
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
+                              Wav2Vec2Processor)
+
+    folder = tmp_path_factory.mktemp("wav2vec2-en")
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
+    for ch in "abcdefghijklmnopqrstuvwxyz'":
+        vocab[ch] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                                     word_delimiter_token="|")
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=False)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=4, pad_token_id=0)
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nltk_data(tmp_path_factory) -> Path:
+    """punkt_tab parameters for English (empty: no learned abbreviations), as NLTK lays them out."""
+    root = tmp_path_factory.mktemp("nltk_data")
+    english = root / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (english / name).write_text("")
+    return root

@@ -3,50 +3,12 @@ Hugging Face folder, and NLTK punkt_tab data in a temp dir."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
 pytest.importorskip("whisperx", reason=NEEDS)
-
-
-@pytest.fixture(scope="module")
-def wav2vec2_dir(tmp_path_factory) -> Path:
-    import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
-    folder = tmp_path_factory.mktemp("wav2vec2-en")
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
-    for ch in "abcdefghijklmnopqrstuvwxyz'":
-        vocab[ch] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                         do_normalize=True, return_attention_mask=False)
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=4, pad_token_id=0)
-    Wav2Vec2ForCTC(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def nltk_data(tmp_path_factory) -> Path:
-    """punkt_tab parameters for English (empty: no learned abbreviations), as NLTK lays them out."""
-    root = tmp_path_factory.mktemp("nltk_data")
-    english = root / "tokenizers" / "punkt_tab" / "english"
-    english.mkdir(parents=True)
-    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
-        (english / name).write_text("")
-    return root
 
 
 def test_transcribes_and_aligns_words(tmp_path, speech_clip, wav2vec2_dir, nltk_data):
