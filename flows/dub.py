@@ -205,7 +205,7 @@ def voice_task(
     timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
 ) -> DubTrack:
     from dubforge.registry import create
-    from dubforge.tasks.fit import fit_track
+    from dubforge.tasks.fit import fit_track, speaker_voices
 
     with _timed(language, "voice"):
         references: dict[str, Path] = {}
@@ -214,14 +214,15 @@ def voice_task(
 
             references = reference_clips(stems.dialogue, transcript.segments,
                                          _work(work_root, "voice-references", stems, transcript))
-        synthesizers = {}
-        for speaker, voice in voices.items():
+        def synthesizer(speaker: str, voice: Voice, reference: Path | None) -> Any:
             options: dict[str, Any] = {"language": language, "name": voice.name, "rate": voice.rate,
                                        "model": voice_models.get(speaker, voice.model)}
-            if voice.clone:
-                options.update(clone=True, reference=references.get(speaker) or next(iter(references.values()), None))
-            synthesizers[speaker] = create("tts", voice.backend, **_with_models_file("tts", voice.backend, options,
-                                                                                      models_file))
+            if reference is not None:
+                options.update(clone=True, reference=reference)
+            return create("tts", voice.backend, **_with_models_file("tts", voice.backend, options, models_file))
+
+        synthesizers = speaker_voices(language, voices, {line.speaker for line in translation.lines}, references,
+                                      synthesizer)
         # The track is keyed by every input; line audio is cached per language, so an edit re-synthesises only
         # the lines that changed.
         work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration,

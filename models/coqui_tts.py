@@ -94,6 +94,7 @@ class CoquiSynthesizer:
         import torch
 
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self._voice: tuple[Any, tuple[Any, Any]] | None = None  # (model, XTTS conditioning from the references)
 
     def fingerprint(self) -> str:
         from importlib.metadata import version
@@ -122,13 +123,17 @@ class CoquiSynthesizer:
             torch.manual_seed(self.seed)
             if hasattr(model, "length_scale") and hasattr(model, "duration_predictor"):
                 audio, spans = _with_durations(synth, text, speed, self.speaker, language)
+            elif self.clone and _is_xtts(model):
+                if self._voice is None or self._voice[0] is not model:
+                    self._voice = (model, xtts_conditioning(model, self.reference))
+                audio, spans = _xtts_speak(synth, text, language, self._voice[1], speed), None
             else:
                 kwargs: dict[str, Any] = {"language": language}
                 if self.clone:
                     kwargs["speaker_wav"] = [str(r) for r in self.reference]
                 elif self.speaker is not None:
                     kwargs["speaker"] = self.speaker
-                if "xtts" in type(model).__name__.lower():
+                if _is_xtts(model):
                     kwargs["speed"] = speed
                 audio = np.asarray(tts.tts(text, **kwargs), np.float32)
                 spans = None
@@ -136,6 +141,52 @@ class CoquiSynthesizer:
         duration = len(audio) / sample_rate
         phonemes = _phonemes(spans, sample_rate) if spans else align_phonemes(Path(out_wav), text, self.language)
         return Speech(wav=Path(out_wav), sample_rate=sample_rate, duration=duration, phonemes=phonemes)
+
+
+def _is_xtts(model) -> bool:
+    return "xtts" in type(model).__name__.lower()
+
+
+def xtts_conditioning(model, clips: Sequence[Path]):
+    """XTTS voice from reference clips: (GPT conditioning latents, speaker embedding), as coqui's
+    `Xtts.get_conditioning_latents` computes them with the model config's cloning settings, but with the
+    clips read by dubforge: coqui reads them with torchaudio.load, which goes through torchcodec and needs
+    FFmpeg's shared libraries (the neural venv has none; dubforge's ffmpeg is a static binary)."""
+    import torch
+
+    from dubforge.audio import read_wav, resample, to_channels
+
+    config, rate = model.config, 22050  # XTTS conditions on 22.05 kHz audio
+    audios, embeddings = [], []
+    for clip in clips:
+        data, source_rate = read_wav(Path(clip))
+        mono = np.clip(resample(to_channels(data, 1), source_rate, rate)[:, 0], -1.0, 1.0)
+        mono = mono[: rate * int(config.max_ref_len)]
+        if config.sound_norm_refs:
+            mono = mono / max(float(np.abs(mono).max()), 1e-9) * 0.75
+        wav = torch.from_numpy(np.ascontiguousarray(mono, np.float32))[None].to(model.device)
+        embeddings.append(model.get_speaker_embedding(wav, rate))
+        audios.append(wav)
+    latents = model.get_gpt_cond_latents(torch.cat(audios, dim=-1), rate, length=int(config.gpt_cond_len),
+                                         chunk_length=int(config.gpt_cond_chunk_len))
+    return latents, torch.stack(embeddings).mean(dim=0)
+
+
+def _xtts_speak(synth, text: str, language: str | None, voice, speed: float) -> np.ndarray:
+    """XTTS inference sentence by sentence (coqui's splitting), with the model config's sampling settings;
+    sentences are joined with coqui's pause (10000 samples), without one after the last."""
+    model = synth.tts_model
+    config = model.config
+    latents, embedding = voice
+    pieces = []
+    for sentence in synth.split_into_sentences(text, language):
+        out = model.inference(sentence, language, latents, embedding, temperature=config.temperature,
+                              length_penalty=config.length_penalty, repetition_penalty=config.repetition_penalty,
+                              top_k=config.top_k, top_p=config.top_p, speed=speed)
+        if pieces:
+            pieces.append(np.zeros(10_000, np.float32))
+        pieces.append(np.asarray(out["wav"], np.float32).reshape(-1))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
 def _with_durations(synth, text: str, speed: float, speaker: str | None, language: str | None):

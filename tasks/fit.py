@@ -28,7 +28,7 @@ from dubforge.files import fingerprint, write_json_atomic
 from dubforge.stretch import time_stretch
 
 if TYPE_CHECKING:
-    from dubforge.manifest import Timing
+    from dubforge.manifest import Timing, Voice
     from dubforge.models.base import Synthesizer
 
 FADE_S = 0.005  # fade at each line's edges (no clicks)
@@ -51,6 +51,25 @@ class Clip:
 
 
 _SILENT = Clip(np.zeros(0, np.float32), ())
+
+
+def speaker_voices(language: str, voices: Mapping[str, Voice], speakers: set[str], references: Mapping[str, Path],
+                   make: Callable[[str, Voice, Path | None], Synthesizer]) -> dict[str, Synthesizer]:
+    """speaker -> synthesizer, made by `make(speaker, voice, reference clip or None)`.
+
+    A cloning voice clones each speaker from their own clip (`references`), never from another speaker's: a
+    cloning default voice '*' becomes one synthesizer per speaker without a voice of their own."""
+    chosen: dict[str, Synthesizer] = {}
+    for speaker, voice in voices.items():
+        if not voice.clone:
+            chosen[speaker] = make(speaker, voice, None)
+            continue
+        for who in ([speaker] if speaker != "*" else sorted(speakers - voices.keys())):
+            if who not in references:
+                raise StageError(f"{language}: cannot clone the voice of {who!r}: the dialogue has under 6 s of their "
+                                 f"clean solo speech; give them a voice without clone (voices: {{{who}: ...}})")
+            chosen[who] = make(who, voice, references[who])
+    return chosen
 
 
 def _pick(synthesizers: Mapping[str, Synthesizer], speaker: str) -> Synthesizer:

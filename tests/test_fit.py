@@ -184,3 +184,28 @@ def test_real_espeak_line_fits(tmp_path: Path) -> None:
     assert fitted.phonemes and all(f.start <= p.start < p.end <= f.end + 1e-6 for p in fitted.phonemes)
     audio, rate = read_wav(fitted.wav)
     assert np.abs(audio[int(1.0 * rate) : int(f.end * rate)]).max() > 0.1
+
+
+def test_cloned_voices_are_each_speakers_own() -> None:
+    from dubforge.errors import StageError
+    from dubforge.manifest import Voice
+    from tasks.fit import speaker_voices
+
+    clips = {"anna": Path("anna.wav"), "ben": Path("ben.wav")}
+    made: list[tuple[str, Path | None]] = []
+
+    def make(speaker, voice, reference):
+        made.append((speaker, reference))
+        return f"{voice.backend}:{speaker}:{reference}"
+
+    clone = Voice(backend="coqui", clone=True)
+    chosen = speaker_voices("es", {"*": clone, "cleo": Voice(backend="espeak")}, {"anna", "ben", "cleo"}, clips, make)
+    assert chosen == {"anna": "coqui:anna:anna.wav", "ben": "coqui:ben:ben.wav", "cleo": "espeak:cleo:None"}
+    assert "*" not in chosen  # nobody falls back to somebody else's clone
+
+    with pytest.raises(StageError, match="'dan'.*under 6 s"):  # dan said too little to clone: a clear error
+        speaker_voices("es", {"*": clone}, {"anna", "dan"}, clips, make)
+    with pytest.raises(StageError, match="'dan'"):
+        speaker_voices("es", {"dan": clone, "*": Voice()}, {"anna", "dan"}, clips, make)
+    plain = speaker_voices("es", {"*": Voice(backend="piper")}, {"anna"}, clips, make)
+    assert plain == {"*": "piper:*:None"}
