@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup setup-neural demo test test-neural bench schema clean
+.PHONY: setup setup-neural demo test test-neural bench bench-neural schema clean
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -28,8 +28,12 @@ test:  # pytest's exit 5 (no tests collected) is a failure here
 test-neural:  # the neural backends with random weights in their real formats (needs `make setup-neural`)
 	.venv-neural/bin/python -m pytest -q tests/neural
 
-bench:
+bench:  # the pipeline (60 s, 3 languages), then stage timings of every torch-free backend
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/backends.py
+
+bench-neural:  # stage timings with the neural backends beside the default ones (needs `make setup-neural`)
+	.venv-neural/bin/python benchmarks/backends.py
 
 schema:
 	$(BIN)/dubforge schema -o manifests/schema.json
