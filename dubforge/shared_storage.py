@@ -170,21 +170,33 @@ def _skipped(rel: str) -> bool:
 
 
 def stage_manifest(url: str, into: Path | None = None) -> Path:
-    """Fetch a manifest at a URL and the inputs it names; return the local manifest path."""
+    """Fetch a manifest at a URL, the inputs it names and the weights its models.yaml keeps beside it; return
+    the local manifest path. Storage errors (no credentials, no such bucket, no network) are InputErrors."""
+    from dubforge import model_store
     from dubforge.manifest import read_manifest
 
     fs, path = _filesystem(url)
-    if not fs.isfile(path):
-        raise InputError(Problem(url, "", "manifest file not found"))
     folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
     mirror = Mirror(fs, folder, (into or mirror_for(url)) / "project")
-    mirror.fetch([name])
     local = mirror.local / name
     try:
-        manifest = read_manifest(local)
-    except InputError as error:
-        raise remap(error, local, url) from None
-    mirror.fetch(manifest_inputs(manifest))
+        if not fs.isfile(path):
+            raise InputError(Problem(url, "", "manifest file not found"))
+        mirror.fetch([name])
+        try:
+            manifest = read_manifest(local)
+        except InputError as error:
+            raise remap(error, local, url) from None
+        mirror.fetch(manifest_inputs(manifest))
+        models = local.parent / model_store.FILE_NAME
+        if models.is_file():
+            root = mirror.local.resolve()
+            mirror.fetch([e.path.relative_to(root).as_posix() for e in model_store.load(models).values()
+                          if e.path.is_relative_to(root)])
+    except InputError:
+        raise
+    except Exception as exc:  # the filesystem's own errors: botocore's NoCredentialsError, OSError, ...
+        raise InputError(Problem(url, "", f"cannot read from this storage: {type(exc).__name__}: {exc}")) from None
     return local
 
 

@@ -214,6 +214,7 @@ def voice_task(
 
             references = reference_clips(stems.dialogue, transcript.segments,
                                          _work(work_root, "voice-references", stems, transcript))
+
         def synthesizer(speaker: str, voice: Voice, reference: Path | None) -> Any:
             options: dict[str, Any] = {"language": language, "name": voice.name, "rate": voice.rate,
                                        "model": voice_models.get(speaker, voice.model)}

@@ -297,7 +297,7 @@ def reference_clips(dialogue_wav: Path, segments: Sequence[Segment], out_dir: Pa
                     max_seconds: float = 10.0, rate: int = 24_000) -> dict[str, Path]:
     """Per speaker, a mono clip of 6-10 s of their cleanest solo speech from the separated dialogue stem:
     segments that overlap no other speaker, trimmed to voiced audio, ranked by estimated SNR, joined with
-    short gaps. Speakers with under `min_seconds` of usable speech get no clip (they keep the base voice)."""
+    short gaps. Speakers with under `min_seconds` of usable speech get no clip (the flow then asks for another voice for them)."""
     from dubforge.audio import read_wav, resample, to_channels, write_wav
 
     audio, source_rate = read_wav(Path(dialogue_wav))

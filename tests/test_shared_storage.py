@@ -107,3 +107,32 @@ def test_manifest_problems_name_the_url(s3, tmp_path, prefect_api):
     assert result.returncode == 2
     assert f"{PROJECT}/broken.yaml: source.video" in result.stderr.replace("\n", "")
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(s3, tmp_path):
+    from dubforge.shared_storage import stage_manifest
+
+    fs, _env = s3
+    remote = f"{PROJECT.removeprefix('s3://')}"
+    fs.pipe(f"{remote}/models.yaml", b"models:\n  sep: {backend: demucs, path: weights/sep}\n")
+    fs.pipe(f"{remote}/weights/sep/htdemucs.th", b"weights")
+    try:
+        local = stage_manifest(f"{PROJECT}/demo.yaml", into=tmp_path)
+        assert (local.parent / "weights" / "sep" / "htdemucs.th").read_bytes() == b"weights"
+        assert (local.parent / "media" / "demo.mp4").is_file()  # and the media the manifest names
+    finally:
+        fs.rm(f"{remote}/models.yaml")
+        fs.rm(f"{remote}/weights", recursive=True)
+
+
+def test_storage_errors_are_input_errors_naming_the_url(monkeypatch, tmp_path):
+    from dubforge import shared_storage
+    from dubforge.errors import InputError
+
+    class Denied:
+        def isfile(self, path):
+            raise PermissionError("Access Denied")
+
+    monkeypatch.setattr(shared_storage, "_filesystem", lambda url: (Denied(), url.removeprefix("s3://")))
+    with pytest.raises(InputError, match=r"s3://locked/a\.yaml: cannot read from this storage: PermissionError: Access"):
+        shared_storage.stage_manifest("s3://locked/a.yaml", into=tmp_path)
