@@ -16,7 +16,7 @@ setup:
 	$(BIN)/pip install -q --no-deps 'mediapipe==0.10.21'
 	$(BIN)/dubforge --help >/dev/null && echo "dubforge is set up: run 'make demo' or '$(BIN)/dubforge --help'"
 
-setup-neural:  # optional: torch + demucs/whisperx/coqui in .venv-neural (7-8 GB, a few minutes); see docs/neural.md
+setup-neural:  # optional: torch + demucs/whisperx/coqui in .venv-neural (about 8 GB, about 4 minutes); see docs/neural.md
 	scripts/setup-neural.sh $(PY)
 
 demo:
