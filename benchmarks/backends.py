@@ -50,7 +50,7 @@ def registered(models: Path | None, backend: str) -> str | None:
     """The first model of this backend kind in models.yaml, if any."""
     if not models or not models.is_file():
         return None
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     return next((name for name, e in model_store.load(models).items() if e.backend == backend), None)
 
@@ -123,9 +123,10 @@ def random_wav2lip(folder: Path) -> Path:
 # ------------------------------------------------------------ the cases
 
 def cases(work: Path, seconds: float, models: Path | None) -> tuple[list[Case], dict]:
-    from dubforge import model_store, registry
-    from dubforge.audio import read_wav, write_wav
-    from dubforge.demo import make_demo
+    from dubforge.core import model_store
+    from dubforge.core import registry
+    from dubforge.media.audio import read_wav, write_wav
+    from dubforge.demo.project import make_demo
     from dubforge.tasks.ingest import ingest
     from dubforge.tasks.lipsync import render_lipsync, track_face
 

@@ -28,7 +28,7 @@ SENTENCES = ("Maybe Bob prefers fluffy purple muffins.", "We will move the boxes
 
 
 def make_inputs(work: Path, frames: int) -> tuple[Path, list]:
-    from dubforge.contracts import Phoneme
+    from dubforge.core.contracts import Phoneme
     from dubforge.lipsync.testmedia import carphone_frames, write_clip
     from tests.media import speak_english
 

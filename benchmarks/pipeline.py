@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dubforge.demo import FPS, demo_languages, frame_count, make_demo  # noqa: E402
+from dubforge.demo.project import FPS, demo_languages, frame_count, make_demo  # noqa: E402
 
 TARGET_COLD = 40.0
 TARGET_RERUN = 8.0
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish(results: dict, path: Path | None, code: int = 0) -> int:
     if path:
-        from dubforge.files import write_json_atomic
+        from dubforge.media.files import write_json_atomic
 
         write_json_atomic(path, results)
     return code

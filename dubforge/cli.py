@@ -1,4 +1,4 @@
-"""`dubforge` command line: a thin shell over `dubforge.plan` and the `dub-project` flow.
+"""`dubforge` command line: a thin shell over `dubforge.core.plan` and the `dub-project` flow.
 
 Exit codes: 0 success, 1 some languages failed (the others are complete), 2 invalid input.
 """
@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from dubforge.errors import InputError
+from dubforge.core.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
@@ -37,8 +37,8 @@ def _languages(value: str | None) -> list[str] | None:
 
 def _plan(manifest: str, languages: str | None, out: str | None, staging: Path | None = None):
     """Validate (exit 2 listing every problem) and plan; a manifest at a URL is fetched first (into `staging`)."""
-    from dubforge.plan import make_plan
-    from dubforge.shared_storage import is_url, local_path, remap, stage_manifest
+    from dubforge.core.plan import make_plan
+    from dubforge.service.storage import is_url, local_path, remap, stage_manifest
 
     local = local_path(manifest)
     try:
@@ -105,8 +105,8 @@ def demo(
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
 ):
     """Make the demo media (a real talking-head clip, English voice-over, music bed) and dub it."""
-    from dubforge.demo import make_demo
-    from dubforge.plan import make_plan
+    from dubforge.demo.project import make_demo
+    from dubforge.core.plan import make_plan
 
     try:
         manifest = make_demo(out, seconds=seconds, languages=_languages(languages), lipsync=lipsync)
@@ -124,11 +124,11 @@ def demo(
 @app.command()
 def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None):
     """Print (or write) the manifest's JSON Schema."""
-    from dubforge.manifest import manifest_json_schema
+    from dubforge.core.manifest import manifest_json_schema
 
     text = json.dumps(manifest_json_schema(), indent=2) + "\n"
     if output:
-        from dubforge.files import write_text_atomic
+        from dubforge.media.files import write_text_atomic
 
         write_text_atomic(output, text)
     else:
@@ -158,8 +158,8 @@ def service_up(
     zombie_after: Annotated[int, typer.Option(min=31, help="seconds without heartbeat before a run is marked Crashed")] = 90,
 ):
     """Start the single-machine stack in the foreground; Ctrl-C stops all of it."""
-    from dubforge.server import prefect_home
-    from dubforge.service_stack import StackConfig, run_foreground
+    from dubforge.service.local_server import prefect_home
+    from dubforge.service.stack import StackConfig, run_foreground
 
     config = StackConfig(home=home or prefect_home() / "dubforge-service", host=host, port=port, postgres=postgres,
                          pg_port=pg_port, workers=workers, gpu_workers=gpu_workers, gpu_slots=gpu_slots,
@@ -184,8 +184,8 @@ def submit(
     """Create a flow run of the dub-project deployment on the server in PREFECT_API_URL; print its URL and id."""
     import tempfile
 
-    from dubforge.service_submit import submit as create_run, ui_url_for
-    from dubforge.shared_storage import is_url, local_path, stage_manifest
+    from dubforge.service.submit import submit as create_run, ui_url_for
+    from dubforge.service.storage import is_url, local_path, stage_manifest
 
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[red]PREFECT_API_URL is not set[/]: point it at the team server, e.g. http://127.0.0.1:4200/api")
@@ -216,7 +216,7 @@ def status(
     poll: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 1.0,
 ):
     """Show a flow run's state (and per-language results once it ended). Exit 0 completed, 1 not (yet)."""
-    from dubforge.service_submit import status as read_status, wait as wait_for
+    from dubforge.service.submit import status as read_status, wait as wait_for
 
     def show(current) -> None:
         detail = f" - {current.message}" if current.message and current.final else ""
@@ -257,7 +257,7 @@ def models_add(
     registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY_HELP)] = None,
 ):
     """Register local weights under NAME (records backend, path, sha256 and licence note)."""
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     target = model_store.registry_path(registry)
     try:
@@ -273,7 +273,7 @@ def models_check(registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY
     """List every registered model: backend, format, file, sha256, licence, and whether it loads (or why not)."""
     from rich.markup import escape
 
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     target = model_store.registry_path(registry)
     try:

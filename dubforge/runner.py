@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dubforge import progress
-from dubforge.plan import Plan
-from dubforge.shared_storage import location
+from dubforge.core import progress
+from dubforge.core.plan import Plan
+from dubforge.service.storage import location
 
 SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
@@ -74,7 +74,7 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
                      ephemeral: bool, console: Console) -> dict[str, Any] | None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from dubforge.server import ensure_local_server, ui_url
+    from dubforge.service.local_server import ensure_local_server, ui_url
 
     settings: dict = {}
     api = PREFECT_API_URL.value()

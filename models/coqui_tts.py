@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.contracts import Phoneme, Segment, Speech
-from dubforge.errors import StageError
+from dubforge.core.contracts import Phoneme, Segment, Speech
+from dubforge.core.errors import StageError
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.RLock()
@@ -79,7 +79,7 @@ class CoquiSynthesizer:
                  device: str = "auto", seed: int = 0):
         if rate <= 0:
             raise ValueError(f"coqui: rate must be positive, got {rate}")
-        from dubforge.model_store import resolve
+        from dubforge.core.model_store import resolve
 
         self.language, self.speaker, self.base_rate, self.seed = language, name, float(rate), int(seed)
         self.folder = resolve(str(model), "coqui", registry, fetch=_fetch)
@@ -99,8 +99,8 @@ class CoquiSynthesizer:
     def fingerprint(self) -> str:
         from importlib.metadata import version
 
-        from dubforge.files import fingerprint
-        from dubforge.model_store import content_hash
+        from dubforge.media.files import fingerprint
+        from dubforge.core.model_store import content_hash
 
         return fingerprint("coqui", version("coqui-tts"), content_hash(self.folder), self.language, self.speaker,
                            self.base_rate, self.clone, self.reference, self.seed)
@@ -108,8 +108,8 @@ class CoquiSynthesizer:
     def synthesize(self, text: str, out_wav: Path, rate: float = 1.0) -> Speech:
         import torch
 
-        from dubforge.audio import write_wav
-        from dubforge.languages import base_language
+        from dubforge.media.audio import write_wav
+        from dubforge.core.languages import base_language
 
         if rate <= 0:
             raise ValueError(f"coqui: rate must be positive, got {rate}")
@@ -154,7 +154,7 @@ def xtts_conditioning(model, clips: Sequence[Path]):
     FFmpeg's shared libraries (the neural venv has none; dubforge's ffmpeg is a static binary)."""
     import torch
 
-    from dubforge.audio import read_wav, resample, to_channels
+    from dubforge.media.audio import read_wav, resample, to_channels
 
     config, rate = model.config, 22050  # XTTS conditions on 22.05 kHz audio
     audios, embeddings = [], []
@@ -244,9 +244,9 @@ def _phonemes(spans: list[tuple[str, int, int]], sample_rate: int) -> tuple[Phon
 
 def align_phonemes(wav: Path, text: str, language: str) -> tuple[Phoneme, ...]:
     """Phoneme times for synthesised speech whose model gave none (see the module docstring)."""
-    from dubforge.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
-    from dubforge.files import atomic_path
-    from dubforge.languages import base_language
+    from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+    from dubforge.media.files import atomic_path
+    from dubforge.core.languages import base_language
 
     audio, rate = read_wav(wav)
     duration = len(audio) / rate
@@ -298,7 +298,7 @@ def reference_clips(dialogue_wav: Path, segments: Sequence[Segment], out_dir: Pa
     """Per speaker, a mono clip of 6-10 s of their cleanest solo speech from the separated dialogue stem:
     segments that overlap no other speaker, trimmed to voiced audio, ranked by estimated SNR, joined with
     short gaps. Speakers with under `min_seconds` of usable speech get no clip (the flow then asks for another voice for them)."""
-    from dubforge.audio import read_wav, resample, to_channels, write_wav
+    from dubforge.media.audio import read_wav, resample, to_channels, write_wav
 
     audio, source_rate = read_wav(Path(dialogue_wav))
     mono = resample(to_channels(audio, 1), source_rate, rate)[:, 0]

@@ -22,8 +22,8 @@ from typing import Any
 
 import langcodes
 
-from dubforge.errors import StageError
-from dubforge.files import fingerprint
+from dubforge.core.errors import StageError
+from dubforge.media.files import fingerprint
 
 BEAM_SIZE = 4
 MAX_DECODING_LENGTH = 256

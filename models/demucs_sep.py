@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.audio import MIX_RATE
-from dubforge.contracts import Stems
-from dubforge.errors import StageError
+from dubforge.media.audio import MIX_RATE
+from dubforge.core.contracts import Stems
+from dubforge.core.errors import StageError
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -97,7 +97,7 @@ class DemucsSeparator:
             if not self.repo.is_dir():
                 raise StageError(f"demucs repo folder not found: {self.repo} (expected a folder of .th files)")
             return self.repo
-        from dubforge.model_store import resolve
+        from dubforge.core.model_store import resolve
 
         path = resolve(self.model_name, "demucs", self.registry, fetch=_fetch_published)
         return path if path.is_dir() else path.parent
@@ -117,14 +117,14 @@ class DemucsSeparator:
     def fingerprint(self) -> str:
         from importlib.metadata import version
 
-        from dubforge.files import fingerprint
-        from dubforge.model_store import content_hash
+        from dubforge.media.files import fingerprint
+        from dubforge.core.model_store import content_hash
 
         return fingerprint("demucs", version("demucs"), self.model_name, content_hash(self._repo()),
                            self.dialogue, self.window, self.overlap, self.shifts)
 
     def separate(self, mix_wav: Path, out_dir: Path) -> Stems:
-        from dubforge.files import atomic_path
+        from dubforge.media.files import atomic_path
 
         _return_large_buffers()
         mix = WavBlocks(Path(mix_wav))

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.audio import write_wav
-from dubforge.contracts import Phoneme, Speech
-from dubforge.files import fingerprint
+from dubforge.media.audio import write_wav
+from dubforge.core.contracts import Phoneme, Speech
+from dubforge.media.files import fingerprint
 
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 900
@@ -186,7 +186,7 @@ def list_languages() -> dict[str, str]:
 
 def resolve_voice(language: str, voices: dict[str, str]) -> str:
     """The espeak voice identifier for a BCP-47 tag: exact tag, then known aliases, then the base language."""
-    from dubforge.languages import LanguageError, base_language, normalise_language
+    from dubforge.core.languages import LanguageError, base_language, normalise_language
 
     try:
         tag = normalise_language(language)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
-from dubforge.errors import StageError
-from dubforge.files import fingerprint
-from dubforge.languages import base_language
+from dubforge.core.errors import StageError
+from dubforge.media.files import fingerprint
+from dubforge.core.languages import base_language
 
 _ENGINE: Any = None
 _LOCK = threading.Lock()

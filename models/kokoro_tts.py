@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.audio import write_wav
-from dubforge.contracts import Phoneme, Speech
-from dubforge.files import fingerprint, sha256_file
+from dubforge.media.audio import write_wav
+from dubforge.core.contracts import Phoneme, Speech
+from dubforge.media.files import fingerprint, sha256_file
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 600

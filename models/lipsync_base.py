@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync.records import FaceTrack, LipsyncResult
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.contracts import Phoneme
-from dubforge.files import atomic_path, fingerprint
+from dubforge.core.contracts import Phoneme
+from dubforge.media.files import atomic_path, fingerprint
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 
 VERSION = 2

@@ -12,9 +12,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from dubforge.errors import StageError
-from dubforge.files import fingerprint
-from dubforge.languages import display_name
+from dubforge.core.errors import StageError
+from dubforge.media.files import fingerprint
+from dubforge.core.languages import display_name
 
 TIMEOUT_S = 300.0
 PROMPT_VERSION = 1

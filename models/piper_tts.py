@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.audio import write_wav
-from dubforge.contracts import Phoneme, Speech
-from dubforge.files import fingerprint, sha256_file
+from dubforge.media.audio import write_wav
+from dubforge.core.contracts import Phoneme, Speech
+from dubforge.media.files import fingerprint, sha256_file
 
 _NOISE_TABLE = 1 << 18  # floats per table; longer requests tile it
 _STRESS = {"ˈ", "ˌ"}
@@ -164,7 +164,7 @@ class PiperSynthesizer:
 
 
 def _check_language(language: str, espeak_voice: str, model: Path) -> None:
-    from dubforge.languages import LanguageError, base_language, normalise_language
+    from dubforge.core.languages import LanguageError, base_language, normalise_language
 
     try:
         wanted = normalise_language(language)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.contracts import Phoneme, Segment, Word
-from dubforge.errors import StageError
+from dubforge.core.contracts import Phoneme, Segment, Word
+from dubforge.core.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PocketsphinxAligner:
     def fingerprint(self) -> str:
         from importlib.metadata import version
 
-        from dubforge.files import fingerprint
+        from dubforge.media.files import fingerprint
 
         def content(path: str | None) -> Any:
             if path is None:
@@ -75,8 +75,8 @@ class PocketsphinxAligner:
         return _DECODERS[key]
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.audio import read_wav, resample, to_channels
-        from dubforge.languages import base_language
+        from dubforge.media.audio import read_wav, resample, to_channels
+        from dubforge.core.languages import base_language
 
         if base_language(language) != "en":
             raise StageError(

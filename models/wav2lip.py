@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.contracts import Phoneme
-from dubforge.errors import StageError
+from dubforge.core.contracts import Phoneme
+from dubforge.core.errors import StageError
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 
 VERSION = 1
@@ -166,13 +166,13 @@ class Wav2LipRenderer:
 
     def __init__(self, model: str = "wav2lip", registry: Path | None = None, feather: float = 0.07,
                  batch: int = 16, device: str = "auto"):
-        from dubforge.model_store import resolve
+        from dubforge.core.model_store import resolve
 
         self.checkpoint = resolve(model, "wav2lip", registry)
         self.feather, self.batch, self.device_option = float(feather), int(batch), device
 
     def fingerprint(self) -> str:
-        from dubforge.files import fingerprint, sha256_file
+        from dubforge.media.files import fingerprint, sha256_file
 
         return fingerprint(self.name, VERSION, sha256_file(self.checkpoint), self.feather)
 
@@ -181,8 +181,8 @@ class Wav2LipRenderer:
                progress: Callable[[int, int], None] | None = None, audio: Path | None = None) -> LipsyncResult:
         import torch
 
-        from dubforge.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.files import atomic_path
+        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+        from dubforge.media.files import atomic_path
         from dubforge.lipsync.bank import canonical
         from dubforge.lipsync.track import load_arrays
         from dubforge.lipsync.video import H264Writer, frames, probe

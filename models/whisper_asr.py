@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dubforge.contracts import Segment, Transcript, Word
-from dubforge.errors import StageError
+from dubforge.core.contracts import Segment, Transcript, Word
+from dubforge.core.errors import StageError
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -37,7 +37,7 @@ class FasterWhisperTranscriber:
     def fingerprint(self) -> str:
         from importlib.metadata import version
 
-        from dubforge.files import fingerprint
+        from dubforge.media.files import fingerprint
 
         folder = Path(self.model)
         content: Any = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
@@ -68,8 +68,8 @@ class FasterWhisperTranscriber:
         import ctranslate2
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        from dubforge.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.languages import base_language
+        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+        from dubforge.core.languages import base_language
 
         whisper = self._whisper()
         code = base_language(language)

@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dubforge.contracts import Segment, Transcript, Word
-from dubforge.errors import StageError
+from dubforge.core.contracts import Segment, Transcript, Word
+from dubforge.core.errors import StageError
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -89,7 +89,7 @@ class WhisperXTranscriber:
             raise ValueError("whisperx: diarize needs diarization_model (a registered pyannote pipeline folder)")
 
     def _path(self, name: str, kind: str) -> Path:
-        from dubforge.model_store import resolve
+        from dubforge.core.model_store import resolve
 
         return resolve(name, kind, self.registry)
 
@@ -103,8 +103,8 @@ class WhisperXTranscriber:
     def fingerprint(self) -> str:
         from importlib.metadata import version
 
-        from dubforge.files import fingerprint
-        from dubforge.model_store import content_hash
+        from dubforge.media.files import fingerprint
+        from dubforge.core.model_store import content_hash
 
         aligners = {lang: content_hash(self._path(name, "wav2vec2")) for lang, name in self.align_models.items()}
         diar = content_hash(self._path(self.diarization_model, "pyannote")) if self.diarize else None
@@ -114,8 +114,8 @@ class WhisperXTranscriber:
     def transcribe(self, speech_wav: Path, language: str) -> Transcript:
         import numpy as np
 
-        from dubforge.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.languages import base_language
+        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+        from dubforge.core.languages import base_language
 
         code = base_language(language)
         device = _device(self.device)

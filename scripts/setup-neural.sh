@@ -18,5 +18,5 @@ start=$(date +%s)
 # mediapipe 0.10.21 (face mesh models inside the wheel) for the lip-sync face track, as in `make setup`.
 "$BIN/pip" install -q --no-deps 'mediapipe==0.10.21'
 # its real needs (protobuf 6, absl-py...) come with dubforge's own dependencies
-"$BIN/python" -c "import torch, torchaudio, demucs, whisperx, TTS.api, mediapipe, dubforge.model_store; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+"$BIN/python" -c "import torch, torchaudio, demucs, whisperx, TTS.api, mediapipe, dubforge.core.model_store; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 echo "neural venv ready in $(( $(date +%s) - start )) s: $(du -sh "$VENV" | cut -f1) ($BIN/python -m pytest tests/neural)"

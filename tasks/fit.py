@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dubforge.audio import MIX_RATE, read_wav, resample, write_wav
-from dubforge.contracts import DubTrack, FittedLine, Line, Phoneme, Speech
-from dubforge.errors import StageError
-from dubforge.files import fingerprint, write_json_atomic
-from dubforge.stretch import time_stretch
+from dubforge.media.audio import MIX_RATE, read_wav, resample, write_wav
+from dubforge.core.contracts import DubTrack, FittedLine, Line, Phoneme, Speech
+from dubforge.core.errors import StageError
+from dubforge.media.files import fingerprint, write_json_atomic
+from dubforge.media.stretch import time_stretch
 
 if TYPE_CHECKING:
-    from dubforge.manifest import Timing, Voice
+    from dubforge.core.manifest import Timing, Voice
     from dubforge.models.base import Synthesizer
 
 FADE_S = 0.005  # fade at each line's edges (no clicks)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
-from dubforge.contracts import SourceMedia
-from dubforge.errors import InputError, Problem
-from dubforge.files import fingerprint
+from dubforge.media.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
+from dubforge.core.contracts import SourceMedia
+from dubforge.core.errors import InputError, Problem
+from dubforge.media.files import fingerprint
 
 _EXTRACT_VERSION = "ingest-1"
 
@@ -197,7 +197,7 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedi
 
 def _bcp47(tag: str) -> str:
     """Container tags are ISO 639-2 ('eng'); the rest of dubforge speaks BCP-47 ('en')."""
-    from dubforge.languages import LanguageError, normalise_language
+    from dubforge.core.languages import LanguageError, normalise_language
 
     if tag in ("", "und"):
         return "und"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync.records import FaceTrack, LipsyncResult
 
 DEFAULT_BACKEND = "mouth-bank"
@@ -22,7 +22,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
 
 
 def renderer(backend: str = DEFAULT_BACKEND, **options: Any):
-    from dubforge import registry
+    from dubforge.core import registry
 
     try:
         return registry.create("lipsync", backend, **options)

@@ -15,10 +15,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from dubforge import ffmpeg
-from dubforge.errors import StageError
-from dubforge.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.languages import iso639_2
+from dubforge.media import ffmpeg
+from dubforge.core.errors import StageError
+from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.core.languages import iso639_2
 
 AUDIO_RATE = 48_000
 _DELIVERED = (".mp4", ".m4a")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.errors import InputError, Problem
-from dubforge.files import atomic_path, fingerprint
+from dubforge.core.errors import InputError, Problem
+from dubforge.media.files import atomic_path, fingerprint
 from dubforge.tasks.ingest import MediaInfo
 
 PORTRAIT_FPS = Fraction(25)
@@ -62,7 +62,7 @@ def still_video(image: Path, audio: Path, work_dir: Path) -> Path:
     """H.264 + AAC MP4 showing `image` for the length of `audio` (reused when already made)."""
     import av
 
-    from dubforge.audio import MIX_RATE, resample, to_channels
+    from dubforge.media.audio import MIX_RATE, resample, to_channels
     from dubforge.tasks.separate import decode_audio
 
     out = Path(work_dir) / f"portrait-{fingerprint(image, audio)}.mp4"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.errors import StageError
+from dubforge.core.errors import StageError
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
-from dubforge.contracts import SourceMedia, Stems
-from dubforge.errors import InputError, Problem, StageError
+from dubforge.media.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.core.contracts import SourceMedia, Stems
+from dubforge.core.errors import InputError, Problem, StageError
 
 
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -44,7 +44,7 @@ def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir
              options: dict[str, Any] | None = None) -> Stems:
     """`mode`: provided | none | the name of a separation backend (demucs), built with `options`."""
     if mode not in ("provided", "none"):
-        from dubforge.registry import create
+        from dubforge.core.registry import create
 
         if media.mix_wav is None:
             raise StageError(f"{mode} separation needs the source's audio, and the video has none")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dubforge.contracts import Transcript
-from dubforge.registry import create
+from dubforge.core.contracts import Transcript
+from dubforge.core.registry import create
 
 
 def transcribe(speech_wav: Path, language: str, backend: str = "faster-whisper",

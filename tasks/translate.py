@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dubforge import registry
-from dubforge.contracts import Line, Segment, Translation
-from dubforge.errors import StageError
-from dubforge.languages import normalise_language
-from dubforge.scripts import read_dubbing_csv, read_script
+from dubforge.core import registry
+from dubforge.core.contracts import Line, Segment, Translation
+from dubforge.core.errors import StageError
+from dubforge.core.languages import normalise_language
+from dubforge.core.scripts import read_dubbing_csv, read_script
 
 
 def make_translator(backend: str, options: Mapping[str, Any]) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.audio import resample, write_wav
+from dubforge.media.audio import resample, write_wav
 
 _PUNCT = set(".,;:!?¡¿—–-…\"'()")
 _STRESS = set("ˈˌ")

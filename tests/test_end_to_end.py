@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 import srt
-from dubforge.demo import make_demo
-from dubforge.files import sha256_file
+from dubforge.demo.project import make_demo
+from dubforge.media.files import sha256_file
 
 LANGUAGES = ["es", "pt-BR"]
 

@@ -7,7 +7,7 @@ import json
 import av
 import pytest
 
-from dubforge.demo import make_demo
+from dubforge.demo.project import make_demo
 from tests.test_end_to_end import dubforge_run
 
 TARGETS = {"closure": (0.9, None), "correlation": (0.6, None), "preservation_db": (40.0, None),

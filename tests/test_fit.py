@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.audio import read_wav, write_wav
-from dubforge.contracts import Line, Phoneme, Speech
-from dubforge.manifest import Timing
-from dubforge.stretch import time_stretch
-from tasks.fit import fit_track
+from dubforge.media.audio import read_wav, write_wav
+from dubforge.core.contracts import Line, Phoneme, Speech
+from dubforge.core.manifest import Timing
+from dubforge.media.stretch import time_stretch
+from dubforge.tasks.fit import fit_track
 
 SR = 24_000
 SEC_PER_CHAR = 0.05  # the test voice speaks 20 characters per second at rate 1
@@ -187,9 +187,9 @@ def test_real_espeak_line_fits(tmp_path: Path) -> None:
 
 
 def test_cloned_voices_are_each_speakers_own() -> None:
-    from dubforge.errors import StageError
-    from dubforge.manifest import Voice
-    from tasks.fit import speaker_voices
+    from dubforge.core.errors import StageError
+    from dubforge.core.manifest import Voice
+    from dubforge.tasks.fit import speaker_voices
 
     clips = {"anna": Path("anna.wav"), "ben": Path("ben.wav")}
     made: list[tuple[str, Path | None]] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.audio import read_wav
-from dubforge.errors import InputError
+from dubforge.media.audio import read_wav
+from dubforge.core.errors import InputError
 from dubforge.tasks.ingest import ingest, probe
 
 
@@ -104,7 +104,7 @@ def test_probe_exact(tmp_path, fps):
     assert info.audio_language == "eng"
 
     # Matroska stores no frame count or stream duration; its container duration includes the AAC codec delay
-    from dubforge import ffmpeg
+    from dubforge.media import ffmpeg
 
     mkv = tmp_path / "v.mkv"
     ffmpeg.run(["-i", path, "-c", "copy", mkv])

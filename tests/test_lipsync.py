@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync.testmedia import carphone_frames, write_clip
 from dubforge.lipsync.video import frames, probe
 from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face

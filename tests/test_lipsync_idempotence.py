@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync.testmedia import carphone_frames, write_clip
 from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
 from tests.media import speak_english

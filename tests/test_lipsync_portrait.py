@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.portrait import blink_curve, idle_motion
 from dubforge.lipsync.testmedia import write_clip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import compose, visemes
 from dubforge.lipsync.score import closure
 from dubforge.lipsync.select import viterbi

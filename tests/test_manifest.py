@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from dubforge.manifest import manifest_json_schema, parse_manifest
+from dubforge.core.manifest import manifest_json_schema, parse_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ import pyloudnorm
 import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
-from dubforge import loudness
-from dubforge.audio import read_wav, write_wav
-from dubforge.contracts import DubTrack, FittedLine, Stems
-from dubforge.errors import StageError
-from tasks.mix import duck_envelope, mix
+from dubforge.media import loudness
+from dubforge.media.audio import read_wav, write_wav
+from dubforge.core.contracts import DubTrack, FittedLine, Stems
+from dubforge.core.errors import StageError
+from dubforge.tasks.mix import duck_envelope, mix
 
 RATE = 48_000
 DURATION = 16.0

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.audio import read_wav, write_wav
-from dubforge.errors import StageError
+from dubforge.media.audio import read_wav, write_wav
+from dubforge.core.errors import StageError
 from dubforge.tasks.ingest import probe
 from dubforge.tasks.mux import mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import loudness, measure_delivery, subtitles_inside
@@ -182,7 +182,7 @@ def test_errors_and_helpers(tmp_path, source):
 def test_ffmpeg_wrapper_takes_ffmpeg_python_streams(tmp_path, source):
     import ffmpeg as ffmpeg_python
 
-    from dubforge import ffmpeg
+    from dubforge.media import ffmpeg
 
     wav = tmp_path / "a.wav"
     ffmpeg.run(ffmpeg_python.input(str(source)).output(str(wav), ac=1, ar=16_000))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dubforge.audio import write_wav
+from dubforge.media.audio import write_wav
 from dubforge.cli import app
 from dubforge.tasks.ingest import probe
 from dubforge.tasks.portrait import probe_portrait, still_video

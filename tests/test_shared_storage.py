@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
-from dubforge.demo import make_demo
-from dubforge.files import sha256_file
+from dubforge.demo.project import make_demo
+from dubforge.media.files import sha256_file
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -110,7 +110,7 @@ def test_manifest_problems_name_the_url(s3, tmp_path, prefect_api):
 
 
 def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(s3, tmp_path):
-    from dubforge.shared_storage import stage_manifest
+    from dubforge.service.storage import stage_manifest
 
     fs, _env = s3
     remote = f"{PROJECT.removeprefix('s3://')}"
@@ -126,8 +126,8 @@ def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(
 
 
 def test_storage_errors_are_input_errors_naming_the_url(monkeypatch, tmp_path):
-    from dubforge import shared_storage
-    from dubforge.errors import InputError
+    from dubforge.service import storage as shared_storage
+    from dubforge.core.errors import InputError
 
     class Denied:
         def isfile(self, path):

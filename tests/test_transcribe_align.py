@@ -10,11 +10,11 @@ from difflib import SequenceMatcher
 import numpy as np
 import pytest
 
-from dubforge.contracts import Segment, Transcript
-from dubforge.errors import StageError
-from models.sphinx_align import PocketsphinxAligner, tokenize
-from models.whisper_asr import FasterWhisperTranscriber
-from tasks.transcribe import align, transcribe
+from dubforge.core.contracts import Segment, Transcript
+from dubforge.core.errors import StageError
+from dubforge.models.sphinx_align import PocketsphinxAligner, tokenize
+from dubforge.models.whisper_asr import FasterWhisperTranscriber
+from dubforge.tasks.transcribe import align, transcribe
 
 try:
     from tests.media import speak_english

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dubforge import registry
-from dubforge.contracts import Segment
-from dubforge.errors import InputError, StageError
+from dubforge.core import registry
+from dubforge.core.contracts import Segment
+from dubforge.core.errors import InputError, StageError
 from dubforge.models.ctranslate2_mt import Framing, framing, locate
 from dubforge.models.openai_mt import parse_reply
 from dubforge.tasks import translate as stage

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.files import atomic_path, fingerprint
+from dubforge.media.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import load_arrays, runs

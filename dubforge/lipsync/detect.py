@@ -97,7 +97,7 @@ class FaceMesh:
                 min_detection_confidence=0.5, min_tracking_confidence=0.5,
             )
         except ImportError as exc:  # pragma: no cover - depends on the install
-            from dubforge.errors import StageError
+            from dubforge.core.errors import StageError
 
             raise StageError("lip-sync needs mediapipe==0.10.21 (face mesh with bundled models)") from exc
 

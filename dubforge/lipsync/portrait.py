@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
@@ -188,7 +188,7 @@ def move_frame(planes, motion: np.ndarray, centre: np.ndarray, scratch: dict) ->
 def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme], out_video: Path, preset: str,
                     crf: int, progress: Callable[[int, int], None] | None, feather: float, backend: str) -> LipsyncResult:
     """The portrait render loop (streams like the bank renderer: constant memory)."""
-    from dubforge.files import atomic_path
+    from dubforge.media.files import atomic_path
     from dubforge.lipsync.bank import canonical
     from dubforge.lipsync.track import load_arrays
     from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe

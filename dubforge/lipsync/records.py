@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from dubforge.contracts import Record
+from dubforge.core.contracts import Record
 
 
 class FaceTrack(Record):

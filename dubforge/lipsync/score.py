@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 
@@ -138,7 +138,7 @@ def _lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int | No
 
 def _source_cache(track: FaceTrack, source: Path) -> Path:
     """The source's openings depend only on the source video and its track: cached for every language."""
-    from dubforge.files import fingerprint
+    from dubforge.media.files import fingerprint
 
     key = fingerprint(Path(track.npz), source, SCORE_VERSION)
     return Path(track.npz).with_name(f"score-source-{key}.npy")
@@ -152,7 +152,7 @@ def _load_source(path: Path, n: int) -> np.ndarray | None:
 
 
 def _save_source(path: Path, src_open: np.ndarray) -> None:
-    from dubforge.files import atomic_path
+    from dubforge.media.files import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.errors import StageError
+from dubforge.core.errors import StageError
 
 
 def carphone_path() -> Path:

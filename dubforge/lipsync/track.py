@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.files import atomic_path, fingerprint, sha256_file, write_json_atomic
+from dubforge.media.files import atomic_path, fingerprint, sha256_file, write_json_atomic
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe
@@ -124,7 +124,7 @@ def _choose(curves, envelope) -> tuple[int | None, str, float | None]:
 
 
 def _speech_envelope(wav: Path, times: np.ndarray) -> np.ndarray:
-    from dubforge.audio import read_wav
+    from dubforge.media.audio import read_wav
 
     data, rate = read_wav(wav)
     mono = data.mean(axis=1) if data.ndim > 1 else data

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.errors import InputError, Problem
+from dubforge.core.errors import InputError, Problem
 
 
 @dataclass(frozen=True)

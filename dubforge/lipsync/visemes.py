@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dubforge.contracts import Phoneme
+from dubforge.core.contracts import Phoneme
 
 SIL = "sil"
 GENERIC: dict[str, tuple[float, float, float]] = {

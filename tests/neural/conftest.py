@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 def write_stereo_mix(path: Path, seconds: float, rate: int = 48_000, seed: int = 0) -> Path:
     """Speech-like bursts over a tone-and-noise bed, 48 kHz stereo float WAV."""
-    from dubforge.audio import write_wav
+    from dubforge.media.audio import write_wav
 
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
@@ -47,7 +47,7 @@ def demucs_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def speech_clip(tmp_path_factory) -> tuple[Path, str]:
     """English speech (Piper) at 16 kHz mono and its text."""
-    from dubforge.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+    from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
     from dubforge.models.piper_tts import PiperSynthesizer
 
     text = "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore."

@@ -11,7 +11,7 @@ import yaml
 
 
 def test_add_records_backend_hash_licence_and_relative_path(tmp_path):
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     weights = tmp_path / "w" / "wav2lip_gan.pth"
     weights.parent.mkdir()
@@ -28,8 +28,8 @@ def test_add_records_backend_hash_licence_and_relative_path(tmp_path):
 
 
 def test_changed_weights_and_bad_entries_are_reported(tmp_path):
-    from dubforge import model_store
-    from dubforge.errors import InputError, StageError
+    from dubforge.core import model_store
+    from dubforge.core.errors import InputError, StageError
 
     repo = tmp_path / "demucs"
     repo.mkdir()

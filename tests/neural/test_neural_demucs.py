@@ -17,7 +17,7 @@ pytest.importorskip("demucs", reason=NEEDS)
 
 
 def _models_yaml(tmp_path: Path, repo: Path) -> Path:
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     registry = tmp_path / "models.yaml"
     model_store.add(registry, "tiny", repo)
@@ -25,8 +25,8 @@ def _models_yaml(tmp_path: Path, repo: Path) -> Path:
 
 
 def test_separates_into_stems_that_sum_to_the_mix(tmp_path, demucs_repo):
-    from dubforge import registry
-    from dubforge.audio import read_wav
+    from dubforge.core import registry
+    from dubforge.media.audio import read_wav
 
     mix_path = write_stereo_mix(tmp_path / "mix.wav", 7.3)
     separator = registry.create("separate", "demucs", model="tiny", registry=_models_yaml(tmp_path, demucs_repo),
@@ -46,7 +46,7 @@ def test_separates_into_stems_that_sum_to_the_mix(tmp_path, demucs_repo):
 
 
 def test_missing_model_offline_names_what_to_supply(tmp_path, monkeypatch):
-    from dubforge.errors import StageError
+    from dubforge.core.errors import StageError
     from dubforge.models import demucs_sep
 
     def offline(name):
@@ -59,7 +59,7 @@ def test_missing_model_offline_names_what_to_supply(tmp_path, monkeypatch):
 
 
 def test_models_check_loads_the_repo(tmp_path, demucs_repo):
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     (result,) = model_store.check(_models_yaml(tmp_path, demucs_repo))
     assert result.loads and result.sha_ok, result.message

@@ -91,7 +91,7 @@ def diarization_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dialogue(tmp_path_factory) -> Path:
     """Two voices taking turns (16 kHz mono): Piper as is, and Piper 20% lower and slower."""
-    from dubforge.audio import read_wav, write_wav
+    from dubforge.media.audio import read_wav, write_wav
     from tests.media import speak_english
 
     folder = tmp_path_factory.mktemp("dialogue")
@@ -106,7 +106,7 @@ def dialogue(tmp_path_factory) -> Path:
 
 
 def test_pipeline_folder_loads_and_registers(tmp_path, diarization_dir):
-    from dubforge import model_store
+    from dubforge.core import model_store
     from dubforge.models.whisperx_asr import check_diarization_model
 
     assert check_diarization_model(diarization_dir) == "pyannote pipeline SpeakerDiarization"
@@ -130,8 +130,9 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
     from pyannote.audio import Pipeline
     from pyannote.audio.telemetry.metrics import is_metrics_enabled
 
-    from dubforge import model_store, registry
-    from dubforge.audio import read_wav
+    from dubforge.core import model_store
+    from dubforge.core import registry
+    from dubforge.media.audio import read_wav
     from dubforge.tasks.fit import _pick
     from dubforge.tasks.translate import translate_lines
 
@@ -171,8 +172,8 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
 
 
 def test_a_folder_that_is_no_pipeline_is_a_clear_error(tmp_path, dialogue):
-    from dubforge import registry
-    from dubforge.errors import StageError
+    from dubforge.core import registry
+    from dubforge.core.errors import StageError
 
     (tmp_path / "not-a-pipeline").mkdir()
     (tmp_path / "not-a-pipeline" / "config.yaml").write_text("pipeline: {name: nowhere.Pipeline}\n")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dubforge import model_store
+from dubforge.core import model_store
 from tests.neural.conftest import NEEDS
 from tests.test_ingest import make_video
 
@@ -16,7 +16,7 @@ pytest.importorskip("demucs", reason=NEEDS)
 
 
 def test_manifest_selects_demucs_and_the_mix_replaces_dialogue(tmp_path, demucs_repo, prefect_api):
-    from dubforge.audio import read_wav
+    from dubforge.media.audio import read_wav
     from dubforge.flows.dub import dub_project
 
     rate = 48_000

@@ -12,8 +12,9 @@ pytest.importorskip("whisperx", reason=NEEDS)
 
 
 def test_transcribes_and_aligns_words(tmp_path, speech_clip, wav2vec2_dir, nltk_data):
-    from dubforge import model_store, registry
-    from dubforge.audio import read_wav
+    from dubforge.core import model_store
+    from dubforge.core import registry
+    from dubforge.media.audio import read_wav
 
     wav, text = speech_clip
     models = tmp_path / "models.yaml"
@@ -36,7 +37,7 @@ def test_transcribes_and_aligns_words(tmp_path, speech_clip, wav2vec2_dir, nltk_
 
 
 def test_missing_aligner_is_a_clear_error(tmp_path, speech_clip):
-    from dubforge.errors import StageError
+    from dubforge.core.errors import StageError
     from dubforge.models.whisperx_asr import WhisperXTranscriber
 
     asr = WhisperXTranscriber(align_models={"de": "wav2vec2-de"}, registry=tmp_path / "models.yaml")

@@ -66,7 +66,7 @@ def xtts_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def models_file(tmp_path_factory, xtts_dir) -> Path:
-    from dubforge import model_store
+    from dubforge.core import model_store
 
     registry = tmp_path_factory.mktemp("registry") / "models.yaml"
     assert model_store.add(registry, "xtts_v2", xtts_dir).backend == "coqui"
@@ -77,8 +77,8 @@ def models_file(tmp_path_factory, xtts_dir) -> Path:
 def dialogue(tmp_path_factory):
     """A 48 kHz stereo dialogue stem: anna and ben speak three lines each alone, then talk over each other.
     Returns (stem, segments, {speaker: [(start, end) of speech]}, (start, end) of the overlap)."""
-    from dubforge.audio import read_wav, write_wav
-    from dubforge.contracts import Segment
+    from dubforge.media.audio import read_wav, write_wav
+    from dubforge.core.contracts import Segment
     from tests.media import speak_english
 
     folder = tmp_path_factory.mktemp("dialogue")
@@ -125,7 +125,7 @@ def references(tmp_path_factory, dialogue) -> dict[str, Path]:
 def test_models_check_loads_xtts(models_file, xtts_dir):
     from typer.testing import CliRunner
 
-    from dubforge import model_store
+    from dubforge.core import model_store
     from dubforge.cli import app
 
     (result,) = model_store.check(models_file)
@@ -142,7 +142,7 @@ def test_models_check_loads_xtts(models_file, xtts_dir):
 def test_reference_clips_come_from_each_speakers_solo_speech(dialogue, references):
     from scipy.signal import correlate
 
-    from dubforge.audio import read_wav, resample, to_channels
+    from dubforge.media.audio import read_wav, resample, to_channels
 
     stem, segments, speech, (overlap_start, overlap_end) = dialogue
     assert set(references) == {"anna", "ben"}
@@ -185,8 +185,8 @@ def test_xtts_clones_each_reference(tmp_path, monkeypatch, xtts_dir, models_file
     import torch
     import TTS.tts.models.xtts as coqui_xtts
 
-    from dubforge import registry
-    from dubforge.audio import read_wav, resample, to_channels
+    from dubforge.core import registry
+    from dubforge.media.audio import read_wav, resample, to_channels
     from dubforge.models.coqui_tts import _load, xtts_conditioning
 
     config_args = json.loads((xtts_dir / "config.json").read_text())["model_args"]
@@ -239,7 +239,7 @@ def test_xtts_clones_each_reference(tmp_path, monkeypatch, xtts_dir, models_file
 
 
 def test_clone_needs_a_reference(models_file):
-    from dubforge import registry
+    from dubforge.core import registry
 
     with pytest.raises(ValueError, match="clone needs reference clips"):
         registry.create("tts", "coqui", language="en", model="xtts_v2", clone=True, registry=models_file)

@@ -1,6 +1,6 @@
 """The service stack for the `service` tests: real PostgreSQL, Prefect server, process pools and workers.
 
-One stack per test session (started by `dubforge.service_stack.Stack`, the code behind `dubforge service up`):
+One stack per test session (started by `dubforge.service.stack.Stack`, the code behind `dubforge service up`):
 PostgreSQL in a temp folder on a free port, the server on a free port, two CPU workers and one GPU worker.
 """
 
@@ -31,7 +31,7 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    stack: object  # dubforge.service_stack.Stack
+    stack: object  # dubforge.service.stack.Stack
     root: Path
     demo: Path  # demo media + manifests (es, de, fr, pt-BR)
     s3_env: dict[str, str] | None  # AWS_* variables of the test S3 server (None: moto/s3fs not installed)
@@ -73,8 +73,8 @@ def project(folder: Path, name: str, languages: list[str], **changes) -> Path:
 def service():
     if not (shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))):
         pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
-    from dubforge.demo import make_demo
-    from dubforge.service_stack import Stack, StackConfig
+    from dubforge.demo.project import make_demo
+    from dubforge.service.stack import Stack, StackConfig
 
     from tests.s3server import s3_server
 
@@ -132,7 +132,7 @@ def artifacts(flow_run_id: str) -> dict[str, object]:
 
 
 def wait(flow_run_id: str, timeout: float = 180):
-    from dubforge.service_submit import wait as wait_for
+    from dubforge.service.submit import wait as wait_for
 
     return wait_for(flow_run_id, poll=0.5, timeout=timeout)
 
@@ -143,7 +143,7 @@ def assert_deliverables_whole(out: Path) -> None:
 
     import av
 
-    from dubforge.files import sha256_file
+    from dubforge.media.files import sha256_file
 
     for path in sorted(out.rglob("*")):
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(out).parts):

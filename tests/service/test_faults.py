@@ -93,7 +93,7 @@ def test_worker_killed_mid_run_then_resubmitted(service):
     assert_deliverables_whole(out)
 
     # the killed run does not stay Running: the zombie automation (45 s without heartbeat here) crashes it
-    from dubforge.service_submit import status
+    from dubforge.service.submit import status
 
     while (killed_state := status(run_id)).state == "Running":
         assert time.monotonic() - killed_at < 150, "the killed run is still Running"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dubforge.service_submit import submit
+from dubforge.service.submit import submit
 
 from .conftest import assert_deliverables_whole, project, task_runs, wait
 

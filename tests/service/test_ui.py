@@ -37,7 +37,7 @@ def test_run_page_shows_the_per_language_lanes(service, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from dubforge.service_submit import ui_url_for
+    from dubforge.service.submit import ui_url_for
 
     run_id = service.submit(project(service.demo, "ui", LANGUAGES))
     finished = wait(run_id)

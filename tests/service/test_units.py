@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dubforge import inbox as box
-from dubforge.service_stack import StackConfig, base_env, check_exposure
+from dubforge.service import inbox as box
+from dubforge.service.stack import StackConfig, base_env, check_exposure
 
 
 def test_server_is_not_exposed_without_auth():

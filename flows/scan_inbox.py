@@ -20,9 +20,9 @@ from dubforge.flows.deployments import DUB_CPU, DUB_GPU
 def _submit(candidate, deployment: str, gpu_deployment: str, out_root: str | None) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
-    from dubforge.errors import InputError
-    from dubforge.plan import make_plan
-    from dubforge.service_submit import parameters_for
+    from dubforge.core.errors import InputError
+    from dubforge.core.plan import make_plan
+    from dubforge.service.submit import parameters_for
 
     try:
         plan = make_plan(candidate.manifest)
@@ -66,7 +66,7 @@ def scan_inbox(inbox: str, deployment: str = DUB_CPU, gpu_deployment: str = DUB_
     """Submit new or changed manifests in `inbox`; return one row per manifest submitted (or rejected) now."""
     from prefect.artifacts import create_table_artifact
 
-    from dubforge import inbox as box
+    from dubforge.service import inbox as box
 
     logger = get_run_logger()
     folder = Path(inbox)

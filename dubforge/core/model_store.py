@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from dubforge.errors import InputError, Problem, StageError
-from dubforge.files import sha256_file, write_text_atomic
+from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.media.files import sha256_file, write_text_atomic
 
 ENV = "DUBFORGE_MODELS"
 FILE_NAME = "models.yaml"

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dubforge.errors import InputError, Problem
-from dubforge.languages import LanguageError, normalise_language
+from dubforge.core.errors import InputError, Problem
+from dubforge.core.languages import LanguageError, normalise_language
 
 LOUDNESS_PRESETS = ("ebu-r128", "atsc-a85", "netflix", "web")
 MAX_SPEEDUP_CAP = 1.4

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-from dubforge.files import atomic_path
+from dubforge.media.files import atomic_path
 
 MIX_RATE = 48_000
 SPEECH_RATE = 16_000

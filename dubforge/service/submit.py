@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from dubforge.flows.deployments import DUB_CPU, DUB_GPU
-from dubforge.shared_storage import local_path, location
+from dubforge.service.storage import local_path, location
 
 
 @dataclass

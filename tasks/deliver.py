@@ -13,10 +13,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dubforge.contracts import DubTrack, Mix, Segment, SourceMedia, Stems, Transcript, Translation
-from dubforge.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.loudness import preset as loudness_preset
-from dubforge.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+from dubforge.core.contracts import DubTrack, Mix, Segment, SourceMedia, Stems, Transcript, Translation
+from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.media.loudness import preset as loudness_preset
+from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -67,7 +67,7 @@ def _finite(value: float) -> float | None:
 
 def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
     """Loudness of the delivered audio measured only where dubbed dialogue plays (Netflix-style gating)."""
-    from dubforge.loudness import integrated_lufs
+    from dubforge.media.loudness import integrated_lufs
     from dubforge.tasks.mix import dialogue_mask
     from dubforge.tasks.qc import decode_audio
 

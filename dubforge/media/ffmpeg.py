@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dubforge.errors import StageError
+from dubforge.core.errors import StageError
 
 _TAIL_LINES = 15
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dubforge.files import sha256_file, write_json_atomic
+from dubforge.media.files import sha256_file, write_json_atomic
 
 RECORDS = ".dubforge-inbox"
 SUFFIXES = (".yaml", ".yml")

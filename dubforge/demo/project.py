@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.demo_script import LINES, WRITTEN_LANGUAGES
-from dubforge.files import atomic_path, fingerprint, sha256_file, write_json_atomic, write_text_atomic
-from dubforge.languages import LanguageError, normalise_language
+from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
+from dubforge.media.files import atomic_path, fingerprint, sha256_file, write_json_atomic, write_text_atomic
+from dubforge.core.languages import LanguageError, normalise_language
 
 FPS = Fraction(30000, 1001)
 WIDTH, HEIGHT = 1280, 720
@@ -172,7 +172,7 @@ def _manifest_text(langs: list[str], duration: float, lipsync: bool = False) -> 
 
 
 def _build_media(out_dir: Path, source: Path, frames: int, key: str) -> list[DemoLine]:
-    from dubforge.audio import write_wav
+    from dubforge.media.audio import write_wav
 
     n = int(round(frames / FPS * RATE))
     voice, lines = _voice_over(n)
@@ -213,7 +213,7 @@ def _voice_over(n: int) -> tuple[np.ndarray, list[DemoLine]]:
     """Piper speaks the demo lines in order, with pauses, as many whole lines as fit in n samples."""
     from piper.config import SynthesisConfig
 
-    from dubforge.audio import resample
+    from dubforge.media.audio import resample
 
     voice = _piper_voice()
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # no sampling noise: deterministic

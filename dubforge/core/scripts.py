@@ -18,9 +18,9 @@ from typing import Literal
 import srt
 import webvtt
 
-from dubforge.contracts import Segment
-from dubforge.errors import InputError, Problem
-from dubforge.files import write_text_atomic
+from dubforge.core.contracts import Segment
+from dubforge.core.errors import InputError, Problem
+from dubforge.media.files import write_text_atomic
 
 CSV_COLUMNS = ("speaker", "start_time", "end_time", "transcription", "translation")
 SCRIPT_SUFFIXES = (".srt", ".vtt", ".csv")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from dubforge.service_postgres import Postgres
+from dubforge.service.postgres import Postgres
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dubforge.contracts import Segment
-from dubforge.errors import InputError, Problem
-from dubforge.languages import base_language, normalise_language
-from dubforge.manifest import FileTranslation, Manifest, MachineTranslation, Voice, read_manifest, resolve_input, semantic_problems
-from dubforge.registry import available
-from dubforge.scripts import read_script
+from dubforge.core.contracts import Segment
+from dubforge.core.errors import InputError, Problem
+from dubforge.core.languages import base_language, normalise_language
+from dubforge.core.manifest import FileTranslation, Manifest, MachineTranslation, Voice, read_manifest, resolve_input, semantic_problems
+from dubforge.core.registry import available
+from dubforge.core.scripts import read_script
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
