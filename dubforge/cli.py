@@ -8,13 +8,29 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from dubforge.core import model_store
 from dubforge.core.errors import InputError
+from dubforge.core.manifest import manifest_json_schema
+from dubforge.core.plan import make_plan
+from dubforge.demo.project import make_demo
+from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
+from dubforge.media.files import write_text_atomic
+from dubforge.runner import run_with_display
+from dubforge.service.local_server import prefect_home
+from dubforge.service.stack import StackConfig, run_foreground
+from dubforge.service.submit import status as read_status
+from dubforge.service.submit import submit as create_run
+from dubforge.service.submit import ui_url_for
+from dubforge.service.submit import wait as wait_for
+from dubforge.summary import plan_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
@@ -37,8 +53,6 @@ def _languages(value: str | None) -> list[str] | None:
 
 def _plan(manifest: str, languages: str | None, out: str | None, staging: Path | None = None):
     """Validate (exit 2 listing every problem) and plan; a manifest at a URL is fetched first (into `staging`)."""
-    from dubforge.core.plan import make_plan
-    from dubforge.service.storage import is_url, local_path, remap, stage_manifest
 
     local = local_path(manifest)
     try:
@@ -59,9 +73,6 @@ MANIFEST_HELP = "manifest file, or an fsspec URL of shared storage (s3://bucket/
 def validate(manifest: Annotated[str, typer.Argument(help=MANIFEST_HELP)],
              languages: Annotated[Optional[str], typer.Option(help="comma-separated subset")] = None):
     """Check a manifest, its media and scripts; print the plan. Exit 2 listing every problem."""
-    import tempfile
-
-    from dubforge.summary import plan_summary
 
     with tempfile.TemporaryDirectory(prefix="dubforge-validate-") as scratch:
         plan, _local = _plan(manifest, languages, None, Path(scratch))
@@ -81,7 +92,6 @@ def run(
 
 
 def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool) -> int:
-    from dubforge.runner import run_with_display
 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
@@ -105,8 +115,6 @@ def demo(
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
 ):
     """Make the demo media (a real talking-head clip, English voice-over, music bed) and dub it."""
-    from dubforge.demo.project import make_demo
-    from dubforge.core.plan import make_plan
 
     try:
         manifest = make_demo(out, seconds=seconds, languages=_languages(languages), lipsync=lipsync)
@@ -124,11 +132,9 @@ def demo(
 @app.command()
 def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None):
     """Print (or write) the manifest's JSON Schema."""
-    from dubforge.core.manifest import manifest_json_schema
 
     text = json.dumps(manifest_json_schema(), indent=2) + "\n"
     if output:
-        from dubforge.media.files import write_text_atomic
 
         write_text_atomic(output, text)
     else:
@@ -158,8 +164,6 @@ def service_up(
     zombie_after: Annotated[int, typer.Option(min=31, help="seconds without heartbeat before a run is marked Crashed")] = 90,
 ):
     """Start the single-machine stack in the foreground; Ctrl-C stops all of it."""
-    from dubforge.service.local_server import prefect_home
-    from dubforge.service.stack import StackConfig, run_foreground
 
     config = StackConfig(home=home or prefect_home() / "dubforge-service", host=host, port=port, postgres=postgres,
                          pg_port=pg_port, workers=workers, gpu_workers=gpu_workers, gpu_slots=gpu_slots,
@@ -182,10 +186,6 @@ def submit(
     check: Annotated[bool, typer.Option(help="validate the manifest here first (needs the media)")] = True,
 ):
     """Create a flow run of the dub-project deployment on the server in PREFECT_API_URL; print its URL and id."""
-    import tempfile
-
-    from dubforge.service.submit import submit as create_run, ui_url_for
-    from dubforge.service.storage import is_url, local_path, stage_manifest
 
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[red]PREFECT_API_URL is not set[/]: point it at the team server, e.g. http://127.0.0.1:4200/api")
@@ -216,7 +216,6 @@ def status(
     poll: Annotated[float, typer.Option(help="seconds between polls with --wait")] = 1.0,
 ):
     """Show a flow run's state (and per-language results once it ended). Exit 0 completed, 1 not (yet)."""
-    from dubforge.service.submit import status as read_status, wait as wait_for
 
     def show(current) -> None:
         detail = f" - {current.message}" if current.message and current.final else ""
@@ -257,7 +256,6 @@ def models_add(
     registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY_HELP)] = None,
 ):
     """Register local weights under NAME (records backend, path, sha256 and licence note)."""
-    from dubforge.core import model_store
 
     target = model_store.registry_path(registry)
     try:
@@ -271,9 +269,6 @@ def models_add(
 @models_app.command("check")
 def models_check(registry: Annotated[Optional[Path], typer.Option(help=_REGISTRY_HELP)] = None):
     """List every registered model: backend, format, file, sha256, licence, and whether it loads (or why not)."""
-    from rich.markup import escape
-
-    from dubforge.core import model_store
 
     target = model_store.registry_path(registry)
     try:

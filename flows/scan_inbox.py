@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments import run_deployment
 
-from dubforge.flows.deployments import DUB_CPU, DUB_GPU
+from dubforge.core import inbox as box
+from dubforge.core.errors import InputError
+from dubforge.core.plan import make_plan
+from dubforge.flows.targets import DUB_CPU, DUB_GPU, parameters_for
 
 
 def _submit(candidate, deployment: str, gpu_deployment: str, out_root: str | None) -> dict[str, Any]:
-    from prefect.deployments import run_deployment
-
-    from dubforge.core.errors import InputError
-    from dubforge.core.plan import make_plan
-    from dubforge.service.submit import parameters_for
 
     try:
         plan = make_plan(candidate.manifest)
@@ -38,9 +41,6 @@ def _submit(candidate, deployment: str, gpu_deployment: str, out_root: str | Non
 
 def _sync_schedules(wanted: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Make the `inbox-*` schedules of each deployment exactly `wanted[deployment]` (slug -> spec)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-    from prefect.client.schemas.schedules import CronSchedule
 
     with get_client(sync_client=True) as client:
         for name, specs in wanted.items():
@@ -64,9 +64,6 @@ def _sync_schedules(wanted: dict[str, dict[str, dict[str, Any]]]) -> None:
 def scan_inbox(inbox: str, deployment: str = DUB_CPU, gpu_deployment: str = DUB_GPU,
                out_root: str | None = None) -> list[dict[str, Any]]:
     """Submit new or changed manifests in `inbox`; return one row per manifest submitted (or rejected) now."""
-    from prefect.artifacts import create_table_artifact
-
-    from dubforge.service import inbox as box
 
     logger = get_run_logger()
     folder = Path(inbox)

@@ -11,8 +11,10 @@ Cloning: `reference_clips()` cuts 6-10 s of clean speech per speaker from the se
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,12 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Speech
 from dubforge.core.errors import StageError
+from dubforge.core.languages import base_language
+from dubforge.core.model_store import content_hash, resolve
+from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.espeak_tts import EspeakSynthesizer
+from dubforge.models.sphinx_align import PocketsphinxAligner
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.RLock()
@@ -79,7 +87,6 @@ class CoquiSynthesizer:
                  device: str = "auto", seed: int = 0):
         if rate <= 0:
             raise ValueError(f"coqui: rate must be positive, got {rate}")
-        from dubforge.core.model_store import resolve
 
         self.language, self.speaker, self.base_rate, self.seed = language, name, float(rate), int(seed)
         self.folder = resolve(str(model), "coqui", registry, fetch=_fetch)
@@ -97,19 +104,12 @@ class CoquiSynthesizer:
         self._voice: tuple[Any, tuple[Any, Any]] | None = None  # (model, XTTS conditioning from the references)
 
     def fingerprint(self) -> str:
-        from importlib.metadata import version
-
-        from dubforge.media.files import fingerprint
-        from dubforge.core.model_store import content_hash
 
         return fingerprint("coqui", version("coqui-tts"), content_hash(self.folder), self.language, self.speaker,
                            self.base_rate, self.clone, self.reference, self.seed)
 
     def synthesize(self, text: str, out_wav: Path, rate: float = 1.0) -> Speech:
         import torch
-
-        from dubforge.media.audio import write_wav
-        from dubforge.core.languages import base_language
 
         if rate <= 0:
             raise ValueError(f"coqui: rate must be positive, got {rate}")
@@ -153,8 +153,6 @@ def xtts_conditioning(model, clips: Sequence[Path]):
     clips read by dubforge: coqui reads them with torchaudio.load, which goes through torchcodec and needs
     FFmpeg's shared libraries (the neural venv has none; dubforge's ffmpeg is a static binary)."""
     import torch
-
-    from dubforge.media.audio import read_wav, resample, to_channels
 
     config, rate = model.config, 22050  # XTTS conditions on 22.05 kHz audio
     audios, embeddings = [], []
@@ -244,15 +242,11 @@ def _phonemes(spans: list[tuple[str, int, int]], sample_rate: int) -> tuple[Phon
 
 def align_phonemes(wav: Path, text: str, language: str) -> tuple[Phoneme, ...]:
     """Phoneme times for synthesised speech whose model gave none (see the module docstring)."""
-    from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
-    from dubforge.media.files import atomic_path
-    from dubforge.core.languages import base_language
 
     audio, rate = read_wav(wav)
     duration = len(audio) / rate
     start, end = _voiced_span(to_channels(audio, 1)[:, 0], rate)
     if base_language(language) == "en":
-        from dubforge.models.sphinx_align import PocketsphinxAligner
 
         with atomic_path(Path(wav).with_name(Path(wav).stem + ".16k.wav")) as tmp:
             write_wav(tmp, resample(to_channels(audio, 1), rate, SPEECH_RATE), SPEECH_RATE)
@@ -278,9 +272,6 @@ def _voiced_span(mono: np.ndarray, rate: int) -> tuple[float, float]:
 
 def _spread_espeak(text: str, language: str, start: float, end: float, duration: float) -> tuple[Phoneme, ...]:
     """espeak's phoneme sequence and relative durations, scaled onto [start, end]."""
-    import tempfile
-
-    from dubforge.models.espeak_tts import EspeakSynthesizer
 
     with tempfile.TemporaryDirectory() as tmp:
         guide = EspeakSynthesizer(language).synthesize(text, Path(tmp) / "guide.wav")
@@ -298,7 +289,6 @@ def reference_clips(dialogue_wav: Path, segments: Sequence[Segment], out_dir: Pa
     """Per speaker, a mono clip of 6-10 s of their cleanest solo speech from the separated dialogue stem:
     segments that overlap no other speaker, trimmed to voiced audio, ranked by estimated SNR, joined with
     short gaps. Speakers with under `min_seconds` of usable speech get no clip (the flow then asks for another voice for them)."""
-    from dubforge.media.audio import read_wav, resample, to_channels, write_wav
 
     audio, source_rate = read_wav(Path(dialogue_wav))
     mono = resample(to_channels(audio, 1), source_rate, rate)[:, 0]

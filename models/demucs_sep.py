@@ -11,15 +11,26 @@ optional bag `<name>.yaml`), a folder, or (online) a published name fetched by d
 
 from __future__ import annotations
 
+import ctypes
+import random
+import shutil
+import struct
+import sys
 import threading
+from importlib.metadata import version
+from math import gcd
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
 
-from dubforge.media.audio import MIX_RATE
 from dubforge.core.contracts import Stems
 from dubforge.core.errors import StageError
+from dubforge.core.model_store import content_hash, resolve
+from dubforge.media.audio import MIX_RATE
+from dubforge.media.files import atomic_path, fingerprint
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -64,7 +75,6 @@ def check_model(path: Path) -> str:
 
 def _fetch_published(name: str) -> Path:
     """Online: let demucs download `name` into torch hub's cache and return that folder."""
-    import shutil
 
     import torch
     from demucs.pretrained import REMOTE_ROOT
@@ -97,7 +107,6 @@ class DemucsSeparator:
             if not self.repo.is_dir():
                 raise StageError(f"demucs repo folder not found: {self.repo} (expected a folder of .th files)")
             return self.repo
-        from dubforge.core.model_store import resolve
 
         path = resolve(self.model_name, "demucs", self.registry, fetch=_fetch_published)
         return path if path.is_dir() else path.parent
@@ -115,16 +124,11 @@ class DemucsSeparator:
             return _MODELS[key]
 
     def fingerprint(self) -> str:
-        from importlib.metadata import version
-
-        from dubforge.media.files import fingerprint
-        from dubforge.core.model_store import content_hash
 
         return fingerprint("demucs", version("demucs"), self.model_name, content_hash(self._repo()),
                            self.dialogue, self.window, self.overlap, self.shifts)
 
     def separate(self, mix_wav: Path, out_dir: Path) -> Stems:
-        from dubforge.media.files import atomic_path
 
         _return_large_buffers()
         mix = WavBlocks(Path(mix_wav))
@@ -143,7 +147,6 @@ class DemucsSeparator:
 
     def _dialogue_blocks(self, mix: np.ndarray, scale: float):
         """Yield (start, mix block, dialogue block) in order, covering the mix exactly once."""
-        import random
 
         import torch
         from demucs.apply import apply_model
@@ -189,7 +192,6 @@ class WavBlocks:
     stays at one block however long the file is."""
 
     def __init__(self, path: Path):
-        from scipy.io import wavfile
 
         try:
             rate, mapped = wavfile.read(str(path), mmap=True)
@@ -215,8 +217,6 @@ def _return_large_buffers() -> None:
     """glibc's adaptive mmap threshold lets the per-window buffers (tens of MB) land on the heap, which
     fragments and grows with the number of windows; a fixed threshold returns them to the OS each time
     (measured: +200 MB at 120 s -> flat)."""
-    import ctypes
-    import sys
 
     if sys.platform.startswith("linux"):
         try:
@@ -242,14 +242,12 @@ def _stats(mix: np.ndarray, scale: float, block: int = 1 << 20) -> tuple[float, 
 
 
 def _ratio(model_rate: int) -> tuple[int, int]:
-    from math import gcd
 
     g = gcd(int(model_rate), MIX_RATE)
     return int(model_rate) // g, MIX_RATE // g
 
 
 def _resample(x: np.ndarray, up: int, down: int) -> np.ndarray:
-    from scipy.signal import resample_poly
 
     if up == down:
         return x.astype(np.float32)
@@ -266,7 +264,6 @@ class FloatWavWriter:
     """Streams float32 frames into a WAV (IEEE float) whose length is known up front."""
 
     def __init__(self, path: Path, frames: int, rate: int = MIX_RATE, channels: int = 2):
-        import struct
 
         self.handle = open(path, "wb")
         self.expected, self.written, self.channels = frames, 0, channels

@@ -16,12 +16,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from dubforge.media.audio import write_wav
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.languages import LanguageError, base_language, normalise_language
+from dubforge.media.audio import write_wav
 from dubforge.media.files import fingerprint
 
 DEFAULT_WPM = 175
@@ -186,7 +188,6 @@ def list_languages() -> dict[str, str]:
 
 def resolve_voice(language: str, voices: dict[str, str]) -> str:
     """The espeak voice identifier for a BCP-47 tag: exact tag, then known aliases, then the base language."""
-    from dubforge.core.languages import LanguageError, base_language, normalise_language
 
     try:
         tag = normalise_language(language)
@@ -252,7 +253,6 @@ def _kana_reader(language: str) -> str | None:
     """Version of the Japanese kana converter in use (it changes what espeak reads), None if unused."""
     if language.lower().split("-")[0] != "ja":
         return None
-    from importlib.metadata import PackageNotFoundError, version
 
     for package in ("pyopenjtalk-plus", "pyopenjtalk"):
         try:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from typing import Any
 
 from dubforge.core.errors import StageError
-from dubforge.media.files import fingerprint
 from dubforge.core.languages import base_language
+from dubforge.media.files import fingerprint
 
 _ENGINE: Any = None
 _LOCK = threading.Lock()

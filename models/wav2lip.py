@@ -17,11 +17,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import librosa
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
 from dubforge.core.errors import StageError
+from dubforge.core.model_store import resolve
+from dubforge.lipsync import compose as c
+from dubforge.lipsync import geometry as g
+from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
+from dubforge.lipsync.track import load_arrays
+from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
+from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.media.files import atomic_path, fingerprint, sha256_file
 
 VERSION = 1
 SIZE = 96
@@ -130,7 +140,6 @@ def check_model(path: Path) -> str:
 def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
     """Wav2Lip's audio features: 16 kHz, pre-emphasis 0.97, 800-point STFT every 200 samples, 80 Slaney
     mel bands 55-7600 Hz, dB - 20, scaled symmetrically to [-4, 4]. Returns (80, frames) at 80 fps."""
-    import librosa
 
     emphasised = np.append(audio[0], audio[1:] - 0.97 * audio[:-1]).astype(np.float32)
     spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT))
@@ -151,7 +160,6 @@ def mel_window(mel: np.ndarray, time: float) -> np.ndarray:
 def crop_square(canon: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre and side (canonical units) of a face square like Wav2Lip's training crops: brow to chin,
     the chin near the bottom edge; the median over the clip keeps the crop still."""
-    from dubforge.lipsync import geometry as g
 
     oval = canon[valid][:, g.sub(g.FACE_OVAL)]
     lo, hi = np.median(oval.min(1), 0), np.median(oval.max(1), 0)
@@ -166,13 +174,11 @@ class Wav2LipRenderer:
 
     def __init__(self, model: str = "wav2lip", registry: Path | None = None, feather: float = 0.07,
                  batch: int = 16, device: str = "auto"):
-        from dubforge.core.model_store import resolve
 
         self.checkpoint = resolve(model, "wav2lip", registry)
         self.feather, self.batch, self.device_option = float(feather), int(batch), device
 
     def fingerprint(self) -> str:
-        from dubforge.media.files import fingerprint, sha256_file
 
         return fingerprint(self.name, VERSION, sha256_file(self.checkpoint), self.feather)
 
@@ -180,12 +186,6 @@ class Wav2LipRenderer:
                source_phonemes: Sequence[Phoneme], out_video: Path, preset: str = "veryfast", crf: int = 18,
                progress: Callable[[int, int], None] | None = None, audio: Path | None = None) -> LipsyncResult:
         import torch
-
-        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.media.files import atomic_path
-        from dubforge.lipsync.bank import canonical
-        from dubforge.lipsync.track import load_arrays
-        from dubforge.lipsync.video import H264Writer, frames, probe
 
         if audio is None:
             raise StageError("wav2lip renders from the dub audio: pass audio=<the language's dialogue WAV>")
@@ -239,7 +239,6 @@ class Wav2LipRenderer:
         return np.hstack([s * pose[:, :2], (s * (pose[:, 2] - centre) + SIZE / 2)[:, None]])
 
     def _paint(self, net, device, pending, faces, arrays, canon, square, mel) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        import cv2
         import torch
 
         crops, mels, affines = [], [], []
@@ -260,11 +259,6 @@ class Wav2LipRenderer:
         return {i: (np.clip(o * 255.0, 0, 255).astype(np.uint8), a) for i, o, a in zip(faces, out, affines)}
 
     def _compose(self, frame, painted, i: int, arrays, canon, state: dict) -> np.ndarray:
-        import cv2
-
-        from dubforge.lipsync import compose as c
-        from dubforge.lipsync import geometry as g
-        from dubforge.lipsync.video import yuv_planes
 
         buf, y, u, v = yuv_planes(frame)
         if painted is None:

@@ -7,11 +7,15 @@ Users may pass any CTranslate2 Whisper folder (e.g. one converted from `openai/w
 from __future__ import annotations
 
 import threading
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.languages import base_language
+from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.media.files import fingerprint
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -35,9 +39,6 @@ class FasterWhisperTranscriber:
         self.vad_filter = bool(vad_filter)
 
     def fingerprint(self) -> str:
-        from importlib.metadata import version
-
-        from dubforge.media.files import fingerprint
 
         folder = Path(self.model)
         content: Any = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
@@ -67,9 +68,6 @@ class FasterWhisperTranscriber:
     def transcribe(self, speech_wav: Path, language: str) -> Transcript:
         import ctranslate2
         from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.core.languages import base_language
 
         whisper = self._whisper()
         code = base_language(language)

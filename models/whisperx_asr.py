@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import os
 import threading
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.languages import base_language
+from dubforge.core.model_store import content_hash, resolve
+from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.media.files import fingerprint
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -89,7 +96,6 @@ class WhisperXTranscriber:
             raise ValueError("whisperx: diarize needs diarization_model (a registered pyannote pipeline folder)")
 
     def _path(self, name: str, kind: str) -> Path:
-        from dubforge.core.model_store import resolve
 
         return resolve(name, kind, self.registry)
 
@@ -101,10 +107,6 @@ class WhisperXTranscriber:
         return str(self._path(self.model, "whisper"))
 
     def fingerprint(self) -> str:
-        from importlib.metadata import version
-
-        from dubforge.media.files import fingerprint
-        from dubforge.core.model_store import content_hash
 
         aligners = {lang: content_hash(self._path(name, "wav2vec2")) for lang, name in self.align_models.items()}
         diar = content_hash(self._path(self.diarization_model, "pyannote")) if self.diarize else None
@@ -112,10 +114,6 @@ class WhisperXTranscriber:
                            diar, self.num_speakers, self.compute_type, self.batch_size)
 
     def transcribe(self, speech_wav: Path, language: str) -> Transcript:
-        import numpy as np
-
-        from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-        from dubforge.core.languages import base_language
 
         code = base_language(language)
         device = _device(self.device)

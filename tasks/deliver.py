@@ -13,10 +13,25 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dubforge.core.contracts import DubTrack, Mix, Segment, SourceMedia, Stems, Transcript, Translation
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.media.loudness import preset as loudness_preset
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from dubforge.core.contracts import (
+    DubTrack,
+    Mix,
+    Segment,
+    SourceMedia,
+    Stems,
+    Transcript,
+    Translation,
+)
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+from dubforge.media.audio import decode_audio
+from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.media.loudness import integrated_lufs
+from dubforge.media.loudness import preset as loudness_preset
+from dubforge.tasks.mix import dialogue_mask
+from dubforge.tasks.mux import mux_language, mux_master, write_provenance
+from dubforge.tasks.qc import measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -67,11 +82,8 @@ def _finite(value: float) -> float | None:
 
 def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
     """Loudness of the delivered audio measured only where dubbed dialogue plays (Netflix-style gating)."""
-    from dubforge.media.loudness import integrated_lufs
-    from dubforge.tasks.mix import dialogue_mask
-    from dubforge.tasks.qc import decode_audio
 
-    data, rate = decode_audio(mp4)
+    data, rate = decode_audio(mp4, key="outputs")
     mask = dialogue_mask(dub.lines, len(data)) if rate == dub.sample_rate else None
     return integrated_lufs(data[mask] if mask is not None and mask.any() else data, rate)
 
@@ -133,7 +145,6 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
 
 
 def _publish_qc(language: str, qc: dict[str, Any]) -> None:
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
     create_table_artifact(table=qc["segments"], key=key, description=f"QC {language}: per-line timing fit")
@@ -159,8 +170,6 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
                      picture: dict[str, Any] | None = None) -> dict[str, Any]:
     """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
-    from dubforge.tasks.mux import mux_language, write_provenance
-    from dubforge.tasks.qc import measure_delivery
 
     project = info["project"]
     folder = Path(out_dir) / language
@@ -219,7 +228,6 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
 
 def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
                    out_dir: Path) -> dict[str, Any]:
-    from dubforge.tasks.mux import mux_master, write_provenance
 
     project = info["project"]
     out = Path(out_dir) / f"{project}.master.mkv"

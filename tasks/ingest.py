@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
-from dubforge.media.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
 from dubforge.core.contracts import SourceMedia
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.languages import LanguageError, normalise_language
+from dubforge.media.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
 from dubforge.media.files import fingerprint
 
 _EXTRACT_VERSION = "ingest-1"
@@ -60,7 +62,6 @@ def _first(value: float | None, default: float) -> float:
 
 
 def _open(path: Path, key: str):
-    import av
 
     if not path.is_file():
         raise InputError(Problem(str(path), key, "file not found"))
@@ -116,10 +117,9 @@ def probe(path: Path, key: str = "source.video") -> MediaInfo:
         )
 
 
-def decode_audio(path: Path, video_start: float, duration: float, key: str = "source.video") -> tuple[np.ndarray, int]:
+def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video") -> tuple[np.ndarray, int]:
     """Decode the first audio stream at its own rate as float32 (samples, channels<=2), placed so that
     sample 0 is at `video_start` on the container clock, padded/trimmed to `duration` seconds."""
-    import av
 
     with _open(Path(path), key) as container:
         stream = container.streams.audio[0]
@@ -176,7 +176,7 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedi
         speech_wav = work_dir / f"source-{tag}-speech16k.wav"
         mix_wav = work_dir / f"source-{tag}-mix48k.wav"
         if not (speech_wav.is_file() and mix_wav.is_file()):
-            data, rate = decode_audio(video, info.start_time, info.duration, key)
+            data, rate = decode_source_audio(video, info.start_time, info.duration, key)
             stereo = data if data.shape[1] == 2 else np.repeat(data, 2, axis=1)
             mono = data.mean(axis=1, keepdims=True)
             write_wav(mix_wav, _fit(resample(stereo, rate, MIX_RATE), round(info.duration * MIX_RATE)), MIX_RATE)
@@ -197,7 +197,6 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedi
 
 def _bcp47(tag: str) -> str:
     """Container tags are ISO 639-2 ('eng'); the rest of dubforge speaks BCP-47 ('en')."""
-    from dubforge.core.languages import LanguageError, normalise_language
 
     if tag in ("", "und"):
         return "und"

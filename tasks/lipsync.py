@@ -6,8 +6,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dubforge.core import registry
 from dubforge.core.contracts import Phoneme
 from dubforge.lipsync.records import FaceTrack, LipsyncResult
+from dubforge.lipsync.score import score
+from dubforge.lipsync.track import track_face as run
 
 DEFAULT_BACKEND = "mouth-bank"
 
@@ -16,20 +19,20 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     """Landmarks, smoothing and pose of the speaking face, cached in work_dir by content hash.
 
     With several faces, `speech_wav` (the source speech) picks the one whose mouth moves with it."""
-    from dubforge.lipsync.track import track_face as run
 
     return run(Path(video), Path(work_dir), Path(speech_wav) if speech_wav else None)
 
 
 def renderer(backend: str = DEFAULT_BACKEND, **options: Any):
-    from dubforge.core import registry
 
     try:
         return registry.create("lipsync", backend, **options)
     except registry.UnknownBackend:
         if backend != DEFAULT_BACKEND:
             raise
-        from dubforge.models.mouth_bank import MouthBankRenderer  # until the registry lists "lipsync"
+        from dubforge.models.mouth_bank import (
+            MouthBankRenderer,  # until the registry lists "lipsync"
+        )
 
         return MouthBankRenderer(**options)
 
@@ -61,6 +64,5 @@ def render_lipsync(
 
 def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
     """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
-    from dubforge.lipsync.score import score
 
     return score(Path(rendered), Path(source), track, dub_phonemes)

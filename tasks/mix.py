@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dubforge.media import loudness
-from dubforge.media.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.core.contracts import DubTrack, FittedLine, Mix, Stems
 from dubforge.core.errors import StageError
+from dubforge.media import loudness
+from dubforge.media.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
 
 DUCK_LEAD_S = 0.1  # the ramp down starts this long before a line
 DUCK_RAMP_S = 0.15

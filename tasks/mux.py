@@ -15,10 +15,15 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from dubforge.media import ffmpeg
+import av
+import langcodes
+import srt
+
 from dubforge.core.errors import StageError
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.core.languages import iso639_2
+from dubforge.media import ffmpeg
+from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.tasks.ingest import probe
 
 AUDIO_RATE = 48_000
 _DELIVERED = (".mp4", ".m4a")
@@ -34,9 +39,6 @@ _ITUNES_KEYS = {
 
 def _video_timing(video: Path) -> tuple[float, float]:
     """(duration of the video stream, start of the video relative to the file's first timestamp)."""
-    import av
-
-    from dubforge.tasks.ingest import probe
 
     info = probe(video, key="mux.video")
     with av.open(str(video)) as container:
@@ -54,7 +56,6 @@ def _audio_filter(duration: float) -> str:
 
 def _clipped_srt(srt_path: Path, duration: float, tmp_dir: Path) -> Path | None:
     """A copy of the SRT with cues cut to [0, duration] (so no cue lengthens the file); None if empty."""
-    import srt
 
     try:
         cues = list(srt.parse(Path(srt_path).read_text(encoding="utf-8-sig")))
@@ -118,7 +119,6 @@ def _title(language: str, suffix: str = "") -> str:
     """Track title in the language's own name ("Español (dubbed)"); the code if names are not installed."""
     name = language
     if find_spec("language_data") is not None:  # langcodes' optional name data
-        import langcodes
 
         name = langcodes.Language.get(language).autonym()
         name = name[:1].upper() + name[1:]

@@ -9,9 +9,12 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 
 from dubforge.core.errors import InputError, Problem
+from dubforge.media.audio import MIX_RATE, decode_audio, resample, to_channels
 from dubforge.media.files import atomic_path, fingerprint
 from dubforge.tasks.ingest import MediaInfo
 
@@ -19,7 +22,6 @@ PORTRAIT_FPS = Fraction(25)
 
 
 def _read_image(path: Path, key: str) -> np.ndarray:
-    import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -29,7 +31,6 @@ def _read_image(path: Path, key: str) -> np.ndarray:
 
 
 def _audio_duration(path: Path, key: str) -> float:
-    import av
 
     try:
         with av.open(str(path)) as container:
@@ -60,17 +61,13 @@ def probe_portrait(image: Path, audio: Path) -> MediaInfo:
 
 def still_video(image: Path, audio: Path, work_dir: Path) -> Path:
     """H.264 + AAC MP4 showing `image` for the length of `audio` (reused when already made)."""
-    import av
-
-    from dubforge.media.audio import MIX_RATE, resample, to_channels
-    from dubforge.tasks.separate import decode_audio
 
     out = Path(work_dir) / f"portrait-{fingerprint(image, audio)}.mp4"
     if out.exists():
         return out
     info = probe_portrait(image, audio)
     rgb = _read_image(image, "source.image")
-    samples, rate = decode_audio(audio)
+    samples, rate = decode_audio(audio, key="source.audio")
     samples = to_channels(resample(samples, rate, MIX_RATE), 2)[: round(info.duration * MIX_RATE)]
     with atomic_path(out) as tmp, av.open(str(tmp), "w") as container:
         video = container.add_stream("libx264", rate=PORTRAIT_FPS)

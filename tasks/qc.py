@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
+import srt
+from scipy.signal import resample_poly
 
 from dubforge.core.errors import StageError
 
@@ -59,7 +62,6 @@ def _track(i: int, stream) -> TrackInfo:
 def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
     """(integrated loudness in LUFS per BS.1770 via pyloudnorm, true peak in dBTP with 4x oversampling)."""
     import pyloudnorm
-    from scipy.signal import resample_poly
 
     if data.shape[0] < int(0.4 * rate):  # shorter than one gating block
         lufs = float("-inf")
@@ -92,7 +94,6 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
     track flagged default, else the first. Durations come from packet timestamps (Matroska's stored
     duration counts the AAC codec delay, ~21 ms, that players do not show).
     """
-    import av
 
     path = Path(path)
     try:
@@ -153,7 +154,6 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
 
 def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) -> bool:
     """True when every cue of the SRT lies within [0, duration] and none ends before it starts."""
-    import srt
 
     cues = list(srt.parse(Path(srt_path).read_text(encoding="utf-8-sig")))
     return all(

@@ -12,39 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.media.audio import MIX_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.core.contracts import SourceMedia, Stems
-from dubforge.core.errors import InputError, Problem, StageError
-
-
-def decode_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Any audio file PyAV reads -> float32 (samples, channels)."""
-    if path.suffix.lower() == ".wav":
-        try:
-            return read_wav(path)
-        except ValueError:
-            pass  # a WAV flavour scipy cannot read: let FFmpeg decode it
-    import av
-
-    chunks, rate = [], MIX_RATE
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=MIX_RATE)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().T)
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().T)
-    if not chunks:
-        raise InputError(Problem(str(path), "source.music_effects", "the M&E stem contains no audio"))
-    return np.concatenate(chunks).astype(np.float32), rate
+from dubforge.core.errors import StageError
+from dubforge.core.registry import create
+from dubforge.media.audio import decode_audio, resample, to_channels, write_wav
 
 
 def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path,
              options: dict[str, Any] | None = None) -> Stems:
     """`mode`: provided | none | the name of a separation backend (demucs), built with `options`."""
     if mode not in ("provided", "none"):
-        from dubforge.core.registry import create
 
         if media.mix_wav is None:
             raise StageError(f"{mode} separation needs the source's audio, and the video has none")
@@ -53,7 +30,7 @@ def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir
         return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
     if music_effects is None:
         raise StageError("separation 'provided' needs the M&E stem (source.music_effects)")
-    data, rate = decode_audio(music_effects)
+    data, rate = decode_audio(music_effects, key="source.music_effects")
     data = to_channels(resample(data, rate, MIX_RATE), 2)
     length = round(media.duration * MIX_RATE)
     conformed = np.zeros((length, 2), dtype=np.float32)

@@ -110,7 +110,7 @@ def test_manifest_problems_name_the_url(s3, tmp_path, prefect_api):
 
 
 def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(s3, tmp_path):
-    from dubforge.service.storage import stage_manifest
+    from dubforge.flows.storage import stage_manifest
 
     fs, _env = s3
     remote = f"{PROJECT.removeprefix('s3://')}"
@@ -126,7 +126,7 @@ def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(
 
 
 def test_storage_errors_are_input_errors_naming_the_url(monkeypatch, tmp_path):
-    from dubforge.service import storage as shared_storage
+    from dubforge.flows import storage as shared_storage
     from dubforge.core.errors import InputError
 
     class Denied:

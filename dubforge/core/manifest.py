@@ -7,12 +7,21 @@ generated from these models (`dubforge schema`).
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from cronsim import CronSim, CronSimError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.languages import LanguageError, normalise_language
@@ -140,9 +149,6 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        import datetime
-
-        from cronsim import CronSim, CronSimError  # installed with Prefect
 
         try:
             CronSim(value, datetime.datetime.now())

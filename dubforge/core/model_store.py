@@ -12,6 +12,7 @@ model is a `StageError` that says what to supply and how (`dubforge models add N
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,7 +191,6 @@ def add(registry: Path, name: str, path: Path, backend: str | None = None, licen
 
 
 def _loader(backend: str) -> Callable[[Path], str]:
-    import importlib
 
     module, _, func = KINDS[backend].loader.partition(":")
     return getattr(importlib.import_module(module), func)

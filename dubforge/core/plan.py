@@ -9,12 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
+
 from dubforge.core.contracts import Segment
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.languages import base_language, normalise_language
-from dubforge.core.manifest import FileTranslation, Manifest, MachineTranslation, Voice, read_manifest, resolve_input, semantic_problems
+from dubforge.core.manifest import (
+    FileTranslation,
+    MachineTranslation,
+    Manifest,
+    Voice,
+    read_manifest,
+    resolve_input,
+    semantic_problems,
+)
 from dubforge.core.registry import available
 from dubforge.core.scripts import read_script
+from dubforge.tasks.ingest import probe
+from dubforge.tasks.portrait import probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
@@ -62,8 +74,6 @@ def _check_backend(problems: list[Problem], file: str, stage: str, name: str, ke
 
 
 def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: Path | None = None) -> Plan:
-    from dubforge.tasks.ingest import probe
-    from dubforge.tasks.portrait import probe_portrait
 
     manifest = read_manifest(Path(manifest_path))
     file = str(manifest.path)
@@ -203,7 +213,6 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
 
 
 def _check_audio_file(path: Path, file: str, key: str) -> Problem | None:
-    import av
 
     try:
         with av.open(str(path)) as container:

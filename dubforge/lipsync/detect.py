@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import sys
+import threading
 
 import numpy as np
 
@@ -36,9 +39,6 @@ def filter_native_stderr() -> None:
     whenever a model starts) writes there beyond Python's reach. fd 2 becomes a pipe; a daemon thread
     passes every line that is not known start-up noise on to the original stderr at once. Idempotent;
     at exit the original stderr is restored and the pipe drained."""
-    import atexit
-    import sys
-    import threading
 
     if _FILTER or os.environ.get("DUBFORGE_RAW_STDERR"):
         return

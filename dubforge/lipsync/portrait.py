@@ -8,13 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.visemes import Range
+from dubforge.lipsync.track import load_arrays
+from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
+from dubforge.lipsync.visemes import Range, generic_shapes, trajectory
+from dubforge.media.files import atomic_path
 
 OPEN_OF_WIDTH = 0.45  # widest inner-lip gap (an "ah") as a share of the mouth width
 BLINK_GAP = (2.0, 6.0)  # seconds between blinks
@@ -83,7 +88,6 @@ def warp_mouth(planes, photo: tuple[np.ndarray, np.ndarray], points_px: np.ndarr
 def paint_interior(luma: np.ndarray, chroma: np.ndarray, lips_box: np.ndarray, strength: float) -> None:
     """Dark cavity inside the inner lips, a band of upper teeth under the upper lip and a tongue at the
     bottom, with soft (anti-aliased, slightly blurred) edges; in place, box coordinates."""
-    import cv2
 
     upper = lips_box[20:31]  # inner upper lip, corner to corner
     lower = lips_box[31:40]  # inner lower lip, corner to corner (without the corners)
@@ -125,7 +129,6 @@ def paint_interior(luma: np.ndarray, chroma: np.ndarray, lips_box: np.ndarray, s
 def close_eyes(planes, points_px: np.ndarray, amount: float) -> None:
     """Lower both upper lids by `amount` (0 open .. 1 shut): the lid skin above the eye is stretched down
     over it (a per-column backward map, identity at the box edges), with a darker lash line at the edge."""
-    import cv2
 
     if amount <= 0.01:
         return
@@ -166,7 +169,6 @@ def close_eyes(planes, points_px: np.ndarray, amount: float) -> None:
 
 def move_frame(planes, motion: np.ndarray, centre: np.ndarray, scratch: dict) -> None:
     """Apply a small similarity (about `centre`, pixels) to the whole frame, in place (one resampling)."""
-    import cv2
 
     m = motion.copy()
     m[:, 2] += centre - m[:, :2] @ centre  # rotate/scale about the face centre
@@ -188,11 +190,6 @@ def move_frame(planes, motion: np.ndarray, centre: np.ndarray, scratch: dict) ->
 def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme], out_video: Path, preset: str,
                     crf: int, progress: Callable[[int, int], None] | None, feather: float, backend: str) -> LipsyncResult:
     """The portrait render loop (streams like the bank renderer: constant memory)."""
-    from dubforge.media.files import atomic_path
-    from dubforge.lipsync.bank import canonical
-    from dubforge.lipsync.track import load_arrays
-    from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
-    from dubforge.lipsync.visemes import generic_shapes, trajectory
 
     info = probe(video)
     arrays = load_arrays(track)

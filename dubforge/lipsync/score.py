@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.bank import canonical
+from dubforge.lipsync.compose import mask_polygon
+from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
+from dubforge.lipsync.track import MAX_FACES, load_arrays
+from dubforge.lipsync.video import frames
+from dubforge.lipsync.visemes import BILABIAL, SIL, reference_opening, segments
+from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.mouth_bank import best_lag
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
 MAX_LAG = 5
@@ -26,13 +35,6 @@ SCORE_VERSION = 2
 
 
 def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
-    import cv2
-
-    from dubforge.lipsync.bank import canonical
-    from dubforge.lipsync.compose import mask_polygon
-    from dubforge.lipsync.detect import FaceMesh
-    from dubforge.lipsync.track import MAX_FACES, load_arrays
-    from dubforge.lipsync.video import frames
 
     arrays = load_arrays(track)
     times, valid, points = arrays["times"], arrays["valid"], np.nan_to_num(arrays["points"])
@@ -98,7 +100,6 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
 
 def closure(opening: np.ndarray, times: np.ndarray, phonemes: Sequence[Phoneme], valid: np.ndarray) -> float | None:
     """Share of the dub's bilabials at whose centre frame (+-1) the mouth is closed; None without any."""
-    from dubforge.lipsync.visemes import BILABIAL, segments
 
     hits = total = 0
     for v, start, end in segments(phonemes):
@@ -114,13 +115,11 @@ def closure(opening: np.ndarray, times: np.ndarray, phonemes: Sequence[Phoneme],
 
 
 def _reference(phonemes, times):
-    from dubforge.lipsync.visemes import reference_opening
 
     return reference_opening(phonemes, times)
 
 
 def _speech_span(phonemes: Sequence[Phoneme], times: np.ndarray) -> np.ndarray:
-    from dubforge.lipsync.visemes import SIL, segments
 
     speech = [s for s in segments(phonemes) if s[0] != SIL]
     if not speech:
@@ -129,7 +128,6 @@ def _speech_span(phonemes: Sequence[Phoneme], times: np.ndarray) -> np.ndarray:
 
 
 def _lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int | None, float | None]:
-    from dubforge.models.mouth_bank import best_lag
 
     if mask.sum() < 5:
         return None, None
@@ -138,7 +136,6 @@ def _lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int | No
 
 def _source_cache(track: FaceTrack, source: Path) -> Path:
     """The source's openings depend only on the source video and its track: cached for every language."""
-    from dubforge.media.files import fingerprint
 
     key = fingerprint(Path(track.npz), source, SCORE_VERSION)
     return Path(track.npz).with_name(f"score-source-{key}.npy")
@@ -152,7 +149,6 @@ def _load_source(path: Path, n: int) -> np.ndarray | None:
 
 
 def _save_source(path: Path, src_open: np.ndarray) -> None:
-    from dubforge.media.files import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -190,14 +186,12 @@ def _box(points: np.ndarray, shape, margin: int) -> tuple[int, int, int, int]:
 
 
 def _gradient(rgb: np.ndarray) -> np.ndarray:
-    import cv2
 
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     return np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
 
 
 def _laplacian_var(rgb: np.ndarray) -> float:
-    import cv2
 
     if rgb.size == 0:
         return 0.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 
 from dubforge.core.errors import StageError
@@ -22,7 +24,6 @@ def carphone_path() -> Path:
 
 def write_clip(path: Path, frames_rgb, fps: int = 30, crf: int = 12) -> Path:
     """Encode an iterable of RGB frames as H.264 (fast preset) at a fixed frame rate."""
-    import av
 
     with av.open(str(path), "w") as out:
         stream = None
@@ -44,8 +45,6 @@ def write_clip(path: Path, frames_rgb, fps: int = 30, crf: int = 12) -> Path:
 def carphone_frames(width: int = 1280, height: int = 720, frames: int | None = None, loop: bool = True):
     """The carphone frames upscaled (bicubic) to `height` and pillarboxed to `width`. With `frames` beyond
     its 120, the clip plays back and forth (so motion stays continuous)."""
-    import av
-    import cv2
 
     with av.open(str(carphone_path())) as src:
         clip = [f.to_ndarray(format="rgb24") for f in src.decode(video=0)]

@@ -6,11 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
-from dubforge.media.files import atomic_path, fingerprint, sha256_file, write_json_atomic
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe
+from dubforge.media.audio import read_wav
+from dubforge.media.files import (
+    atomic_path,
+    fingerprint,
+    sha256_file,
+    write_json_atomic,
+)
 
 TRACK_VERSION = 2  # 2: eyelid landmarks stored
 MAX_FACES = 3
@@ -28,8 +36,6 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         cached = FaceTrack.model_validate_json(json_path.read_text())
         if cached.npz.is_file():
             return cached
-
-    from dubforge.lipsync.detect import FaceMesh
 
     times: list[float] = []
     pts: list[int] = []
@@ -124,7 +130,6 @@ def _choose(curves, envelope) -> tuple[int | None, str, float | None]:
 
 
 def _speech_envelope(wav: Path, times: np.ndarray) -> np.ndarray:
-    from dubforge.media.audio import read_wav
 
     data, rate = read_wav(wav)
     mono = data.mean(axis=1) if data.ndim > 1 else data
@@ -151,7 +156,6 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
 
 def _smooth(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Zero-phase Gaussian smoothing along time within each run of usable frames (lips lighter)."""
-    from scipy.ndimage import gaussian_filter1d
 
     out = points.copy()
     lips = np.zeros(points.shape[1], bool)
@@ -165,7 +169,6 @@ def _smooth(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _smooth_pose(pose: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter1d
 
     out = pose.copy()
     for a, b in runs(valid):

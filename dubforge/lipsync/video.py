@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 from dubforge.core.errors import InputError, Problem
@@ -23,7 +26,6 @@ class StreamInfo:
 
 
 def probe(path: Path) -> StreamInfo:
-    import av
 
     try:
         with av.open(str(path)) as container:
@@ -39,7 +41,6 @@ def probe(path: Path) -> StreamInfo:
 
 def frames(path: Path) -> Iterator:
     """Decoded av.VideoFrame objects in presentation order, one at a time."""
-    import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -69,7 +70,6 @@ class H264Writer:
     """Encodes yuv420p buffers to a video-only mp4 with the source's frame rate and timestamps."""
 
     def __init__(self, path: Path, info: StreamInfo, preset: str = "veryfast", crf: int = 18):
-        import av
 
         if info.width % 2 or info.height % 2:
             raise InputError(Problem(str(path), "", f"H.264 4:2:0 needs even dimensions, got {info.width}x{info.height}"))
@@ -83,7 +83,6 @@ class H264Writer:
         self.count = 0
 
     def write(self, buf: np.ndarray, pts: int | None) -> None:
-        import av
 
         self.write_frame(av.VideoFrame.from_ndarray(buf, format="yuv420p"), pts)
 
@@ -137,10 +136,6 @@ class EncodeThread:
     """
 
     def __init__(self, writer: H264Writer, depth: int = 3):
-        import queue
-        import threading
-
-        import av
 
         self.writer = writer
         self._free: queue.Queue = queue.Queue()

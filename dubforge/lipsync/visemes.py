@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from dubforge.core.contracts import Phoneme
 
@@ -106,7 +107,6 @@ def segments(phonemes: Sequence[Phoneme]) -> list[tuple[str, float, float]]:
 def reference_opening(phonemes: Sequence[Phoneme], times: np.ndarray) -> np.ndarray:
     """The scorecard's target opening curve: generic openness per sound, held over its span and
     smoothed by one frame; rest openness outside speech. Independent of the renderer's coarticulation."""
-    from scipy.ndimage import gaussian_filter1d
 
     out = np.full(len(times), GENERIC[SIL][0])
     for v, start, end in segments(phonemes):

@@ -5,9 +5,12 @@ from __future__ import annotations
 from math import gcd
 from pathlib import Path
 
+import av
 import numpy as np
 from scipy.io import wavfile
+from scipy.signal import resample_poly
 
+from dubforge.core.errors import InputError, Problem
 from dubforge.media.files import atomic_path
 
 MIX_RATE = 48_000
@@ -41,7 +44,6 @@ def write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
 def resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return data
-    from scipy.signal import resample_poly  # scipy.signal takes seconds to import: only when needed
 
     g = gcd(rate_in, rate_out)
     return resample_poly(data, rate_out // g, rate_in // g, axis=0).astype(np.float32)
@@ -52,3 +54,25 @@ def to_channels(data: np.ndarray, channels: int) -> np.ndarray:
         return data
     mono = data.mean(axis=1, keepdims=True)
     return np.repeat(mono, channels, axis=1)
+
+
+def decode_audio(path: Path, key: str) -> tuple[np.ndarray, int]:
+    """Any audio file PyAV reads -> float32 (samples, 2) at MIX_RATE; `key` names the manifest key in errors."""
+    if path.suffix.lower() == ".wav":
+        try:
+            return read_wav(path)
+        except ValueError:
+            pass  # a WAV flavour scipy cannot read: let FFmpeg decode it
+
+    chunks, rate = [], MIX_RATE
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=MIX_RATE)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().T)
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().T)
+    if not chunks:
+        raise InputError(Problem(str(path), key, "the file contains no audio"))
+    return np.concatenate(chunks).astype(np.float32), rate

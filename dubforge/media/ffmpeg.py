@@ -9,6 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import ffmpeg
+import imageio_ffmpeg
+
 from dubforge.core.errors import StageError
 
 _TAIL_LINES = 15
@@ -16,7 +19,6 @@ _TAIL_LINES = 15
 
 @lru_cache(maxsize=1)
 def executable() -> str:
-    import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -33,7 +35,6 @@ def command(stream_or_args: Any) -> list[str]:
     if isinstance(stream_or_args, Sequence) and not isinstance(stream_or_args, (str, bytes)):
         args = [str(Path(a).absolute()) if isinstance(a, os.PathLike) else str(a) for a in stream_or_args]
         return [*_base(), "-y", *args]
-    import ffmpeg
 
     return ffmpeg.compile(stream_or_args, cmd=_base(), overwrite_output=True)
 

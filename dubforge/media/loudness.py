@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import minimum_filter1d
+from scipy.signal import resample_poly
 
 OVERSAMPLE = 4
 TOLERANCE_LU = 0.1
@@ -68,7 +70,6 @@ def integrated_lufs(samples: np.ndarray, rate: int) -> float:
 
 def _peak_envelope(data: np.ndarray) -> np.ndarray:
     """Per-sample true-peak magnitude (max over channels and the 4 oversampled points)."""
-    from scipy.signal import resample_poly
 
     planar = np.ascontiguousarray(data.T, dtype=np.float32)  # float32, time on the last axis: ~3x faster
     over = resample_poly(planar, OVERSAMPLE, 1, axis=1)[:, : len(data) * OVERSAMPLE]
@@ -107,7 +108,6 @@ def limit(samples: np.ndarray, rate: int, ceiling_dbtp: float, envelope: np.ndar
     gain ramp down before a peak (never above the required gain), and a one-pole release lets it
     recover smoothly.
     """
-    from scipy.ndimage import minimum_filter1d
 
     data = _2d(samples)
     n = len(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import av
 import numpy as np
 
 _CHUNK = 1 << 16  # samples per frame pushed into the graph
@@ -23,7 +24,6 @@ def time_stretch(samples: np.ndarray, rate: int, speed: float) -> np.ndarray:
     The result has exactly round(n / speed) samples (atempo's own length is within a few ms of that;
     the remainder is trimmed or zero-padded). `speed` 1 returns the input unchanged.
     """
-    import av
 
     data = np.asarray(samples, dtype=np.float32)
     if data.ndim == 1:

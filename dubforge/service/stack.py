@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from dubforge.service.postgres import Postgres
 
@@ -216,7 +217,6 @@ class Stack:
 
 def run_foreground(config: StackConfig, say=print) -> int:
     """Start the stack, report where things are, block until Ctrl-C/SIGTERM or a component dies."""
-    from prefect.settings import PREFECT_UI_URL, temporary_settings
 
     stack = Stack(config)
     stopping = False

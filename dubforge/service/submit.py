@@ -6,14 +6,24 @@ URLs of shared storage (docs/service.md).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from dubforge.flows.deployments import DUB_CPU, DUB_GPU
-from dubforge.service.storage import local_path, location
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+from dubforge.flows.storage import local_path
+from dubforge.flows.targets import deployment_for, parameters_for
 
 
 @dataclass
@@ -31,35 +41,15 @@ class RunStatus:
 
 
 def ui_url_for(flow_run_id: str) -> str:
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
-
-
-def deployment_for(manifest: Path) -> str:
-    """Projects with lip-sync go to the GPU pool's deployment, the others to the CPU pool's."""
-    import yaml
-
-    data = yaml.safe_load(Path(manifest).read_text(encoding="utf-8")) or {}
-    lipsync = data.get("lipsync") if isinstance(data, dict) else None
-    return DUB_GPU if isinstance(lipsync, dict) and lipsync.get("enabled") else DUB_CPU
-
-
-def parameters_for(manifest: str | Path, languages: list[str] | None, out_dir: str | Path | None) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"manifest": location(manifest)}
-    if languages:
-        parameters["languages"] = languages
-    if out_dir is not None:
-        parameters["out_dir"] = location(out_dir)
-    return parameters
 
 
 def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: str | Path | None = None,
            deployment: str | None = None, idempotency_key: str | None = None, local_copy: Path | None = None) -> str:
     """Create a flow run of the deployment (not waiting for it); return its id. `local_copy`: the manifest's
     staged copy when `manifest` is a URL (to pick the deployment)."""
-    from prefect.deployments import run_deployment
 
     deployment = deployment or deployment_for(local_copy or local_path(manifest))
     run = run_deployment(deployment, parameters=parameters_for(manifest, languages, out_dir),
@@ -68,13 +58,11 @@ def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: st
 
 
 def _report_rows(client, flow_run_id: UUID) -> list[dict[str, Any]]:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
         flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["dub-report"])))
     for artifact in artifacts:
         if isinstance(artifact.data, str):
-            import json
 
             return json.loads(artifact.data)
         return list(artifact.data or [])
@@ -82,7 +70,6 @@ def _report_rows(client, flow_run_id: UUID) -> list[dict[str, Any]]:
 
 
 def status(flow_run_id: str) -> RunStatus:
-    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(flow_run_id))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dubforge.service import inbox as box
+from dubforge.core import inbox as box
 
 from .conftest import assert_deliverables_whole, project, wait
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dubforge.service import inbox as box
+from dubforge.core import inbox as box
 from dubforge.service.stack import StackConfig, base_env, check_exposure
 
 

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dubforge.media.files import sha256_file, write_json_atomic
 
 RECORDS = ".dubforge-inbox"
@@ -67,7 +69,6 @@ def record(inbox: Path, candidate: Candidate, outcome: dict[str, Any]) -> dict[s
 
 def manifest_schedule(manifest: Path) -> dict[str, str] | None:
     """The manifest's own `schedule:` as {cron, timezone}, or None. A bare string is a cron expression."""
-    import yaml
 
     data = yaml.safe_load(Path(manifest).read_text(encoding="utf-8"))
     value = data.get("schedule") if isinstance(data, dict) else None

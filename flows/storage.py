@@ -21,7 +21,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from dubforge.core import model_store
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.manifest import FileTranslation, read_manifest
+from dubforge.core.model_store import FILE_NAME
+from dubforge.media.files import atomic_path, write_json_atomic
 
 INDEX = ".dubforge/remote-index.json"  # rel path -> what was last synced (local size/mtime, remote key)
 SKIPPED = (".dubforge/lock", INDEX)
@@ -61,8 +70,6 @@ def _filesystem(url: str):
 
 def manifest_inputs(manifest) -> list[str]:
     """Files and folders a manifest names, relative to its folder (a model *name* is skipped when fetched)."""
-    from dubforge.core.manifest import FileTranslation
-    from dubforge.core.model_store import FILE_NAME
 
     source = manifest.source
     names = [p for p in (source.video, source.image, source.audio, source.script, source.music_effects) if p]
@@ -91,7 +98,6 @@ class Mirror:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _save_index(self, index: dict[str, dict]) -> None:
-        from dubforge.media.files import write_json_atomic
 
         write_json_atomic(self.local / INDEX, index)
 
@@ -101,7 +107,6 @@ class Mirror:
         return [stat.st_size, stat.st_mtime_ns]
 
     def _download(self, remote: str, rel: str, index: dict[str, dict], info: dict | None = None) -> None:
-        from dubforge.media.files import atomic_path
 
         key = _content_key(info or self.fs.info(remote))
         target = self.local / rel
@@ -172,8 +177,6 @@ def _skipped(rel: str) -> bool:
 def stage_manifest(url: str, into: Path | None = None) -> Path:
     """Fetch a manifest at a URL, the inputs it names and the weights its models.yaml keeps beside it; return
     the local manifest path. Storage errors (no credentials, no such bucket, no network) are InputErrors."""
-    from dubforge.core import model_store
-    from dubforge.core.manifest import read_manifest
 
     fs, path = _filesystem(url)
     folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
@@ -214,10 +217,6 @@ def remap(error: InputError, local: Path, url: str) -> InputError:
 def out_lock(url: str, wait_s: float = 120) -> Iterator[None]:
     """One run per output URL at a time, across workers: a Prefect global concurrency limit of 1 for this URL.
     Its lease expires when the holder dies (SIGKILL), so a resumed run waits at most about `wait_s`."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = f"dubforge-out-{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:16]}"
     with get_client(sync_client=True) as client:
