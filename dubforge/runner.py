@@ -86,11 +86,10 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
 
     view = LiveView([lp.language for lp in plan.languages])
-    unsubscribe = progress.subscribe(view)
     interactive = console.is_terminal
-    if not interactive:
-        progress.subscribe(lambda e: e.status != "running" and console.print(
-            f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+    listener = view if interactive else (lambda e: e.status != "running" and console.print(
+        f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+    unsubscribe = progress.subscribe(listener)
     try:
         with temporary_settings(updates=settings):
             if interactive:
@@ -102,7 +101,7 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
     finally:
         unsubscribe()
     if not state.is_completed():
-        error = state.result(raise_exception=False)
+        error = state.result(raise_on_failure=False)
         console.print(f"[red]The run failed:[/] {error}", highlight=False)
         return None
     return state.result()
