@@ -15,7 +15,7 @@ import numpy as np
 from dubforge.core.contracts import SourceMedia, Stems
 from dubforge.core.errors import StageError
 from dubforge.core.registry import create
-from dubforge.media.audio import decode_audio, resample, to_channels, write_wav
+from dubforge.media.audio import MIX_RATE, decode_audio, resample, to_channels, write_wav
 
 
 def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path,
