@@ -72,8 +72,13 @@ def random_demucs(folder: Path) -> Path:
 def random_wav2vec2(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
     (folder / "vocab.json").write_text(json.dumps(vocab))
@@ -123,10 +128,9 @@ def random_wav2lip(folder: Path) -> Path:
 # ------------------------------------------------------------ the cases
 
 def cases(work: Path, seconds: float, models: Path | None) -> tuple[list[Case], dict]:
-    from dubforge.core import model_store
-    from dubforge.core import registry
-    from dubforge.media.audio import read_wav, write_wav
+    from dubforge.core import model_store, registry
     from dubforge.demo.project import make_demo
+    from dubforge.media.audio import read_wav, write_wav
     from dubforge.tasks.ingest import ingest
     from dubforge.tasks.lipsync import render_lipsync, track_face
 

@@ -18,11 +18,11 @@ from rich.markup import escape
 
 from dubforge.core import model_store
 from dubforge.core.errors import InputError
+from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
 from dubforge.demo.project import make_demo
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
-from dubforge.media.files import write_text_atomic
 from dubforge.runner import run_with_display
 from dubforge.service.local_server import prefect_home
 from dubforge.service.stack import StackConfig, run_foreground
@@ -117,7 +117,7 @@ def demo(
     """Make the demo media (a real talking-head clip, English voice-over, music bed) and dub it."""
 
     try:
-        manifest = make_demo(out, seconds=seconds, languages=_languages(languages), lipsync=lipsync)
+        manifest = make_demo(out, seconds=seconds, languages=_languages(languages) or [], lipsync=lipsync)
     except ValueError as error:
         console.print(f"[red]{error}[/]")
         raise typer.Exit(2) from None
@@ -224,14 +224,14 @@ def status(
 
     try:
         current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
-    except Exception as error:
-        console.print(f"[red]Could not read flow run {run_id}:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    except Exception as exc:  # the API is unreachable or the run unknown: not invalid input, so exit 1
+        console.print(f"[red]Could not read flow run {run_id}:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     if not wait:
         show(current)
     for lang, state in current.languages.items():
-        error = f" - {current.errors[lang]}" if lang in current.errors else ""
-        out_console.print(f"  {lang}: {state}{error}", highlight=False, markup=False, soft_wrap=True)
+        why = f" - {current.errors[lang]}" if lang in current.errors else ""
+        out_console.print(f"  {lang}: {state}{why}", highlight=False, markup=False, soft_wrap=True)
     out_console.print(current.url, highlight=False, markup=False)
     failed = [lang for lang, state in current.languages.items() if state != "completed"]
     raise typer.Exit(0 if current.completed and not failed else 1)

@@ -87,8 +87,12 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
 
     view = LiveView([lp.language for lp in plan.languages])
     interactive = console.is_terminal
-    listener = view if interactive else (lambda e: e.status != "running" and console.print(
-        f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+
+    def print_line(e: progress.Event) -> None:
+        if e.status != "running":
+            console.print(f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False)
+
+    listener = view if interactive else print_line
     unsubscribe = progress.subscribe(listener)
     try:
         with temporary_settings(updates=settings):

@@ -45,6 +45,7 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.contracts import Transcript as TranscriptRecord
 from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -59,7 +60,6 @@ from dubforge.core.progress import SHARED
 from dubforge.core.registry import create, load_class
 from dubforge.core.scripts import read_script
 from dubforge.flows import storage as shared_storage
-from dubforge.media.files import fingerprint, write_json_atomic
 from dubforge.models.coqui_tts import reference_clips
 from dubforge.tasks.deliver import deliver_language, deliver_master
 from dubforge.tasks.fit import fit_track, speaker_voices

@@ -28,9 +28,9 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from dubforge.core import model_store
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.files import atomic_path, write_json_atomic
 from dubforge.core.manifest import FileTranslation, read_manifest
 from dubforge.core.model_store import FILE_NAME
-from dubforge.media.files import atomic_path, write_json_atomic
 
 INDEX = ".dubforge/remote-index.json"  # rel path -> what was last synced (local size/mtime, remote key)
 SKIPPED = (".dubforge/lock", INDEX)

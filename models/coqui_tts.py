@@ -22,10 +22,10 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Speech
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
-from dubforge.media.files import atomic_path, fingerprint
 from dubforge.models.espeak_tts import EspeakSynthesizer
 from dubforge.models.sphinx_align import PocketsphinxAligner
 

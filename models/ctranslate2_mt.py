@@ -23,7 +23,7 @@ from typing import Any
 import langcodes
 
 from dubforge.core.errors import StageError
-from dubforge.media.files import fingerprint
+from dubforge.core.files import fingerprint
 
 BEAM_SIZE = 4
 MAX_DECODING_LENGTH = 256

@@ -28,9 +28,9 @@ from scipy.signal import resample_poly
 
 from dubforge.core.contracts import Stems
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import MIX_RATE
-from dubforge.media.files import atomic_path, fingerprint
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint
 
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 900

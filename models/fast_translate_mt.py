@@ -15,8 +15,8 @@ from importlib.metadata import version
 from typing import Any
 
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
-from dubforge.media.files import fingerprint
 
 _ENGINE: Any = None
 _LOCK = threading.Lock()

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint, sha256_file
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint, sha256_file
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 600

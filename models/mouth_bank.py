@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
@@ -32,7 +33,6 @@ from dubforge.lipsync.visemes import (
     segments,
     trajectory,
 )
-from dubforge.media.files import atomic_path, fingerprint
 
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -204,22 +204,4 @@ def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndar
         return None
     ref = reference_opening(phonemes, times)
     span = valid & (times >= speech[0][1] - 0.2) & (times <= speech[-1][2] + 0.2)
-    return best_lag(opening, ref, span, max_lag)[1]
-
-
-def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int, float]:
-    """(lag, r): curve[t] best matches ref[t - lag]; positive lag = the curve comes late."""
-    best = (0, -1.0)
-    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
-        a = np.arange(len(curve))
-        b = a - lag
-        ok = (b >= 0) & (b < len(ref))
-        ok[ok] &= mask[a[ok]]
-        x, y = curve[a[ok]], ref[b[ok]]
-        if len(x) < 5 or np.std(x) < 1e-9 or np.std(y) < 1e-9:
-            r = 0.0
-        else:
-            r = float(np.corrcoef(x, y)[0, 1])
-        if r > best[1]:
-            best = (lag, r)
-    return best
+    return g.best_lag(opening, ref, span, max_lag)[1]

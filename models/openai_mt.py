@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import display_name
-from dubforge.media.files import fingerprint
 
 TIMEOUT_S = 300.0
 PROMPT_VERSION = 1

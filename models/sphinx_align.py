@@ -21,9 +21,9 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint, sha256_file
 from dubforge.core.model_store import resolve
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
@@ -31,7 +32,6 @@ from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 from dubforge.lipsync.track import load_arrays
 from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import atomic_path, fingerprint, sha256_file
 
 VERSION = 1
 SIZE = 96

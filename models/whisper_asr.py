@@ -13,9 +13,9 @@ from typing import Any
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()

@@ -19,10 +19,10 @@ import numpy as np
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()

@@ -24,9 +24,9 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
+from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 from dubforge.media.audio import decode_audio
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask

@@ -6,8 +6,6 @@ so all later times (ASR, cues, the dub) line up with the picture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -15,113 +13,19 @@ import numpy as np
 
 from dubforge.core.contracts import SourceMedia
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, normalise_language
 from dubforge.media.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
-from dubforge.media.files import fingerprint
+from dubforge.media.probe import open_media, probe
 
 _EXTRACT_VERSION = "ingest-1"
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    path: Path
-    duration: float  # of the video stream, seconds
-    has_video: bool
-    width: int
-    height: int
-    fps: float
-    fps_fraction: str  # exact average rate, "num/den"
-    frame_count: int
-    video_codec: str
-    start_time: float  # of the video stream, seconds on the container clock
-    has_audio: bool
-    audio_channels: int
-    audio_rate: int
-    audio_codec: str
-    audio_language: str  # ISO 639 tag of the first audio stream as stored, "und" if none
-    audio_start_time: float  # of the first audio stream, seconds on the container clock
-
-
-def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
-    if value is None or time_base is None:
-        return None
-    return float(value * time_base)
-
-
-def _tag_seconds(value: str | None) -> float | None:
-    """'00:01:02.500000000' -> 62.5; None if absent or malformed."""
-    try:
-        h, m, sec = (value or "").split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
-    except ValueError:
-        return None
-
-
-def _first(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
-def _open(path: Path, key: str):
-
-    if not path.is_file():
-        raise InputError(Problem(str(path), key, "file not found"))
-    try:
-        return av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)")) from exc
-
-
-def probe(path: Path, key: str = "source.video") -> MediaInfo:
-    """Read stream headers (no decoding). Raise InputError naming `key` for unusable input."""
-    path = Path(path)
-    with _open(path, key) as container:
-        if not container.streams.video and not container.streams.audio:
-            raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)"))
-        if not container.streams.video:
-            raise InputError(Problem(str(path), key, "no video stream (expected a video file, got audio only)"))
-        video = container.streams.video[0]
-        rate = video.average_rate or video.guessed_rate or video.base_rate
-        if not rate:
-            raise InputError(Problem(str(path), key, "video stream has no frame rate"))
-        rate = Fraction(rate)
-        start = _first(_seconds(video.start_time, video.time_base), 0.0)
-        duration = _seconds(video.duration, video.time_base)
-        if not duration:  # Matroska: the muxer's DURATION tag holds the stream's end time
-            end = _tag_seconds(video.metadata.get("DURATION") or video.metadata.get("duration"))
-            duration = end - start if end else None
-        if not duration and container.duration:  # the container's may include audio codec delay
-            container_start = (container.start_time or 0) / 1e6
-            duration = container.duration / 1e6 - (start - container_start)
-        frames = int(video.frames or 0) or (round((duration or 0.0) * rate) if duration else 0)
-        if not duration or duration <= 0 or frames <= 0:
-            raise InputError(Problem(str(path), key, "video has zero duration (no frames)"))
-
-        audio = container.streams.audio[0] if container.streams.audio else None
-        return MediaInfo(
-            path=path,
-            duration=float(duration),
-            has_video=True,
-            width=int(video.codec_context.width),
-            height=int(video.codec_context.height),
-            fps=float(rate),
-            fps_fraction=f"{rate.numerator}/{rate.denominator}",
-            frame_count=int(frames),
-            video_codec=video.codec_context.name,
-            start_time=start,
-            has_audio=audio is not None,
-            audio_channels=int(audio.codec_context.channels) if audio else 0,
-            audio_rate=int(audio.codec_context.sample_rate) if audio else 0,
-            audio_codec=audio.codec_context.name if audio else "",
-            audio_language=(audio.metadata.get("language") or "und") if audio else "und",
-            audio_start_time=_first(_seconds(audio.start_time, audio.time_base), start) if audio else 0.0,
-        )
 
 
 def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video") -> tuple[np.ndarray, int]:
     """Decode the first audio stream at its own rate as float32 (samples, channels<=2), placed so that
     sample 0 is at `video_start` on the container clock, padded/trimmed to `duration` seconds."""
 
-    with _open(Path(path), key) as container:
+    with open_media(Path(path), key) as container:
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate)
         layout = "mono" if stream.codec_context.channels == 1 else "stereo"

@@ -20,10 +20,10 @@ import langcodes
 import srt
 
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.core.languages import iso639_2
 from dubforge.media import ffmpeg
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.tasks.ingest import probe
+from dubforge.media.probe import probe
 
 AUDIO_RATE = 48_000
 _DELIVERED = (".mp4", ".m4a")

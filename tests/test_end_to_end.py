@@ -13,8 +13,9 @@ import av
 import numpy as np
 import pytest
 import srt
+
+from dubforge.core.files import sha256_file
 from dubforge.demo.project import make_demo
-from dubforge.media.files import sha256_file
 
 LANGUAGES = ["es", "pt-BR"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav, write_wav
 from dubforge.core.contracts import Line, Phoneme, Speech
 from dubforge.core.manifest import Timing
+from dubforge.media.audio import read_wav, write_wav
 from dubforge.media.stretch import time_stretch
 from dubforge.tasks.fit import fit_track
 

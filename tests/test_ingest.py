@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav
 from dubforge.core.errors import InputError
+from dubforge.media.audio import read_wav
 from dubforge.tasks.ingest import ingest, probe
 
 

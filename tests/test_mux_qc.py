@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav, write_wav
 from dubforge.core.errors import StageError
-from dubforge.tasks.ingest import probe
+from dubforge.media.audio import read_wav, write_wav
+from dubforge.media.probe import probe
 from dubforge.tasks.mux import mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import loudness, measure_delivery, subtitles_inside
 from tests.test_ingest import clicks, make_video, onset, tone

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav
 from dubforge.core.contracts import Speech
 from dubforge.core.registry import create
+from dubforge.media.audio import read_wav
 
 EN = "Hello world, this is a short test of the dubbing voice."
 TEXTS = {

@@ -135,3 +135,24 @@ class Mix(Record):
     preset: str
     integrated_lufs: float
     true_peak_dbtp: float
+
+
+class MediaInfo(Record):
+    """Stream headers of a source (probed, nothing decoded)."""
+
+    path: Path
+    duration: float  # of the video stream, seconds
+    has_video: bool
+    width: int
+    height: int
+    fps: float
+    fps_fraction: str  # exact average rate, "num/den"
+    frame_count: int
+    video_codec: str
+    start_time: float  # of the video stream, seconds on the container clock
+    has_audio: bool
+    audio_channels: int
+    audio_rate: int
+    audio_codec: str
+    audio_language: str  # ISO 639 tag of the first audio stream as stored, "und" if none
+    audio_start_time: float  # of the first audio stream, seconds on the container clock

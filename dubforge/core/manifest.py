@@ -137,7 +137,8 @@ class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
     subtitles: list[Literal["srt", "vtt"]] = Field(
-        default_factory=lambda: ["srt", "vtt"], description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
+        default_factory=lambda: ["srt", "vtt"],  # type: ignore[arg-type,return-value]
+        description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
     )
     stems: bool = True
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 
-from dubforge.core.contracts import Segment
+from dubforge.core.contracts import MediaInfo, Segment
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.languages import base_language, normalise_language
 from dubforge.core.manifest import (
@@ -25,8 +25,7 @@ from dubforge.core.manifest import (
 )
 from dubforge.core.registry import available
 from dubforge.core.scripts import read_script
-from dubforge.tasks.ingest import probe
-from dubforge.tasks.portrait import probe_portrait
+from dubforge.media.probe import probe, probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
@@ -47,7 +46,7 @@ class Plan:
     manifest: Manifest
     video: Path  # the source video, or the photo of a portrait
     portrait_audio: Path | None  # the speech of a portrait (source.image)
-    media: object  # tasks.ingest.MediaInfo
+    media: MediaInfo
     script: Path | None
     script_segments: list[Segment] | None
     music_effects: Path | None
@@ -95,7 +94,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
     media = None
     if video and (audio or not portrait):
         try:
-            media = probe_portrait(video, audio) if portrait else probe(video, key="source.video")
+            media = probe_portrait(video, audio) if portrait and audio else probe(video, key="source.video")
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None
@@ -184,8 +183,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             backend = resolve_voice_backend(voice, language)
             _check_backend(problems, file, "tts", backend, f"{vkey}.backend")
             local = manifest.root / voice.model if voice.model else None
-            if voice.model and (backend == "piper" or local.exists()):  # a file or folder beside the manifest
-                model = resolve(f"{vkey}.model", voice.model) if backend == "piper" else local.resolve()
+            if voice.model and (backend == "piper" or (local is not None and local.exists())):  # a file or folder beside the manifest
+                model = resolve(f"{vkey}.model", voice.model) if backend == "piper" or local is None else local.resolve()
                 if model:
                     models[speaker] = model
             if voice.clone and separation in ("provided", "none"):
@@ -194,7 +193,7 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
         plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 
-    if problems:
+    if problems or video is None or media is None:  # no problem listed means both were found
         raise InputError(problems)
     out = Path(out_dir) if out_dir else manifest.root / manifest.outputs.dir
     return Plan(

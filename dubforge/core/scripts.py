@@ -20,7 +20,7 @@ import webvtt
 
 from dubforge.core.contracts import Segment
 from dubforge.core.errors import InputError, Problem
-from dubforge.media.files import write_text_atomic
+from dubforge.core.files import write_text_atomic
 
 CSV_COLUMNS = ("speaker", "start_time", "end_time", "transcription", "translation")
 SCRIPT_SUFFIXES = (".srt", ".vtt", ".csv")

@@ -31,16 +31,16 @@ import yaml
 from av.video.reformatter import Colorspace
 from scipy.signal import butter, resample_poly, sosfilt
 
-from dubforge.core.languages import LanguageError, normalise_language
-from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
-from dubforge.media.audio import resample, write_wav
-from dubforge.media.files import (
+from dubforge.core.files import (
     atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
     write_text_atomic,
 )
+from dubforge.core.languages import LanguageError, normalise_language
+from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
+from dubforge.media.audio import resample, write_wav
 
 FPS = Fraction(30000, 1001)
 WIDTH, HEIGHT = 1280, 720
@@ -449,7 +449,9 @@ def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
     with av.open(str(loop)) as clip:
         stream = clip.streams.video[0]
         tb = stream.time_base
-        raw = [(bytes(p), p.pts, p.dts, p.is_keyframe) for p in clip.demux(stream) if p.size]
+        assert tb is not None  # an MP4 stream always has one
+        raw = [(bytes(p), int(p.pts), int(p.dts), p.is_keyframe) for p in clip.demux(stream)
+               if p.size and p.pts is not None and p.dts is not None]
     period = len(raw)
     if not raw[0][3] or any(pts != dts for _, pts, dts, _ in raw):
         raise RuntimeError(f"{loop}: the encoder did not give an IDR-first clip without reordering")
@@ -475,7 +477,7 @@ def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
             frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
             packets += sound.encode(frame)
         packets += sound.encode(None)
-        queue += [(float(p.dts * p.time_base), p) for p in packets]
+        queue += [(float((p.dts or 0) * (p.time_base or 0)), p) for p in packets]
         queue.sort(key=lambda item: item[0])
         for _, packet in queue:
             out.mux(packet)

@@ -16,16 +16,16 @@ import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.compose import mask_polygon
 from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.geometry import best_lag
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import MAX_FACES, load_arrays
 from dubforge.lipsync.video import frames
 from dubforge.lipsync.visemes import BILABIAL, SIL, reference_opening, segments
-from dubforge.media.files import atomic_path, fingerprint
-from dubforge.models.mouth_bank import best_lag
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
 MAX_LAG = 5

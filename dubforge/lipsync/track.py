@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from dubforge.lipsync import geometry as g
-from dubforge.lipsync.detect import FaceMesh
-from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.video import frame_time, frames, probe
-from dubforge.media.audio import read_wav
-from dubforge.media.files import (
+from dubforge.core.files import (
     atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
 )
+from dubforge.lipsync import geometry as g
+from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.records import FaceTrack
+from dubforge.lipsync.video import frame_time, frames, probe
+from dubforge.media.audio import read_wav
 
 TRACK_VERSION = 2  # 2: eyelid landmarks stored
 MAX_FACES = 3

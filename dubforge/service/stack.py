@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class StackConfig:
         return f"http://{host}:{self.port}/api"
 
 
-def check_exposure(host: str, env: dict[str, str] | None = None) -> None:
+def check_exposure(host: str, env: Mapping[str, str] | None = None) -> None:
     """Refuse to listen beyond loopback without Prefect's basic auth (PREFECT_SERVER_API_AUTH_STRING)."""
     env = os.environ if env is None else env
     if host not in LOOPBACK and not env.get("PREFECT_SERVER_API_AUTH_STRING"):

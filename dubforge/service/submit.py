@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
@@ -54,6 +55,7 @@ def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: st
     deployment = deployment or deployment_for(local_copy or local_path(manifest))
     run = run_deployment(deployment, parameters=parameters_for(manifest, languages, out_dir),
                          timeout=0, as_subflow=False, idempotency_key=idempotency_key)
+    assert isinstance(run, FlowRun)  # the sync API returns the flow run itself
     return str(run.id)
 
 
@@ -82,7 +84,7 @@ def status(flow_run_id: str) -> RunStatus:
         final = bool(state and state.is_final())
         completed = bool(state and state.is_completed())
         rows = _report_rows(client, run.id) if final else []
-        return RunStatus(id=str(run.id), name=run.name, state=state.name if state else "Unknown", final=final,
+        return RunStatus(id=str(run.id), name=run.name, state=(state.name or "Unknown") if state else "Unknown", final=final,
                          completed=completed, message=(state.message or "") if state else "", deployment=deployment,
                          url=ui_url_for(str(run.id)), languages={r["language"]: r["status"] for r in rows},
                          errors={r["language"]: r.get("detail", "") for r in rows if r["status"] != "completed"})

@@ -37,8 +37,7 @@ def vits_dir(tmp_path_factory) -> Path:
 
 
 def test_vits_synthesises_with_durations(tmp_path, vits_dir):
-    from dubforge.core import model_store
-    from dubforge.core import registry
+    from dubforge.core import model_store, registry
     from dubforge.media.audio import read_wav
 
     models = tmp_path / "models.yaml"
@@ -62,8 +61,8 @@ def test_vits_synthesises_with_durations(tmp_path, vits_dir):
 
 
 def test_reference_clips_per_speaker(tmp_path):
-    from dubforge.media.audio import read_wav, write_wav
     from dubforge.core.contracts import Segment
+    from dubforge.media.audio import read_wav, write_wav
     from dubforge.models.coqui_tts import reference_clips
 
     rate = 48_000

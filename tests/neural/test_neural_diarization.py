@@ -130,8 +130,7 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
     from pyannote.audio import Pipeline
     from pyannote.audio.telemetry.metrics import is_metrics_enabled
 
-    from dubforge.core import model_store
-    from dubforge.core import registry
+    from dubforge.core import model_store, registry
     from dubforge.media.audio import read_wav
     from dubforge.tasks.fit import _pick
     from dubforge.tasks.translate import translate_lines

@@ -42,8 +42,7 @@ def test_network_shapes(checkpoint):
 
 
 def test_renders_through_the_registry(tmp_path, checkpoint):
-    from dubforge.core import model_store
-    from dubforge.core import registry
+    from dubforge.core import model_store, registry
     from dubforge.lipsync.testmedia import carphone_frames, write_clip
     from dubforge.lipsync.video import frames, probe
     from dubforge.models.piper_tts import PiperSynthesizer

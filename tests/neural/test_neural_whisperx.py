@@ -12,8 +12,7 @@ pytest.importorskip("whisperx", reason=NEEDS)
 
 
 def test_transcribes_and_aligns_words(tmp_path, speech_clip, wav2vec2_dir, nltk_data):
-    from dubforge.core import model_store
-    from dubforge.core import registry
+    from dubforge.core import model_store, registry
     from dubforge.media.audio import read_wav
 
     wav, text = speech_clip

@@ -77,8 +77,8 @@ def models_file(tmp_path_factory, xtts_dir) -> Path:
 def dialogue(tmp_path_factory):
     """A 48 kHz stereo dialogue stem: anna and ben speak three lines each alone, then talk over each other.
     Returns (stem, segments, {speaker: [(start, end) of speech]}, (start, end) of the overlap)."""
-    from dubforge.media.audio import read_wav, write_wav
     from dubforge.core.contracts import Segment
+    from dubforge.media.audio import read_wav, write_wav
     from tests.media import speak_english
 
     folder = tmp_path_factory.mktemp("dialogue")
@@ -125,8 +125,8 @@ def references(tmp_path_factory, dialogue) -> dict[str, Path]:
 def test_models_check_loads_xtts(models_file, xtts_dir):
     from typer.testing import CliRunner
 
-    from dubforge.core import model_store
     from dubforge.cli import app
+    from dubforge.core import model_store
 
     (result,) = model_store.check(models_file)
     assert result.exists and result.sha_ok and result.loads, result.message
