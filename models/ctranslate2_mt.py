@@ -24,6 +24,7 @@ import langcodes
 
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
+from dubforge.models.base import Translator
 
 BEAM_SIZE = 4
 MAX_DECODING_LENGTH = 256
@@ -177,8 +178,9 @@ def _load(folder: ModelFolder) -> tuple[Any, Any, Any]:
         return _CACHE[key]
 
 
-class CTranslate2Translator:
+class CTranslate2Translator(Translator):
     name = "ctranslate2"
+    needs_weights = True
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):
         if not model:

@@ -31,6 +31,7 @@ from dubforge.core.errors import StageError
 from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import MIX_RATE
+from dubforge.models.base import Separator
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -87,8 +88,9 @@ def _fetch_published(name: str) -> Path:
     return folder
 
 
-class DemucsSeparator:
+class DemucsSeparator(Separator):
     name = "demucs"
+    needs_weights = True
 
     def __init__(self, model: str = "htdemucs", repo: Path | None = None, registry: Path | None = None,
                  dialogue: str = "vocals", window: float = 30.0, overlap: float = 1.0, shifts: int = 0,

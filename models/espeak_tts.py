@@ -25,6 +25,7 @@ from dubforge.core.contracts import Phoneme, Speech
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
+from dubforge.models.base import Synthesizer
 
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 900
@@ -205,7 +206,7 @@ def resolve_voice(language: str, voices: dict[str, str]) -> str:
     )
 
 
-class EspeakSynthesizer:
+class EspeakSynthesizer(Synthesizer):
     """Formant TTS in ~130 languages with exact phoneme event times."""
 
     name = "espeak"

@@ -21,6 +21,7 @@ import onnx
 from dubforge.core.contracts import Phoneme, Speech
 from dubforge.core.files import fingerprint, sha256_file
 from dubforge.media.audio import write_wav
+from dubforge.models.base import Synthesizer
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 600
@@ -64,7 +65,7 @@ def _assets() -> tuple[dict[str, int], dict[str, np.ndarray]]:
     return vocab, voices
 
 
-class KokoroSynthesizer:
+class KokoroSynthesizer(Synthesizer):
     """Japanese neural voice; `name` picks the voice (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo)."""
 
     name = "kokoro"

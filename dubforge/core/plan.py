@@ -23,7 +23,7 @@ from dubforge.core.manifest import (
     resolve_input,
     semantic_problems,
 )
-from dubforge.core.registry import available
+from dubforge.core.registry import available, load_class
 from dubforge.core.scripts import read_script
 from dubforge.media.probe import probe, probe_portrait
 
@@ -114,6 +114,11 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
     _check_backend(problems, file, "align", manifest.alignment, "alignment")
     if manifest.lipsync.enabled:
         _check_backend(problems, file, "lipsync", manifest.lipsync.backend, "lipsync.backend")
+        if portrait and manifest.lipsync.backend in available("lipsync"):
+            renderer = load_class("lipsync", manifest.lipsync.backend)
+            if not getattr(renderer, "supports_portrait", False):
+                problems.append(Problem(file, "lipsync.backend", f"{manifest.lipsync.backend!r} cannot animate a still "
+                                        "photo (source.image); use mouth-bank"))
 
     if music_effects:
         problem = _check_audio_file(music_effects, file, "source.music_effects")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 SHARED = "shared"
 
+ProgressCallback = Callable[[int, int], None]  # (done, total): how stage functions report progress
+
 
 @dataclass(frozen=True)
 class Event:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_synthesizer
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -37,13 +38,13 @@ def vits_dir(tmp_path_factory) -> Path:
 
 
 def test_vits_synthesises_with_durations(tmp_path, vits_dir):
-    from dubforge.core import model_store, registry
+    from dubforge.core import model_store
     from dubforge.media.audio import read_wav
 
     models = tmp_path / "models.yaml"
     entry = model_store.add(models, "tiny-vits", vits_dir)
     assert entry.backend == "coqui"
-    tts = registry.create("tts", "coqui", language="en", model="tiny-vits", registry=models)
+    tts = create_synthesizer("coqui", language="en", model="tiny-vits", registry=models)
     speech = tts.synthesize("Hello there, general Kenobi.", tmp_path / "a.wav")
     audio, rate = read_wav(speech.wav)
     assert rate == speech.sample_rate == 16000 and audio.shape[1] == 1
