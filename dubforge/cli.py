@@ -36,10 +36,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos i
 console = Console(stderr=True)
 out_console = Console()
 
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
 def _fail_input(error: InputError) -> None:
     console.print(f"[bold red]Invalid input[/] ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):")
     for problem in error.problems:
@@ -238,6 +234,9 @@ def status(
 
 
 def main() -> None:
+    # Offline machines: no telemetry from the Prefect servers this process starts (they inherit the environment).
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 

@@ -26,8 +26,6 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -56,6 +54,7 @@ from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.report import build_report, publish_report, stage_names, stage_seconds
+from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
 from dubforge.tasks.deliver import deliver_language, deliver_master
 from dubforge.tasks.ingest import ingest
@@ -214,7 +213,7 @@ def voice_task(
                          progress=_progress_reporter(language, "voice", f"{language}: lines synthesised and fitted"))
 
 
-@_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
+@_stage_task("lipsync", "lipsync-{language}", tags=[GPU_TAG])
 def lipsync_task(language: str, video: Path, face: FaceTrack, dub: DubTrack, transcript: Transcript,
                  options: Lipsync, portrait: bool, models_file: Path | None, work_root: Path) -> RenderedPicture:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
@@ -395,7 +394,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
         face = None
         if m.lipsync.enabled:
-            _ensure_concurrency_limit("gpu", m.lipsync.slots)
+            ensure_tag_limit(GPU_TAG, m.lipsync.slots, replace=False)  # an admin's limit wins
             face = shared("track-face", track_face_task, video=video, media=media, work_root=work_root)
             logger.info("face track: %s", face.reason)
 
@@ -464,17 +463,6 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         write_json_atomic(out / "report.json", report)
         publish_report(report)
     return report
-
-
-def _ensure_concurrency_limit(tag: str, slots: int) -> None:
-    """Create the tag limit if missing: Prefect ignores a limit that does not exist. An existing one (set by an
-    admin for the team's service) wins over the manifest's value."""
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_concurrency_limit_by_tag(tag)
-        except ObjectNotFound:
-            client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:

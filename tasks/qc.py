@@ -8,9 +8,9 @@ from pathlib import Path
 import av
 import numpy as np
 import srt
-from scipy.signal import resample_poly
 
 from dubforge.core.errors import StageError
+from dubforge.media import loudness
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -57,18 +57,6 @@ def _track(i: int, stream) -> TrackInfo:
         channels=int(ctx.channels) if is_audio else 0,
         sample_rate=int(ctx.sample_rate) if is_audio else 0,
     )
-
-
-def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
-    """(integrated loudness in LUFS per BS.1770 via pyloudnorm, true peak in dBTP with 4x oversampling)."""
-    import pyloudnorm
-
-    if data.shape[0] < int(0.4 * rate):  # shorter than one gating block
-        lufs = float("-inf")
-    else:
-        lufs = float(pyloudnorm.Meter(rate).integrated_loudness(data))
-    peak = float(np.max(np.abs(resample_poly(data, _OVERSAMPLE, 1, axis=0)))) if data.size else 0.0
-    return lufs, (float(20 * np.log10(peak)) if peak > 0 else float("-inf"))
 
 
 class _Span:
@@ -135,7 +123,7 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
     used = [span for span in spans.values() if span.packets]
     lufs = peak = float("-inf")
     if chunks:
-        lufs, peak = loudness(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
+        lufs, peak = loudness.measure(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
     v = spans[video_index]
     return Delivery(
         path=path,

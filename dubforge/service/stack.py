@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
+from dubforge.service.local_server import healthy
 from dubforge.service.postgres import Postgres
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -79,13 +79,6 @@ def base_env(config: StackConfig, database_url: str | None) -> dict[str, str]:
     else:
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     return env
-
-
-def healthy(api_url: str, timeout: float = 1.0) -> bool:
-    try:
-        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _prefect() -> str:
