@@ -21,10 +21,13 @@ class FaceTrack(Record):
     frames_with_face: int = Field(description="frames whose chosen face is usable for rendering")
     face_id: int | None = Field(description="id of the chosen face; None when no usable face was found")
     reason: str = Field(description="why this face was chosen (or why none was)")
-    faces_seen: int = 0
+    faces_seen: int = Field(0, description="distinct people (identities after re-linking across cuts and exits)")
     audio_correlation: float | None = Field(
-        default=None, description="correlation of the chosen face's mouth opening with the source speech envelope"
+        default=None, description="correlation of the chosen faces' mouth opening with the source speech envelope"
     )
+    shots: int = Field(1, description="shots found (hard cuts + 1)")
+    rotation: int = Field(0, description="display rotation of the source in degrees counter-clockwise")
+    speakers: list[int] = Field(default_factory=list, description="identities rendered (the speaking face per shot)")
 
 
 def finish_render(video: Path, out_video: Path, expected: int, decoded: int, rendered: int, warnings: list[str],

@@ -48,6 +48,36 @@ def frames(path: Path) -> Iterator:
         yield from container.decode(stream)
 
 
+def rotation(frame) -> int:
+    """The display rotation of a decoded frame in degrees counter-clockwise (0, 90, 180 or 270): how far
+    a player turns the stored pixels to show them (the display matrix; ffprobe's side_data rotation)."""
+    try:
+        angle = float(frame.rotation or 0)
+    except (AttributeError, ValueError):  # pragma: no cover - older PyAV
+        return 0
+    return int(round(angle / 90.0)) % 4 * 90
+
+
+def upright(image: np.ndarray, turn: int) -> np.ndarray:
+    """Stored pixels -> as displayed (turned `turn` degrees counter-clockwise)."""
+    return np.ascontiguousarray(np.rot90(image, k=turn // 90)) if turn else image
+
+
+def upright_to_stored(points: np.ndarray, turn: int, width: int, height: int) -> np.ndarray:
+    """Pixel coordinates (x, y) in the upright image -> the same places in the stored frame (width x height)."""
+    x, y = points[..., 0], points[..., 1]
+    k = turn // 90 % 4
+    if k == 0:
+        return points
+    if k == 1:  # upright = stored turned 90 ccw: upright (x, y) is stored (width - y, x)
+        out = np.stack([width - y, x], axis=-1)
+    elif k == 2:
+        out = np.stack([width - x, height - y], axis=-1)
+    else:
+        out = np.stack([y, height - x], axis=-1)
+    return out.astype(points.dtype)
+
+
 def yuv_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(buffer, Y, U, V) of a frame as yuv420p; the planes are writable views into the buffer."""
     if frame.format.name != "yuv420p":
