@@ -64,7 +64,7 @@ from dubforge.models.coqui_tts import reference_clips
 from dubforge.tasks.deliver import deliver_language, deliver_master
 from dubforge.tasks.fit import fit_track, speaker_voices
 from dubforge.tasks.ingest import ingest
-from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
+from dubforge.tasks.lipsync import coverage_verdict, render_lipsync, score_lipsync, track_face
 from dubforge.tasks.mix import mix
 from dubforge.tasks.portrait import still_video
 from dubforge.tasks.separate import separate
@@ -266,7 +266,9 @@ def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcrip
                                 portrait=portrait,  # a still photo: warp-based mouth, blinks, head motion
                                 audio=dub.wav, options=_with_models_file("lipsync", options.backend, {}, models_file))
         scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
-        return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
+        verdict = coverage_verdict(scorecard, options.min_coverage, options.strict)  # strict: raises
+        return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard,
+                "verdict": verdict.model_dump(mode="json")}
 
 
 @_stage_task("mix", "mix-{language}")
@@ -548,7 +550,8 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
 
 def _report_artifact(report: dict[str, Any]) -> None:
     rows = [
-        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
+        {"language": lang, "status": r["status"] + (" (lip-sync degraded)" if r.get("lipsync") == "degraded" else ""),
+         "detail": r.get("error") or r.get("mp4", "")}
         for lang, r in report["languages"].items()
     ]
     create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")

@@ -158,7 +158,8 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
             f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
             f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
             "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
-        ]),
+        ] + ([f"- lip-sync: {qc['lipsync']['status']}, coverage {qc['lipsync']['coverage']}"
+              f" (min {qc['lipsync']['min_coverage']})"] if "lipsync" in qc else [])),
     )
     if "lipsync" in qc:
         card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -198,8 +199,10 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
     if picture:
         result = picture["result"]
-        qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
-                         "warnings": list(result["warnings"])}
+        verdict = picture.get("verdict") or {}
+        qc["lipsync"] = {**picture["scorecard"], "status": verdict.get("status"), "min_coverage": verdict.get("min_coverage"),
+                         "backend": result["backend"], "visemes": result["visemes"],
+                         "warnings": list(result["warnings"]) + ([verdict["message"]] if verdict.get("message") else [])}
         qc["backends"]["lipsync"] = result["backend"]
     write_json_atomic(folder / "qc.json", qc)
     _publish_qc(language, qc)
@@ -222,6 +225,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         "true_peak_dbtp": qc["loudness"]["true_peak_dbtp"],
         "lines": qc["summary"]["lines"],
         "max_speed": qc["summary"]["max_speed"],
+        **({"lipsync": qc["lipsync"]["status"], "lipsync_coverage": qc["lipsync"]["coverage"]} if picture else {}),
         **{k: str(v) for k, v in outputs.items()},
     }
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from dubforge.core import registry
 from dubforge.core.contracts import Phoneme
-from dubforge.lipsync.records import FaceTrack, LipsyncResult
+from dubforge.core.errors import StageError
+from dubforge.lipsync.records import FaceTrack, LipsyncResult, LipsyncVerdict
 from dubforge.lipsync.score import score
 from dubforge.lipsync.track import track_face as run
 
@@ -66,3 +67,20 @@ def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: 
     """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
 
     return score(Path(rendered), Path(source), track, dub_phonemes)
+
+
+def coverage_verdict(scorecard: dict, min_coverage: float = 0.9, strict: bool = False) -> LipsyncVerdict:
+    """"degraded" when the scorecard's coverage is below `min_coverage` (the language is delivered with a
+    warning); with `strict` a degraded language fails (StageError)."""
+
+    coverage = scorecard.get("coverage")
+    if coverage is None:
+        return LipsyncVerdict(status="unscored", coverage=None, min_coverage=min_coverage,
+                              message="lip-sync not scored: the dub never speaks over a detectable face")
+    if coverage >= min_coverage:
+        return LipsyncVerdict(status="ok", coverage=coverage, min_coverage=min_coverage)
+    message = (f"lip-sync degraded: {coverage:.0%} of the {scorecard.get('frames_scored')} frames where the dub "
+               f"speaks over a face were re-rendered (lipsync.min_coverage {min_coverage:.0%})")
+    if strict:
+        raise StageError(message + "; lipsync.strict is on")
+    return LipsyncVerdict(status="degraded", coverage=coverage, min_coverage=min_coverage, message=message)

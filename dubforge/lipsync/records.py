@@ -42,6 +42,15 @@ def finish_render(video: Path, out_video: Path, expected: int, decoded: int, ren
                          warnings=tuple(warnings), **fields)
 
 
+class LipsyncVerdict(Record):
+    """Whether a language's lip-sync covers enough of the speech (from the scorecard's `coverage`)."""
+
+    status: str = Field(description="ok | degraded (coverage below min_coverage) | unscored (no speech over a face)")
+    coverage: float | None
+    min_coverage: float
+    message: str = ""
+
+
 class LipsyncResult(Record):
     out_video: Path
     frames_rendered: int
