@@ -95,10 +95,11 @@ def side_by_side(left: list[np.ndarray], right: list[np.ndarray]) -> list[np.nda
 
 
 def write_video(path: Path, frames_rgb, rate: Fraction = Fraction(25), times: list[float] | None = None,
-                rotation: int = 0, crf: int = 12, **codec) -> Path:
+                rotation: int = 0, crf: int = 12, options: dict | None = None, **codec) -> Path:
     """H.264 mp4 of RGB frames: constant `rate`, or the given presentation `times` (seconds; variable frame
     rate); `rotation` stores the pixels turned clockwise by that much and sets a display matrix that turns
-    them back, like a phone. `codec`: codec-context attributes (color_primaries, sample_aspect_ratio...)."""
+    them back, like a phone. `codec`: codec-context attributes (color_primaries, sample_aspect_ratio...);
+    `options`: extra encoder options (x264-params for interlaced coding)."""
     frames_rgb = list(frames_rgb)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=rate)
@@ -106,7 +107,7 @@ def write_video(path: Path, frames_rgb, rate: Fraction = Fraction(25), times: li
         if rotation in (90, 270):
             h, w = w, h
         stream.height, stream.width, stream.pix_fmt = h, w, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        stream.options = {"crf": str(crf), "preset": "ultrafast", **(options or {})}
         if times is not None:
             stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
         for key, value in codec.items():
