@@ -95,6 +95,10 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
+    for lang, r in report["languages"].items():
+        if r.get("lipsync") == "degraded":
+            console.print(f"[yellow]! {lang}[/]: lip-sync degraded (coverage {r.get('lipsync_coverage', 0):.0%}); "
+                          "see its qc.json", highlight=False)
     if failed:
         for lang, r in failed.items():
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)

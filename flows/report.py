@@ -74,7 +74,8 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
 
 def publish_report(report: dict[str, Any]) -> None:
     rows = [
-        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
+        {"language": lang, "status": r["status"] + (" (lip-sync degraded)" if r.get("lipsync") == "degraded" else ""),
+         "detail": r.get("error") or r.get("mp4", "")}
         for lang, r in report["languages"].items()
     ]
     create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")

@@ -15,7 +15,7 @@ from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical, load_or_build
 from dubforge.lipsync.portrait import render_portrait
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import load_arrays, runs
+from dubforge.lipsync.track import load_arrays, runs, spans
 from dubforge.lipsync.video import (
     EncodeThread,
     H264Writer,
@@ -89,29 +89,47 @@ class MouthBankRenderer(LipsyncRenderer):
             bank = load_or_build(Path(video), track)
             canon = canonical(arrays)
             desc = g.descriptor(canon)
-            rng = Range.from_descriptors(desc[valid])
-            sync = source_sync(source_phonemes, times, desc[:, 0], valid)
-            if sync is not None and sync >= SYNC_MIN:
-                shapes, visemes = learned_shapes(rng, source_phonemes, times, desc, valid), "speaker"
-            else:
-                shapes = generic_shapes(rng)
-                if source_phonemes:
-                    warnings.append(
-                        "source speech does not move with the footage's mouth "
-                        + (f"(r={sync:.2f})" if sync is not None else "(too few phonemes)")
-                        + "; using generic viseme shapes scaled to the speaker's range")
-            targets, closed = trajectory(dub_phonemes, times, shapes)
+            segment, identity = arrays["segment"], arrays["identity"]
+            shot = arrays.get("shot", np.zeros(n, np.int64))
+            targets = np.zeros((n, 3))
+            closed = np.zeros(n, bool)
             path = np.full(n, -1, np.int64)
             fade = np.zeros(n)
-            for a, b in runs(valid):
-                path[a:b] = select(bank.desc, targets[a:b], closed[a:b], rng, bank.consecutive)
-                ramp = np.ones(b - a)
-                k = min(FADE_FRAMES, (b - a) // 2)
-                if a > 0 and k:
-                    ramp[:k] = np.arange(1, k + 1) / (k + 1)
-                if b < n and k:
-                    ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
-                fade[a:b] = ramp
+            unit_seg = segment[bank.frames]
+            for person in np.unique(identity[valid]):
+                # Each person speaks with their own mouth: their range, their visemes, their bank units.
+                mine = valid & (identity == person)
+                rng = Range.from_descriptors(desc[mine])
+                person_sync = source_sync(source_phonemes, times, desc[:, 0], mine)
+                if person_sync is not None and (sync is None or person_sync > sync):
+                    sync = person_sync
+                if person_sync is not None and person_sync >= SYNC_MIN:
+                    shapes, visemes = learned_shapes(rng, source_phonemes, times, desc, mine), "speaker"
+                else:
+                    shapes = generic_shapes(rng)
+                t, cl = trajectory(dub_phonemes, times, shapes)
+                targets[mine], closed[mine] = t[mine], cl[mine]
+                units = np.flatnonzero(identity[bank.frames] == person)
+                if not len(units):
+                    valid[mine] = False
+                    continue
+                consecutive = np.zeros(len(units), bool)
+                consecutive[1:] = (np.diff(bank.frames[units]) == 1) & (np.diff(unit_seg[units]) == 0)
+                for a, b in spans(np.where(mine, segment, -1)):
+                    path[a:b] = units[select(bank.desc[units], targets[a:b], closed[a:b], rng, consecutive)]
+                    ramp = np.ones(b - a)
+                    k = min(FADE_FRAMES, (b - a) // 2)
+                    # Fade only where a face appears or leaves within a shot; at a cut the picture changes anyway.
+                    if a > 0 and k and shot[a] == shot[a - 1]:
+                        ramp[:k] = np.arange(1, k + 1) / (k + 1)
+                    if b < n and k and shot[b] == shot[b - 1]:
+                        ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
+                    fade[a:b] = ramp
+            if visemes == "generic" and source_phonemes:
+                warnings.append(
+                    "source speech does not move with the footage's mouth "
+                    + (f"(r={sync:.2f})" if sync is not None else "(too few phonemes)")
+                    + "; using generic viseme shapes scaled to the speaker's range")
             # The new mouth's texture is matched to the source's before encoding, plus what the re-encode
             # will remove from it (but not from the source it is compared with): measured, not guessed.
             margin = 1.0 / calibrate(Path(video), arrays, preset, crf)
@@ -126,6 +144,9 @@ class MouthBankRenderer(LipsyncRenderer):
                         slot = pipe.acquire()
                         copy_into(frame, slot[1])
                         if plan is not None and i < n and valid[i]:
+                            if state.get("segment") != arrays["segment"][i]:
+                                state.clear()  # a new shot or person: no colour/texture memory carried over
+                                state["segment"] = arrays["segment"][i]
                             self._render_frame(slot[1], i, arrays, plan, state)
                             rendered += 1
                         else:
@@ -150,7 +171,7 @@ class MouthBankRenderer(LipsyncRenderer):
         if box is None:
             return
         units = [int(path[i])]
-        prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 else -1
+        prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 and arrays["segment"][i - 1] == arrays["segment"][i] else -1
         if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1) and not closed[i]:
             # A jump: show half of where the previous unit was going for one frame.
             units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)

@@ -26,6 +26,7 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+from dubforge.lipsync.records import RenderedPicture
 from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
@@ -158,7 +159,8 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
             f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
             f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
             "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
-        ]),
+        ] + ([f"- lip-sync: {qc['lipsync']['status']}, coverage {qc['lipsync']['coverage']}"
+              f" (min {qc['lipsync']['min_coverage']})"] if "lipsync" in qc else [])),
     )
     if "lipsync" in qc:
         card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -168,7 +170,7 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
 
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
-                     picture: dict[str, Any] | None = None) -> dict[str, Any]:
+                     picture: RenderedPicture | None = None) -> dict[str, Any]:
     """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
 
     project = info["project"]
@@ -191,16 +193,17 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
 
     mp4 = folder / f"{stem}.mp4"
     provenance_path = folder / f"{stem}.mp4.provenance.json"  # write_provenance's naming
-    video = Path(picture["video"]) if picture else media.video
+    video = picture.video if picture else media.video
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
     delivered = measure_delivery(mp4)
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
     if picture:
-        result = picture["result"]
-        qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
-                         "warnings": list(result["warnings"])}
-        qc["backends"]["lipsync"] = result["backend"]
+        result, verdict = picture.result, picture.verdict
+        qc["lipsync"] = {**picture.scorecard, "status": verdict.status, "min_coverage": verdict.min_coverage,
+                         "backend": result.backend, "visemes": result.visemes,
+                         "warnings": list(result.warnings) + ([verdict.message] if verdict.message else [])}
+        qc["backends"]["lipsync"] = result.backend
     write_json_atomic(folder / "qc.json", qc)
     _publish_qc(language, qc)
     actions = [
@@ -210,7 +213,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         {"action": f"mixed ({mix.mode}, {info['loudness']})", "by": stems.backend},
     ]
     if picture:
-        actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture["result"]["backend"]})
+        actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture.result.backend})
     write_provenance(mp4, _provenance(Path(info["video"]), info, actions))
     return {
         "mp4": str(mp4),
@@ -222,6 +225,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         "true_peak_dbtp": qc["loudness"]["true_peak_dbtp"],
         "lines": qc["summary"]["lines"],
         "max_speed": qc["summary"]["max_speed"],
+        **({"lipsync": qc["lipsync"]["status"], "lipsync_coverage": qc["lipsync"]["coverage"]} if picture else {}),
         **{k: str(v) for k, v in outputs.items()},
     }
 

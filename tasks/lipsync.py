@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from dubforge.core.contracts import DubTrack, Phoneme, Transcript
+from dubforge.core.errors import StageError
 from dubforge.core.manifest import Lipsync
 from dubforge.core.progress import ProgressCallback
-from dubforge.lipsync.records import FaceTrack, LipsyncResult, RenderedPicture
+from dubforge.lipsync.records import FaceTrack, LipsyncResult, LipsyncVerdict, RenderedPicture
 from dubforge.lipsync.score import score
 from dubforge.lipsync.track import track_face as run
 from dubforge.models.base import create_renderer
@@ -57,10 +58,28 @@ def lipsync_language(video: Path, track: FaceTrack, dub: DubTrack, transcript: T
                             preset=options.preset, crf=options.crf, progress=progress, backend=options.backend,
                             portrait=portrait, models_file=models_file)
     scorecard = score_lipsync(result.out_video, video, track, dub.phonemes)
-    return RenderedPicture(video=result.out_video, result=result, scorecard=scorecard)
+    verdict = coverage_verdict(scorecard, options.min_coverage, options.strict)  # strict: raises
+    return RenderedPicture(video=result.out_video, result=result, scorecard=scorecard, verdict=verdict)
 
 
 def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
     """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
 
     return score(Path(rendered), Path(source), track, dub_phonemes)
+
+
+def coverage_verdict(scorecard: dict, min_coverage: float = 0.9, strict: bool = False) -> LipsyncVerdict:
+    """"degraded" when the scorecard's coverage is below `min_coverage` (the language is delivered with a
+    warning); with `strict` a degraded language fails (StageError)."""
+
+    coverage = scorecard.get("coverage")
+    if coverage is None:
+        return LipsyncVerdict(status="unscored", coverage=None, min_coverage=min_coverage,
+                              message="lip-sync not scored: the dub never speaks over a detectable face")
+    if coverage >= min_coverage:
+        return LipsyncVerdict(status="ok", coverage=coverage, min_coverage=min_coverage)
+    message = (f"lip-sync degraded: {coverage:.0%} of the {scorecard.get('frames_scored')} frames where the dub "
+               f"speaks over a face were re-rendered (lipsync.min_coverage {min_coverage:.0%})")
+    if strict:
+        raise StageError(message + "; lipsync.strict is on")
+    return LipsyncVerdict(status="degraded", coverage=coverage, min_coverage=min_coverage, message=message)

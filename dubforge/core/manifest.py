@@ -125,6 +125,11 @@ class Lipsync(Strict):
     preset: str = Field("veryfast", description="x264 preset of the rendered picture")
     crf: int = Field(18, ge=0, le=51, description="x264 quality of the rendered picture (lower is better)")
     slots: int = Field(1, ge=1, description="renders at once (Prefect 'gpu' tag limit: 1 per GPU; CPU slots)")
+    min_coverage: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="share of the frames where the dub speaks over a detectable face that must be re-rendered; "
+                    "below it the language is 'lip-sync degraded'")
+    strict: bool = Field(False, description="a lip-sync-degraded language fails instead of being delivered with a warning")
 
 
 class MixOptions(Strict):

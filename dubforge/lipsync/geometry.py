@@ -97,7 +97,7 @@ def poses(points: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def yaw_ratio(points: np.ndarray) -> float:
     """Nose-to-cheek distance ratio left/right; 1 for a frontal face."""
     nose, left, right = points[_POS[1]], points[_POS[234]], points[_POS[454]]
-    return float(np.linalg.norm(nose - left) / max(np.linalg.norm(right - nose), 1e-6))
+    return float(np.linalg.norm(nose - left)) / max(float(np.linalg.norm(right - nose)), 1e-6)
 
 
 def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
