@@ -45,9 +45,10 @@ class Segment(Record):
 
 
 class Transcript(Record):
-    language: str
+    language: str = Field(description="BCP-47 code of the speech (detected when the manifest says 'auto')")
     segments: tuple[Segment, ...]
     backend: str = Field(description="which backend produced (or parsed) it")
+    language_probability: float | None = Field(None, description="when detected: the language model's probability")
 
 
 class SourceMedia(Record):
