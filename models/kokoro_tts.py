@@ -54,7 +54,7 @@ _TIES = sorted({
     "a^ɪ": "I", "a^ʊ": "W", "d^z": "ʣ", "d^ʒ": "ʤ", "e^ɪ": "A", "o^ʊ": "O", "ə^ʊ": "Q", "s^s": "S",
     "t^s": "ʦ", "t^ʃ": "ʧ", "ɔ^ɪ": "Y",
 }.items(), key=lambda kv: -len(kv[0]))
-_NEAREST = {"ʏ": "y", "r": "ɾ", "ɫ": "l", "ɬ": "l", "ɑ̃": "ɑ̃", "ɐ̃": "ɐ̃"}
+_NEAREST = {"ʏ": "y", "ɵ": "ø", "ʉ": "u", "ʑ": "ʒ", "ɫ": "l", "ɬ": "l", "-": ""}
 # and back to plain IPA for the reported phonemes (lip-sync reads IPA)
 _SPELLED = {"I": "aɪ", "W": "aʊ", "A": "eɪ", "O": "oʊ", "Q": "əʊ", "Y": "ɔɪ", "S": "s", "ʧ": "tʃ", "ʤ": "dʒ",
             "ʦ": "ts", "ʣ": "dz"}
@@ -150,6 +150,12 @@ class KokoroSynthesizer:
         style(self.voice)  # validates the name
         self.language = language
         self.base_rate = float(rate)
+
+    @staticmethod
+    def voice_names(language: str) -> tuple[str, ...]:
+        """The voices for `language`, best first: the speakers of a dub get them in turn."""
+        key = kokoro_language(language)
+        return VOICES[key] if key else ()
 
     def fingerprint(self) -> str:
         try:

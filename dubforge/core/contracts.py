@@ -136,3 +136,37 @@ class Mix(Record):
     preset: str
     integrated_lufs: float
     true_peak_dbtp: float
+
+
+class LineCheck(Record):
+    """One dubbed line heard back: what an independent ASR understood where the line plays."""
+
+    index: int
+    start: float
+    end: float
+    text: str = Field(description="the line as it should be spoken (the translation)")
+    heard: str = Field(description="what Whisper heard in [start, end] of the delivered audio")
+    wer: float
+    cer: float
+    flagged: bool = Field(description="cer above qc.max_cer")
+
+
+class BackTranscription(Record):
+    """Back-transcription QC of one delivered language (Whisper in that language, scored line by line)."""
+
+    language: str
+    backend: str
+    max_cer: float
+    lines: tuple[LineCheck, ...]
+
+    @property
+    def median_cer(self) -> float | None:
+        values = sorted(line.cer for line in self.lines)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    @property
+    def flagged(self) -> tuple[int, ...]:
+        return tuple(line.index for line in self.lines if line.flagged)
