@@ -351,6 +351,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,
         "loudness": m.mix.loudness,
+        "qc": m.qc.model_dump(),
     }  # not the manifest itself: adding a language must not invalidate the other languages' deliveries
 
 
@@ -434,6 +435,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                             options=_with_models_file("asr", m.asr.backend, m.asr.options, models_file))
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
+        info["source_language"] = transcript.language  # detected when the manifest says 'auto'
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
         checkpoint()
 
@@ -447,7 +449,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         for lp in plan.languages:
             lang = lp.language
             tr = staged(translate_task).submit(
-                language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
+                language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
                 machine=lp.machine, video_duration=media.duration)
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
@@ -534,7 +536,8 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
     return {
         "project": plan.manifest.project,
         "manifest": str(plan.manifest.path),
-        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": plan.manifest.source.language,
+        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": transcript.language,
+                   "language_probability": transcript.language_probability,
                    "segments": len(transcript.segments), "transcript_backend": transcript.backend},
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,

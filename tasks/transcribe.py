@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dubforge.core.contracts import Transcript
+from dubforge.core.languages import base_language
 from dubforge.core.registry import create
 
 
@@ -15,9 +16,18 @@ def transcribe(speech_wav: Path, language: str, backend: str = "faster-whisper",
     return create("asr", backend, **(options or {})).transcribe(Path(speech_wav), language)
 
 
-def align(speech_wav: Path, transcript: Transcript, backend: str = "pocketsphinx",
+def alignment_backend(backend: str, language: str) -> str:
+    """'auto': pocketsphinx for English (acoustic alignment), espeak-words (Whisper words + espeak phonemes)
+    for every other language."""
+    if backend != "auto":
+        return backend
+    return "pocketsphinx" if base_language(language) == "en" else "espeak-words"
+
+
+def align(speech_wav: Path, transcript: Transcript, backend: str = "auto",
           options: dict[str, Any] | None = None) -> Transcript:
     """Fill every segment's words with aligned times and phonemes; segment times and text stay as they are."""
+    backend = alignment_backend(backend, transcript.language)
     aligner = create("align", backend, **(options or {}))
     segments = aligner.align(Path(speech_wav), transcript.segments, transcript.language)
     return transcript.model_copy(update={"segments": tuple(segments), "backend": f"{transcript.backend}+{backend}"})

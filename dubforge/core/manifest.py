@@ -178,7 +178,10 @@ class Manifest(Strict):
         default_factory=lambda: BackendChoice(backend="faster-whisper"),
         description="ASR backend, used when source.script is absent: a name, or {backend: NAME, option: value...}",
     )
-    alignment: str = Field("pocketsphinx", description="forced-alignment backend")
+    alignment: str = Field(
+        "auto", description="forced-alignment backend: auto (pocketsphinx for English, espeak-words otherwise) | "
+        "pocketsphinx | espeak-words"
+    )
     separation: BackendChoice = Field(
         default_factory=lambda: BackendChoice(backend="auto"),
         description="auto | provided | none | a separation backend (demucs), optionally {backend: NAME, option: value}",

@@ -136,7 +136,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         )
     if not script:
         _check_backend(problems, file, "asr", manifest.asr.backend, "asr")
-    _check_backend(problems, file, "align", manifest.alignment, "alignment")
+    if manifest.alignment != "auto":
+        _check_backend(problems, file, "align", manifest.alignment, "alignment")
     if manifest.lipsync.enabled:
         _check_backend(problems, file, "lipsync", manifest.lipsync.backend, "lipsync.backend")
 
