@@ -306,6 +306,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,
         "loudness": m.mix.loudness,
+        "qc": m.qc.model_dump(),
     }  # not the manifest itself: adding a language must not invalidate the other languages' deliveries
 
 
@@ -389,6 +390,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                             models_file=None if plan.script else _weights("asr", m.asr.backend, models_file))
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
+        info["source_language"] = transcript.language  # detected when the manifest says 'auto'
         logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
         checkpoint()
 
@@ -402,7 +404,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         for lp in plan.languages:
             lang = lp.language
             tr = staged(translate_task).submit(
-                language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
+                language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
                 machine=lp.machine, video_duration=media.duration)
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,

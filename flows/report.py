@@ -60,7 +60,8 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
     return {
         "project": plan.manifest.project,
         "manifest": str(plan.manifest.path),
-        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": plan.manifest.source.language,
+        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": transcript.language,
+                   "language_probability": transcript.language_probability,
                    "segments": len(transcript.segments), "transcript_backend": transcript.backend},
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,

@@ -11,6 +11,7 @@ import _ctypes
 import atexit
 import contextlib
 import ctypes
+import re
 import shutil
 import tempfile
 import threading
@@ -40,6 +41,8 @@ _EVENT_PHONEME = 7
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _PARAM_RATE = 1
+_IPA_MODE = 0x02  # espeak_TextToPhonemes: IPA symbols
+_TIE_IN_NAMES = 0x80  # ... with bits 8-23 as the tie inside multi-letter phonemes
 
 
 class _EventId(ctypes.Union):
@@ -118,6 +121,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_Terminate.restype = ctypes.c_int
     lib.espeak_Info.argtypes = [ctypes.c_void_p]
     lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
 
 
 @contextlib.contextmanager
@@ -248,6 +253,30 @@ class EspeakSynthesizer(Synthesizer):
         duration = len(audio) / self.sample_rate
         return Speech(wav=Path(out_wav), sample_rate=self.sample_rate, duration=duration,
                       phonemes=_phonemes(events, duration))
+
+
+def text_to_ipa(texts: list[str], language: str, tie: str = "^") -> list[str]:
+    """espeak-ng's IPA (with stress marks) for each text, in one load of the library.
+
+    Multi-letter phonemes are joined by `tie` ('t^ʃ'); espeak splits a text into clauses at punctuation and
+    drops it: the clauses of one text come back joined by spaces. Language-switch flags such as '(en)' are
+    removed (the words stay, read by the other language's rules)."""
+    voice = resolve_voice(language, _voices())
+    mode = _IPA_MODE | _TIE_IN_NAMES | (ord(tie) << 8)
+    out = []
+    with _LOCK, _fresh_engine([], []) as lib:
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak-ng could not select voice {voice!r}")
+        for text in texts:
+            buffer = ctypes.c_char_p(_prepare_text(text, language).encode("utf-8") + b"\0")
+            pointer = ctypes.pointer(buffer)
+            clauses = []
+            while pointer.contents.value:
+                result = lib.espeak_TextToPhonemes(pointer, _CHARS_UTF8, mode)
+                if result:
+                    clauses.append(result.decode("utf-8", "replace"))
+            out.append(re.sub(r"\([^)]*\)", "", " ".join(c.strip() for c in clauses if c.strip())))
+    return out
 
 
 def _kana_reader(language: str) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dubforge.core.contracts import (
+    BackTranscription,
     DubTrack,
     Mix,
     Segment,
@@ -32,10 +33,11 @@ from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask
 from dubforge.tasks.mux import mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import measure_delivery
+from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
+DEFAULT_MAX_CER = 0.25  # manifest qc.max_cer
 
 
 def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str, str]:
@@ -145,6 +147,38 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     }
 
 
+def _add_back_transcription(qc: dict[str, Any], checks: BackTranscription) -> None:
+    """Per line: heard text, WER, CER, flag (merged into qc["segments"]); the summary beside."""
+    by_index = {c.index: c for c in checks.lines}
+    for row in qc["segments"]:
+        check = by_index.get(row["index"])
+        if check is not None:
+            row.update(heard=check.heard, wer=check.wer, cer=check.cer, flagged=check.flagged)
+    median = checks.median_cer
+    qc["back_transcription"] = {
+        "backend": checks.backend,
+        "language": checks.language,
+        "max_cer": checks.max_cer,
+        "median_cer": round(median, 4) if median is not None else None,
+        "flagged": [{"index": c.index, "start": c.start, "end": c.end, "text": c.text, "heard": c.heard, "cer": c.cer}
+                    for c in checks.lines if c.flagged],
+        "note": "a flag can be a voice that mispronounces, a dub buried under music, or a bad translation",
+    }
+
+
+def _review_columns(translation: Translation, checks: BackTranscription | None) -> dict[str, list[str]]:
+    """Review CSV columns: what Whisper heard back and its CER per line (empty when not checked)."""
+    if checks is None:
+        return {}
+    by_index = {c.index: c for c in checks.lines}
+    found = [by_index.get(line.index) for line in translation.lines]
+    return {
+        "heard_back": [c.heard if c else "" for c in found],
+        "cer": [f"{c.cer:.3f}" if c else "" for c in found],
+        "flagged": [("yes" if c.flagged else "no") if c else "" for c in found],
+    }
+
+
 def _publish_qc(language: str, qc: dict[str, Any]) -> None:
 
     key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
@@ -158,6 +192,10 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
             f" — {'pass' if loud['pass'] else 'FAIL'}",
             f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
             f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
+            *([f"- heard back ({qc['back_transcription']['backend']}): median CER "
+               f"{qc['back_transcription']['median_cer']}, flagged lines (CER > {qc['back_transcription']['max_cer']}): "
+               + (", ".join(str(f["index"] + 1) for f in qc["back_transcription"]["flagged"]) or "none")]
+              if "back_transcription" in qc else []),
             "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
         ] + ([f"- lip-sync: {qc['lipsync']['status']}, coverage {qc['lipsync']['coverage']}"
               f" (min {qc['lipsync']['min_coverage']})"] if "lipsync" in qc else [])),
@@ -182,9 +220,6 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     outputs = {"srt": srt_path}
     if "vtt" in info["subtitles"]:
         outputs["vtt"] = write_vtt(folder / f"{stem}.vtt", cues)
-    outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
-        CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
-    ])
     if info["stems"]:
         dialogue = folder / f"{stem}.dialogue.wav"
         with atomic_path(dialogue) as tmp:
@@ -198,6 +233,14 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
     delivered = measure_delivery(mp4)
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
+    checks = None
+    if info.get("qc", {}).get("back_transcription", True):
+        work = Path(mix.wav).parent  # the mix's own work folder: same inputs, same place
+        checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), work)
+        _add_back_transcription(qc, checks)
+    outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
+        CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
+    ], extra=_review_columns(translation, checks))
     if picture:
         result, verdict = picture.result, picture.verdict
         qc["lipsync"] = {**picture.scorecard, "status": verdict.status, "min_coverage": verdict.min_coverage,
@@ -226,6 +269,8 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         "lines": qc["summary"]["lines"],
         "max_speed": qc["summary"]["max_speed"],
         **({"lipsync": qc["lipsync"]["status"], "lipsync_coverage": qc["lipsync"]["coverage"]} if picture else {}),
+        **({"median_cer": qc["back_transcription"]["median_cer"],
+            "flagged_lines": qc["back_transcription"]["flagged"]} if checks is not None else {}),
         **{k: str(v) for k, v in outputs.items()},
     }
 

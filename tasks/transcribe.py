@@ -8,6 +8,7 @@ from typing import Any
 
 from dubforge.core.contracts import SourceMedia, Transcript
 from dubforge.core.errors import StageError
+from dubforge.core.languages import base_language
 from dubforge.core.scripts import read_script
 from dubforge.models.base import create_aligner, create_transcriber
 
@@ -31,9 +32,18 @@ def source_transcript(media: SourceMedia, script: Path | None, language: str, ba
     return transcribe(media.speech_wav, language, backend, options, models_file)
 
 
-def align(speech_wav: Path, transcript: Transcript, backend: str = "pocketsphinx",
+def alignment_backend(backend: str, language: str) -> str:
+    """'auto': pocketsphinx for English (acoustic alignment), espeak-words (Whisper words + espeak phonemes)
+    for every other language."""
+    if backend != "auto":
+        return backend
+    return "pocketsphinx" if base_language(language) == "en" else "espeak-words"
+
+
+def align(speech_wav: Path, transcript: Transcript, backend: str = "auto",
           options: dict[str, Any] | None = None) -> Transcript:
     """Fill every segment's words with aligned times and phonemes; segment times and text stay as they are."""
+    backend = alignment_backend(backend, transcript.language)
     aligner = create_aligner(backend, **(options or {}))
     segments = aligner.align(Path(speech_wav), transcript.segments, transcript.language)
     return transcript.model_copy(update={"segments": tuple(segments), "backend": f"{transcript.backend}+{backend}"})

@@ -45,9 +45,10 @@ class Segment(Record):
 
 
 class Transcript(Record):
-    language: str
+    language: str = Field(description="BCP-47 code of the speech (detected when the manifest says 'auto')")
     segments: tuple[Segment, ...]
     backend: str = Field(description="which backend produced (or parsed) it")
+    language_probability: float | None = Field(None, description="when detected: the language model's probability")
 
 
 class SourceMedia(Record):
@@ -156,3 +157,37 @@ class MediaInfo(Record):
     audio_codec: str
     audio_language: str  # ISO 639 tag of the first audio stream as stored, "und" if none
     audio_start_time: float  # of the first audio stream, seconds on the container clock
+
+
+class LineCheck(Record):
+    """One dubbed line heard back: what an independent ASR understood where the line plays."""
+
+    index: int
+    start: float
+    end: float
+    text: str = Field(description="the line as it should be spoken (the translation)")
+    heard: str = Field(description="what Whisper heard in [start, end] of the delivered audio")
+    wer: float
+    cer: float
+    flagged: bool = Field(description="cer above qc.max_cer")
+
+
+class BackTranscription(Record):
+    """Back-transcription QC of one delivered language (Whisper in that language, scored line by line)."""
+
+    language: str
+    backend: str
+    max_cer: float
+    lines: tuple[LineCheck, ...]
+
+    @property
+    def median_cer(self) -> float | None:
+        values = sorted(line.cer for line in self.lines)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    @property
+    def flagged(self) -> tuple[int, ...]:
+        return tuple(line.index for line in self.lines if line.flagged)

@@ -76,3 +76,12 @@ def fingerprint(*parts: Any) -> str:
 
     blob = json.dumps([encode(p) for p in parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def user_cache_dir() -> Path:
+    """dubforge's per-user cache: `$DUBFORGE_CACHE`, else `$XDG_CACHE_HOME/dubforge`, else `~/.cache/dubforge`."""
+    explicit = os.environ.get("DUBFORGE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dubforge"

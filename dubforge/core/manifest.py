@@ -38,7 +38,7 @@ class Source(Strict):
     video: Path | None = Field(None, description="source video, relative to the manifest's folder")
     image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
     audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
-    language: str = Field("en", description="BCP-47 code of the spoken language")
+    language: str = Field("en", description="BCP-47 code of the spoken language, or 'auto' to detect it (ASR)")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
 
@@ -90,8 +90,12 @@ def _backend_choice(value: Any) -> Any:
 
 
 class Voice(Strict):
-    backend: str = Field("auto", description="piper | espeak | kokoro | auto (piper for English, else espeak)")
-    name: str | None = Field(None, description="voice name within the backend (espeak voice, kokoro voice)")
+    backend: str = Field(
+        "auto", description="piper | espeak | kokoro | auto (piper for English, kokoro where it speaks best, else espeak)"
+    )
+    name: str | None = Field(
+        None, description="voice name within the backend (espeak voice; kokoro voice or blend such as 'jm_kumo+jf_alpha')"
+    )
     model: str | None = Field(
         None, description="piper: a .onnx voice file (its .onnx.json beside it); coqui: a model folder or a name in models.yaml"
     )
@@ -138,6 +142,13 @@ class MixOptions(Strict):
     duck_db: float = Field(-14.0, le=0.0, description="voice_over: gain on the original audio under dubbed speech")
 
 
+class QC(Strict):
+    back_transcription: bool = Field(
+        True, description="transcribe every delivered dub with Whisper base in its language and score each line"
+    )
+    max_cer: float = Field(0.25, ge=0.0, description="flag lines whose back-transcription character error rate is above this")
+
+
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
@@ -173,7 +184,10 @@ class Manifest(Strict):
         default_factory=lambda: BackendChoice(backend="faster-whisper"),
         description="ASR backend, used when source.script is absent: a name, or {backend: NAME, option: value...}",
     )
-    alignment: str = Field("pocketsphinx", description="forced-alignment backend")
+    alignment: str = Field(
+        "auto", description="forced-alignment backend: auto (pocketsphinx for English, espeak-words otherwise) | "
+        "pocketsphinx | espeak-words"
+    )
     separation: BackendChoice = Field(
         default_factory=lambda: BackendChoice(backend="auto"),
         description="auto | provided | none | a separation backend (demucs), optionally {backend: NAME, option: value}",
@@ -181,6 +195,7 @@ class Manifest(Strict):
     timing: Timing = Field(default_factory=Timing)
     lipsync: Lipsync = Field(default_factory=Lipsync)
     mix: MixOptions = Field(default_factory=MixOptions)
+    qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
@@ -300,7 +315,11 @@ def semantic_problems(manifest: Manifest) -> list[Problem]:
     """Checks beyond the schema that need no file system: language codes, the rights attestation."""
     file = str(manifest.path)
     problems = []
-    for key, code in [("source.language", manifest.source.language)] + [
+    source_codes = [] if manifest.source.language == "auto" else [("source.language", manifest.source.language)]
+    if manifest.source.language == "auto" and manifest.source.script:
+        problems.append(Problem(file, "source.language", "'auto' detects the language by ASR, but source.script skips "
+                                "ASR: give the script's language (e.g. 'pt-BR')"))
+    for key, code in source_codes + [
         (f"targets[{i}].language", t.language) for i, t in enumerate(manifest.targets)
     ]:
         try:

