@@ -96,7 +96,8 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
         return 1
-    failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
+    failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
+              if r["status"] != "completed" and not r.get("previous_run")}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     if failed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import inspect
+import json
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -58,6 +59,7 @@ from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
 from dubforge.core.registry import create, load_class
 from dubforge.core.scripts import read_script
+from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.media.files import fingerprint, write_json_atomic
 from dubforge.models.coqui_tts import reference_clips
@@ -91,7 +93,7 @@ def _cache_key(stage: str):
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
-        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed)}"
+        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed, rebase=portable.split)}"
 
     return key
 
@@ -406,9 +408,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     models_file = registry_path(manifest_dir=m.root)  # models.yaml: user-supplied weights (dubforge models add)
 
     def staged(t):
-        return t.with_options(result_storage=storage)
+        return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
 
-    with _out_dir_lock(out):
+    with _out_dir_lock(out), portable.project_roots(out, m.root):
         _remove_partial_files(out)
         stage_states: dict[tuple[str, str], str] = {}
 
@@ -482,7 +484,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
             checkpoint()  # a finished language survives this worker
 
-        deliveries = {lang: r for lang, r in results.items() if r["status"] == "completed"}
+        results = _with_other_languages(results, out, [t.language for t in m.targets])
+        deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
+                      for lang, r in results.items() if r["status"] == "completed"}
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
@@ -500,7 +504,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         report = _report(plan, stems, transcript, results, master, stage_states, time.perf_counter() - started)
         if manifest_name:
             report["manifest"] = manifest_name
-        write_json_atomic(out / "report.json", report)
+        write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
         _report_artifact(report)
     return report
 
@@ -521,6 +525,24 @@ def _deliverables_exist(out: Path, project: str, language: str) -> bool:
     return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
 
 
+def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """This run's languages plus the other targets' entries of the previous report.json (`--languages es` must
+    not drop them from the master or the report); a language whose deliverable is gone is left out."""
+    try:
+        previous = json.loads((out / "report.json").read_text(encoding="utf-8")).get("languages", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    merged = {}
+    for lang in targets:
+        if lang in results:
+            merged[lang] = results[lang]
+        elif isinstance(previous.get(lang), dict):
+            entry = portable.resolve_in_out(previous[lang], out)
+            if entry.get("status") != "completed" or Path(entry.get("mp4", "")).is_file():
+                merged[lang] = {**entry, "previous_run": True}
+    return merged
+
+
 def _stage_report(lane: str, states: dict[tuple[str, str], str]) -> dict[str, Any]:
     return {
         stage: {"state": state, "seconds": round(TIMINGS.get((lane, stage), 0.0), 3)}
@@ -539,7 +561,8 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
         "stages": _stage_report(SHARED, states),
-        "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
+        "languages": {lang: {**r, "stages": r.get("stages") if r.get("previous_run") else _stage_report(lang, states)}
+                      for lang, r in results.items()},
         "master": master,
         "all_cached": all(state == "Cached" for state in states.values()),
         "total_seconds": round(seconds, 3),

@@ -162,3 +162,37 @@ def test_second_run_is_all_cached_and_adding_a_language_runs_only_it(demo):
     assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Cached"
     assert (root / "out" / "pt-BR" / "demo.pt-BR.mp4").is_file() and mp4.stat().st_mtime_ns == mtime
     assert not partial.exists()
+
+
+def test_moved_project_reruns_all_cached(demo, tmp_path):
+    """A copied project folder re-runs from its own cache: every stage Cached, report paths relative to OUT."""
+    import shutil
+
+    root, manifest, _, _ = demo
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved, symlinks=True)
+    os.chmod(moved / "out" / ".dubforge", 0o755)
+    dubforge_run(moved / manifest.name)
+    report = json.loads((moved / "out" / "report.json").read_text())
+    assert report["all_cached"], report
+    assert str(root) not in json.dumps(report) and str(moved) not in json.dumps(report)
+    es = report["languages"]["es"]
+    assert (moved / "out" / es["mp4"]).is_file() and (moved / "out" / report["master"]["mkv"]).is_file()
+
+
+def test_a_language_subset_keeps_the_other_languages(demo):
+    """`--languages es` re-delivers es only; pt-BR stays in report.json and in the master's tracks."""
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    (root / "out" / "es" / "demo.es.mp4").unlink()  # es is re-delivered; the master must still carry pt-BR
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--languages", "es"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert set(report["languages"]) == {"es", "pt-BR"}
+    assert report["languages"]["pt-BR"]["previous_run"] and report["languages"]["pt-BR"]["status"] == "completed"
+    assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Completed"
+    with av.open(str(root / "out" / "demo.master.mkv")) as mkv:
+        assert [s.metadata.get("language") for s in mkv.streams.audio] == ["eng", "spa", "por"]
