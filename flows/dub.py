@@ -349,6 +349,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "video": plan.video,
         "rights": m.rights.model_dump(),
         "subtitles": list(m.outputs.subtitles),
+        "subtitle_style": m.outputs.subtitle_style.model_dump(),
         "stems": m.outputs.stems,
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,

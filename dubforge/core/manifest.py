@@ -133,12 +133,24 @@ class MixOptions(Strict):
     duck_db: float = Field(-14.0, le=0.0, description="voice_over: gain on the original audio under dubbed speech")
 
 
+class SubtitleStyle(Strict):
+    """Broadcast subtitle rules (Netflix/BBC-style defaults); cues are split and extended into gaps to meet them."""
+
+    max_cps: float = Field(17.0, ge=8.0, le=40.0, description="reading speed: characters per second at most")
+    max_chars: int = Field(42, ge=20, le=80, description="characters per line at most")
+    max_lines: int = Field(2, ge=1, le=3, description="lines per cue at most")
+    min_duration: float = Field(0.83, ge=0.2, le=3.0, description="seconds a cue stays on screen at least")
+    bilingual: bool = Field(False, description="also write <project>.<lang>.bilingual.srt: translation above source")
+    burn_in: bool = Field(False, description="also deliver <project>.<lang>.captioned.mp4 with the subtitles burned in")
+
+
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
     subtitles: list[Literal["srt", "vtt"]] = Field(
         default_factory=lambda: ["srt", "vtt"], description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
     )
+    subtitle_style: SubtitleStyle = Field(default_factory=SubtitleStyle)
     stems: bool = True
 
 
