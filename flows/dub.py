@@ -218,7 +218,7 @@ def translate_task(
 
     with _timed(language, "translate"):
         if file is not None:
-            return translation_from_file(file, language, video_duration)
+            return translation_from_file(file, language, video_duration, transcript.segments)
         options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
         return translate_lines(transcript.segments, language, source_language, machine.backend, options)
 

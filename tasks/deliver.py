@@ -16,6 +16,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dubforge.core.contracts import (
+    DEFAULT_SPEAKER,
     DubTrack,
     Mix,
     Segment,
@@ -74,7 +75,7 @@ def _spoken_segments(translation: Translation, dub: DubTrack, duration: float) -
         source = by_index.get(line.index)
         if end > start:
             segments.append((Segment(start=start, end=end, text=line.text,
-                                     speaker=source.speaker if source else "speaker"),
+                                     speaker=source.speaker if source else DEFAULT_SPEAKER),
                              source.source_text if source else ""))
     return segments
 

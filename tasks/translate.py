@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dubforge.core import registry
-from dubforge.core.contracts import Line, Segment, Translation
+from dubforge.core.contracts import DEFAULT_SPEAKER, Line, Segment, Translation
 from dubforge.core.errors import StageError
 from dubforge.core.languages import normalise_language
 from dubforge.core.scripts import read_dubbing_csv, read_script
@@ -51,13 +51,33 @@ def translate_lines(
     return Translation(language=target, lines=tuple(lines), backend=backend)
 
 
-def translation_from_file(path: Path, target_language: str, video_duration: float) -> Translation:
-    """The user's translated script. For a dubbing CSV the transcription column becomes `source_text`."""
+def translation_from_file(path: Path, target_language: str, video_duration: float,
+                          source: Sequence[Segment] = ()) -> Translation:
+    """The user's translated script (SRT, VTT, dubbing CSV or review sheet).
+
+    `source_text` is the sheet's transcription column, else the source segments that the line overlaps in time
+    (each source segment goes to the line it overlaps most); a line without its own speaker label takes its
+    source segment's speaker."""
     path = Path(path)
     segments = read_script(path, video_duration=video_duration, column="translation")
-    sources = [row.transcription for row in read_dubbing_csv(path)] if path.suffix.lower() == ".csv" else [""] * len(segments)
-    lines = tuple(
-        Line(index=i, start=s.start, end=s.end, source_text=src, text=s.text, speaker=s.speaker)
-        for i, (s, src) in enumerate(zip(segments, sources))
-    )
-    return Translation(language=normalise_language(target_language), lines=lines, backend="file")
+    rows = read_dubbing_csv(path) if path.suffix.lower() in (".csv", ".xlsx") else []
+    matched = match_by_time(segments, source)
+    lines = []
+    for i, seg in enumerate(segments):
+        text = rows[i].transcription if rows and rows[i].transcription else " ".join(s.text for s in matched[i])
+        speaker = seg.speaker
+        if speaker == DEFAULT_SPEAKER and matched[i]:
+            speaker = matched[i][0].speaker
+        lines.append(Line(index=i, start=seg.start, end=seg.end, source_text=text, text=seg.text, speaker=speaker))
+    return Translation(language=normalise_language(target_language), lines=tuple(lines), backend="file")
+
+
+def match_by_time(lines: Sequence[Segment], source: Sequence[Segment]) -> list[list[Segment]]:
+    """For each line, the source segments that overlap it most (in order); each source segment is used once."""
+    matched: list[list[Segment]] = [[] for _ in lines]
+    for seg in source:
+        overlaps = [min(seg.end, line.end) - max(seg.start, line.start) for line in lines]
+        best = max(range(len(lines)), key=overlaps.__getitem__, default=None)
+        if best is not None and overlaps[best] > 0:
+            matched[best].append(seg)
+    return matched
