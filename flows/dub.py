@@ -46,6 +46,7 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.contracts import Transcript as TranscriptRecord
 from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.glossary import required_terms
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -213,14 +214,19 @@ def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> Any:
 @_stage_task("translate", "translate-{language}")
 def translate_task(
     language: str, source_language: str, transcript: Transcript, file: Path | None,
-    machine: MachineTranslation | None, video_duration: float,
+    machine: MachineTranslation | None, video_duration: float, glossary: dict[str, str] | None = None,
 ) -> Translation:
 
     with _timed(language, "translate"):
         if file is not None:
-            return translation_from_file(file, language, video_duration, transcript.segments)
-        options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
-        return translate_lines(transcript.segments, language, source_language, machine.backend, options)
+            result = translation_from_file(file, language, video_duration, transcript.segments, glossary)
+        else:
+            options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
+            result = translate_lines(transcript.segments, language, source_language, machine.backend, options, glossary)
+        for line in result.lines:
+            for warning in line.warnings:
+                get_run_logger().warning("%s line %d: %s", language, line.index + 1, warning)
+        return result
 
 
 @_stage_task("voice", "voice-{language}")
@@ -451,7 +457,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             lang = lp.language
             tr = staged(translate_task).submit(
                 language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
-                machine=lp.machine, video_duration=media.duration)
+                machine=lp.machine, video_duration=media.duration,
+                glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
                 video_duration=media.duration, stems=stems, transcript=transcript, models_file=models_file,

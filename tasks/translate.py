@@ -6,6 +6,7 @@ is read as is. Both give a `Translation` whose lines keep their source windows a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from dubforge.core import registry
 from dubforge.core.contracts import DEFAULT_SPEAKER, Line, Segment, Translation
 from dubforge.core.errors import StageError
+from dubforge.core.glossary import check_line
 from dubforge.core.languages import normalise_language
 from dubforge.core.scripts import read_dubbing_csv, read_script
 
@@ -31,14 +33,20 @@ def translate_lines(
     source_language: str,
     backend: str,
     options: dict[str, Any],
+    glossary: Mapping[str, str] | None = None,
 ) -> Translation:
-    """Machine-translate each segment; line i keeps segment i's window and speaker."""
+    """Machine-translate each segment; line i keeps segment i's window and speaker.
+
+    `glossary` (source term -> required translation, `required_terms`) goes to backends whose `translate` takes
+    one (the LLM backend); on every backend a line that misses a term gets a warning."""
     target, source = normalise_language(target_language), normalise_language(source_language)
     texts = [s.text for s in segments]
     if target == source:  # re-voicing in the same language
         translated, backend = list(texts), "none"
     else:
-        translated = make_translator(backend, options).translate(texts, source, target)
+        translator = make_translator(backend, options)
+        extra = {"glossary": dict(glossary)} if glossary and _takes_glossary(translator) else {}
+        translated = translator.translate(texts, source, target, **extra)
     if len(translated) != len(texts):
         raise StageError(f"the {backend} backend returned {len(translated)} translations for {len(texts)} lines")
     lines = []
@@ -47,12 +55,21 @@ def translate_lines(
             raise StageError(f"the {backend} backend gave an empty {target} translation for line {index + 1} "
                              f"({seg.start:.2f}-{seg.end:.2f}s): {seg.text!r}")
         lines.append(Line(index=index, start=seg.start, end=seg.end, source_text=seg.text, text=text.strip(),
-                          speaker=seg.speaker))
+                          speaker=seg.speaker, warnings=glossary_warnings(seg.text, text, glossary)))
     return Translation(language=target, lines=tuple(lines), backend=backend)
 
 
+def _takes_glossary(translator: Any) -> bool:
+    return "glossary" in inspect.signature(translator.translate).parameters
+
+
+def glossary_warnings(source_text: str, text: str, glossary: Mapping[str, str] | None) -> tuple[str, ...]:
+    return tuple(f"glossary: {hit.describe()}" for hit in check_line(source_text, text, dict(glossary or {}))
+                 if not hit.found)
+
+
 def translation_from_file(path: Path, target_language: str, video_duration: float,
-                          source: Sequence[Segment] = ()) -> Translation:
+                          source: Sequence[Segment] = (), glossary: Mapping[str, str] | None = None) -> Translation:
     """The user's translated script (SRT, VTT, dubbing CSV or review sheet).
 
     `source_text` is the sheet's transcription column, else the source segments that the line overlaps in time
@@ -68,7 +85,8 @@ def translation_from_file(path: Path, target_language: str, video_duration: floa
         speaker = seg.speaker
         if speaker == DEFAULT_SPEAKER and matched[i]:
             speaker = matched[i][0].speaker
-        lines.append(Line(index=i, start=seg.start, end=seg.end, source_text=text, text=seg.text, speaker=speaker))
+        lines.append(Line(index=i, start=seg.start, end=seg.end, source_text=text, text=seg.text, speaker=speaker,
+                          warnings=glossary_warnings(text, seg.text, glossary)))
     return Translation(language=normalise_language(target_language), lines=tuple(lines), backend="file")
 
 

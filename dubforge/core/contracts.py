@@ -86,6 +86,7 @@ class Line(Record):
     source_text: str
     text: str
     speaker: str = DEFAULT_SPEAKER
+    warnings: tuple[str, ...] = Field((), description="for the reviewer, e.g. a glossary term missing")
 
 
 class Translation(Record):

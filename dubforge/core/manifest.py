@@ -169,6 +169,14 @@ class Schedule(Strict):
         return value
 
 
+class Glossary(Strict):
+    """Project terms: names and brands never translated, and terms with a fixed translation per language."""
+
+    keep: list[str] = Field(default_factory=list, description="do-not-translate terms (names, brands, titles)")
+    fixed: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
+
+
 class Manifest(Strict):
     version: Literal[1]
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
@@ -188,6 +196,7 @@ class Manifest(Strict):
     lipsync: Lipsync = Field(default_factory=Lipsync)
     mix: MixOptions = Field(default_factory=MixOptions)
     outputs: Outputs = Field(default_factory=Outputs)
+    glossary: Glossary = Field(default_factory=Glossary)
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML
