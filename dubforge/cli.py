@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dubforge.core import model_store
-from dubforge.core.errors import InputError
+from dubforge.core.errors import InputError, StageError
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
 from dubforge.demo.project import make_demo
@@ -105,6 +105,34 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
         return 1
     return 0
+
+
+@app.command()
+def prepare(
+    manifest: Annotated[Path, typer.Argument(help="manifest file")],
+    languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
+):
+    """Proofread checkpoint: run up to translation and write a review sheet (CSV + XLSX) per language."""
+    from dubforge.flows.prepare import prepare as prepare_sheets
+
+    plan, _local = _plan(str(manifest), languages, None if out is None else str(out))
+
+    def report(language: str, result: dict) -> None:
+        out_console.print(
+            f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
+            f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
+            f"{result['xlsx']} (and .csv)", highlight=False)
+
+    try:
+        prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)
+    except InputError as error:
+        _fail_input(error)
+    except StageError as error:
+        console.print(f"[bold red]prepare failed[/]: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    out_console.print("Edit the sheets, then point each target at its sheet and run, e.g.\n"
+                      "  translation: {from: file, path: <out>/review/<project>.<lang>.review.xlsx}", highlight=False)
 
 
 @app.command()
