@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dubforge.core import model_store
-from dubforge.core.errors import InputError, StageError
+from dubforge.core.errors import InputError, Problem, StageError
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
 from dubforge.demo.project import make_demo
@@ -105,6 +105,30 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
         return 1
     return 0
+
+
+@app.command()
+def init(
+    video: Annotated[Path, typer.Argument(help="the source video; the manifest is written beside it")],
+    to: Annotated[str, typer.Option("--to", help="comma-separated target languages, e.g. es,de")],
+    source_language: Annotated[str, typer.Option("--from", help="language spoken in the video")] = "en",
+    project: Annotated[Optional[str], typer.Option(help="project name (default: from the video's file name)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
+):
+    """Write a commented starter manifest for VIDEO (VIDEO's folder/<project>.yaml) and print its path."""
+    from dubforge.core.scaffold import manifest_text, project_name
+
+    if not video.is_file():
+        _fail_input(InputError(Problem(str(video), "VIDEO", "no such file")))
+    try:
+        text = manifest_text(Path(video.name), _languages(to) or [], source_language, project)
+    except InputError as error:
+        _fail_input(error)
+    target = video.parent / f"{project or project_name(video)}.yaml"
+    if target.exists() and not force:
+        _fail_input(InputError(Problem(str(target), "", "already exists; use --force to overwrite")))
+    write_text_atomic(target, text)
+    out_console.print(str(target), highlight=False)
 
 
 @app.command()
