@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dubforge.core import model_store
-from dubforge.core.errors import InputError
+from dubforge.core.errors import InputError, Problem, StageError
 from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
@@ -92,7 +92,8 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
         return 1
-    failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
+    failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
+              if r["status"] != "completed" and not r.get("previous_run")}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     for lang, r in report["languages"].items():
@@ -104,6 +105,58 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
         return 1
     return 0
+
+
+@app.command()
+def init(
+    video: Annotated[Path, typer.Argument(help="the source video; the manifest is written beside it")],
+    to: Annotated[str, typer.Option("--to", help="comma-separated target languages, e.g. es,de")],
+    source_language: Annotated[str, typer.Option("--from", help="language spoken in the video")] = "en",
+    project: Annotated[Optional[str], typer.Option(help="project name (default: from the video's file name)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
+):
+    """Write a commented starter manifest for VIDEO (VIDEO's folder/<project>.yaml) and print its path."""
+    from dubforge.core.scaffold import manifest_text, project_name
+
+    if not video.is_file():
+        _fail_input(InputError(Problem(str(video), "VIDEO", "no such file")))
+    try:
+        text = manifest_text(Path(video.name), _languages(to) or [], source_language, project)
+    except InputError as error:
+        _fail_input(error)
+    target = video.parent / f"{project or project_name(video)}.yaml"
+    if target.exists() and not force:
+        _fail_input(InputError(Problem(str(target), "", "already exists; use --force to overwrite")))
+    write_text_atomic(target, text)
+    out_console.print(str(target), highlight=False)
+
+
+@app.command()
+def prepare(
+    manifest: Annotated[Path, typer.Argument(help="manifest file")],
+    languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
+):
+    """Proofread checkpoint: run up to translation and write a review sheet (CSV + XLSX) per language."""
+    from dubforge.flows.prepare import prepare as prepare_sheets
+
+    plan, _local = _plan(str(manifest), languages, None if out is None else str(out))
+
+    def report(language: str, result: dict) -> None:
+        out_console.print(
+            f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
+            f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
+            f"{result['xlsx']} (and .csv)", highlight=False)
+
+    try:
+        prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)
+    except InputError as error:
+        _fail_input(error)
+    except StageError as error:
+        console.print(f"[bold red]prepare failed[/]: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    out_console.print("Edit the sheets, then point each target at its sheet and run, e.g.\n"
+                      "  translation: {from: file, path: <out>/review/<project>.<lang>.review.xlsx}", highlight=False)
 
 
 @app.command()

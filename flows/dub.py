@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -40,6 +41,7 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.files import fingerprint, write_json_atomic
+from dubforge.core.glossary import required_terms
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -52,6 +54,7 @@ from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
+from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.report import build_report, publish_report, stage_names, stage_seconds
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
@@ -85,7 +88,7 @@ def _cache_key(stage: str):
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
-        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed)}"
+        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed, rebase=portable.split)}"
 
     return key
 
@@ -191,11 +194,15 @@ def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> FaceTra
 @_stage_task("translate", "translate-{language}")
 def translate_task(
     language: str, source_language: str, transcript: Transcript, file: Path | None,
-    machine: MachineTranslation | None, video_duration: float,
+    machine: MachineTranslation | None, video_duration: float, glossary: dict[str, str] | None = None,
 ) -> Translation:
 
     with _live(language, "translate"):
-        return translate(language, source_language, transcript, file, machine, video_duration)
+        result = translate(language, source_language, transcript, file, machine, video_duration, glossary)
+        for line in result.lines:
+            for warning in line.warnings:
+                get_run_logger().warning("%s line %d: %s", language, line.index + 1, warning)
+        return result
 
 
 @_stage_task("voice", "voice-{language}")
@@ -302,6 +309,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "video": plan.video,
         "rights": m.rights.model_dump(),
         "subtitles": list(m.outputs.subtitles),
+        "subtitle_style": m.outputs.subtitle_style.model_dump(),
         "stems": m.outputs.stems,
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,
@@ -361,9 +369,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     models_file = registry_path(manifest_dir=m.root)  # models.yaml: user-supplied weights (dubforge models add)
 
     def staged(t):
-        return t.with_options(result_storage=storage)
+        return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
 
-    with _out_dir_lock(out):
+    with _out_dir_lock(out), portable.project_roots(out, m.root):
         _remove_partial_files(out)
         stage_states: dict[tuple[str, str], str] = {}
 
@@ -405,7 +413,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             lang = lp.language
             tr = staged(translate_task).submit(
                 language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
-                machine=lp.machine, video_duration=media.duration)
+                machine=lp.machine, video_duration=media.duration,
+                glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
             vo = staged(voice_task).submit(
                 language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
                 video_duration=media.duration, stems=stems, transcript=transcript,
@@ -441,7 +450,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
             checkpoint()  # a finished language survives this worker
 
-        deliveries = {lang: r for lang, r in results.items() if r["status"] == "completed"}
+        results = _with_other_languages(results, out, [t.language for t in m.targets])
+        deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
+                      for lang, r in results.items() if r["status"] == "completed"}
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
@@ -462,7 +473,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                               time.perf_counter() - started)
         if manifest_name:
             report["manifest"] = manifest_name
-        write_json_atomic(out / "report.json", report)
+        write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
         publish_report(report)
     return report
 
@@ -470,3 +481,21 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
     folder = out / language
     return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
+
+
+def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """This run's languages plus the other targets' entries of the previous report.json (`--languages es` must
+    not drop them from the master or the report); a language whose deliverable is gone is left out."""
+    try:
+        previous = json.loads((out / "report.json").read_text(encoding="utf-8")).get("languages", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    merged = {}
+    for lang in targets:
+        if lang in results:
+            merged[lang] = results[lang]
+        elif isinstance(previous.get(lang), dict):
+            entry = portable.resolve_in_out(previous[lang], out)
+            if entry.get("status") != "completed" or Path(entry.get("mp4", "")).is_file():
+                merged[lang] = {**entry, "previous_run": True}
+    return merged

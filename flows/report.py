@@ -66,7 +66,8 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
         "stages": _stage_report(SHARED, states, seconds),
-        "languages": {lang: {**r, "stages": _stage_report(lang, states, seconds)} for lang, r in results.items()},
+        "languages": {lang: {**r, "stages": r.get("stages") if r.get("previous_run") else _stage_report(lang, states, seconds)}
+                      for lang, r in results.items()},
         "master": master,
         "all_cached": all(state == "Cached" for state in states.values()),
         "total_seconds": round(total_seconds, 3),

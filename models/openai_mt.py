@@ -29,6 +29,7 @@ Translate every line from {source} to {target}. Rules:
 - Keep names, numbers and line breaks inside a line.
 Input: a JSON list of objects {{"n": number, "text": line}}.
 Reply with ONLY a JSON list of objects {{"n": number, "text": translation}}, one per input line."""
+GLOSSARY_PROMPT = "Project glossary: wherever a line uses one of these terms, translate it exactly as given:\n"
 
 
 class MalformedReply(ValueError):
@@ -78,18 +79,23 @@ class OpenAITranslator(Translator):
         if api_key_env and not os.environ.get(api_key_env):
             raise StageError(f"the openai backend reads its API key from ${api_key_env}, which is not set")
 
-    def _request(self, texts: Sequence[str], source: str, target: str) -> str:
+    def _request(self, texts: Sequence[str], source: str, target: str, glossary: dict[str, str] | None = None) -> str:
 
         headers = {"Content-Type": "application/json"}
         if self.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         lines = [{"n": i + 1, "text": t} for i, t in enumerate(texts)]
+        system = SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))
+        if glossary:
+            system += "\n" + GLOSSARY_PROMPT + "\n".join(
+                f"- {term!r}: keep as is" if term == wanted else f"- {term!r} -> {wanted!r}"
+                for term, wanted in glossary.items())
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": 0,
             "seed": 0,
             "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))},
+                {"role": "system", "content": system},
                 {"role": "user", "content": json.dumps(lines, ensure_ascii=False)},
             ],
         }
@@ -109,7 +115,9 @@ class OpenAITranslator(Translator):
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise StageError(f"{url} did not answer like an OpenAI chat completion: {response.text[:300]}") from exc
 
-    def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+    def translate(self, texts: Sequence[str], source: str, target: str,
+                  glossary: dict[str, str] | None = None) -> list[str]:
+        """`glossary`: source term -> required translation (the term itself: do not translate)."""
         todo = [i for i, t in enumerate(texts) if str(t).strip()]
         out = [""] * len(texts)
         if not todo:
@@ -117,7 +125,7 @@ class OpenAITranslator(Translator):
         wanted = [str(texts[i]).strip() for i in todo]
         problem = None
         for _attempt in range(2):
-            content = self._request(wanted, source, target)
+            content = self._request(wanted, source, target, glossary)
             try:
                 for i, text in zip(todo, parse_reply(content, len(wanted))):
                     out[i] = text
@@ -129,4 +137,4 @@ class OpenAITranslator(Translator):
         )
 
     def fingerprint(self) -> str:
-        return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT)
+        return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT, GLOSSARY_PROMPT)

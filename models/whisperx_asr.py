@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.core.contracts import Segment, Transcript, Word
+from dubforge.core.contracts import DEFAULT_SPEAKER, Segment, Transcript, Word
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
@@ -211,5 +211,5 @@ def _segments(raw: list[dict], duration: float) -> list[Segment]:
         if words:
             start, end = min(start, words[0].start), max(end, words[-1].end)
         out.append(Segment(start=start, end=max(start, end), text=str(seg["text"]).strip(), words=tuple(words),
-                           speaker=str(seg.get("speaker") or "speaker")))
+                           speaker=str(seg.get("speaker") or DEFAULT_SPEAKER)))
     return out

@@ -16,6 +16,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dubforge.core.contracts import (
+    DEFAULT_SPEAKER,
     BackTranscription,
     DubTrack,
     Mix,
@@ -27,12 +28,13 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues
 from dubforge.lipsync.records import RenderedPicture
 from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask
-from dubforge.tasks.mux import mux_language, mux_master, write_provenance
+from dubforge.tasks.mux import burn_subtitles, mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
@@ -66,16 +68,24 @@ def _provenance(source: Path, info: dict[str, Any], actions: list[dict[str, Any]
     }
 
 
-def _subtitle_segments(translation: Translation, dub: DubTrack, duration: float) -> list[Segment]:
-    """Cues follow the dubbed speech as placed (clamped to the picture), carrying the translated text."""
-    speakers = {line.index: line.speaker for line in translation.lines}
+def _spoken_segments(translation: Translation, dub: DubTrack, duration: float) -> list[tuple[Segment, str]]:
+    """The dubbed speech as placed (clamped to the picture) with its translated text, and each line's source text."""
+    by_index = {line.index: line for line in translation.lines}
     segments = []
     for line in dub.lines:
         start = min(max(line.start, 0.0), duration)
         end = min(max(line.end, start + 0.2), duration)
+        source = by_index.get(line.index)
         if end > start:
-            segments.append(Segment(start=start, end=end, text=line.text, speaker=speakers.get(line.index, "speaker")))
+            segments.append((Segment(start=start, end=end, text=line.text,
+                                     speaker=source.speaker if source else DEFAULT_SPEAKER),
+                             source.source_text if source else ""))
     return segments
+
+
+def _rules(info: dict[str, Any]) -> SubtitleRules:
+    style = info.get("subtitle_style") or {}
+    return SubtitleRules(**{k: style[k] for k in ("max_cps", "max_chars", "max_lines", "min_duration") if k in style})
 
 
 def _finite(value: float) -> float | None:
@@ -215,11 +225,16 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     folder = Path(out_dir) / language
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{project}.{language}"
-    cues = _subtitle_segments(translation, dub, media.duration)
+    style, rules = info.get("subtitle_style") or {}, _rules(info)
+    spoken = _spoken_segments(translation, dub, media.duration)
+    cues = broadcast_cues([seg for seg, _ in spoken], media.duration, rules)
     srt_path = write_srt(folder / f"{stem}.srt", cues)
     outputs = {"srt": srt_path}
     if "vtt" in info["subtitles"]:
         outputs["vtt"] = write_vtt(folder / f"{stem}.vtt", cues)
+    if style.get("bilingual"):
+        outputs["bilingual_srt"] = write_srt(folder / f"{stem}.bilingual.srt", bilingual_cues(
+            [seg for seg, _ in spoken], [source for _, source in spoken], media.duration, rules))
     if info["stems"]:
         dialogue = folder / f"{stem}.dialogue.wav"
         with atomic_path(dialogue) as tmp:
@@ -231,6 +246,8 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     video = picture.video if picture else media.video
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
+    if style.get("burn_in"):
+        outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
     delivered = measure_delivery(mp4)
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
     checks = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
@@ -112,7 +112,58 @@ def mux_language(
         args += _metadata_args(metadata) + ["-movflags", flags]
         with atomic_path(out_mp4) as part:
             ffmpeg.run([*args, part], what=f"mux {out_mp4.name}")
+            if srt_file:
+                disable_subtitle_tracks(part)
     return out_mp4
+
+
+def burn_subtitles(mp4: Path, srt_path: Path, out_mp4: Path, preset: str = "veryfast", crf: int = 18) -> Path:
+    """A captioned copy of a deliverable: the SRT rendered into the picture (libass), the audio copied."""
+    mp4, out_mp4 = Path(mp4).absolute(), Path(out_mp4).absolute()
+    with tempfile.TemporaryDirectory(prefix="dubforge-burn-") as tmp:
+        cues = Path(tmp) / "cues.srt"  # a plain path: the filter's argument syntax reserves ':' ',' and quotes
+        cues.write_bytes(Path(srt_path).read_bytes())
+        args = ["-i", mp4, "-map", "0:v:0", "-map", "0:a?", "-vf", f"subtitles={cues}", "-c:v", "libx264",
+                "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-c:a", "copy", "-map_metadata", "0",
+                "-movflags", "+faststart+use_metadata_tags"]
+        with atomic_path(out_mp4) as part:
+            ffmpeg.run([*args, part], what=f"burn subtitles into {out_mp4.name}")
+    return out_mp4
+
+
+def _boxes(data: bytearray | memoryview, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISO BMFF boxes in data[start:end]: (type, payload start, box end)."""
+    while start + 8 <= end:
+        size = int.from_bytes(data[start:start + 4], "big")
+        kind, header = bytes(data[start + 4:start + 8]), 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def disable_subtitle_tracks(mp4: Path) -> None:
+    """Clear the 'enabled' flag of the MP4's subtitle tracks. FFmpeg's MP4 muxer enables the first track of each
+    kind when none is marked default, so players showed the subtitles on; viewers now turn them on themselves."""
+    with open(mp4, "r+b") as handle:
+        data = bytearray(handle.read())
+        for kind, body, end in _boxes(data, 0, len(data)):
+            if kind != b"moov":
+                continue
+            for trak_kind, trak, trak_end in _boxes(data, body, end):
+                if trak_kind != b"trak":
+                    continue
+                children = {k: (b, e) for k, b, e in _boxes(data, trak, trak_end)}
+                media = children.get(b"mdia")
+                handler = next((data[b + 8:b + 12] for k, b, _ in _boxes(data, *media) if k == b"hdlr"), b"") if media else b""
+                if bytes(handler) in (b"sbtl", b"text", b"subt") and b"tkhd" in children:
+                    flags_at = children[b"tkhd"][0] + 3  # version (1 byte), then 24-bit flags; bit 0 = enabled
+                    handle.seek(flags_at)
+                    handle.write(bytes([data[flags_at] & ~1 & 0xFF]))
 
 
 def _title(language: str, suffix: str = "") -> str:

@@ -46,7 +46,7 @@ def text(seconds: float) -> str:
     return "x" * int(round(seconds / SEC_PER_CHAR))
 
 
-def line(i: int, start: float, end: float, seconds: float, speaker: str = "speaker") -> Line:
+def line(i: int, start: float, end: float, seconds: float, speaker: str = "speaker 1") -> Line:
     body = text(seconds)
     return Line(index=i, start=start, end=end, source_text=f"src {i}", text=body, speaker=speaker)
 

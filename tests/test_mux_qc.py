@@ -83,6 +83,8 @@ def test_mux_language(tmp_path, source):
         assert a.metadata["language"] == "spa"
         (s,) = c.streams.subtitles
         assert s.codec_context.name == "mov_text" and s.metadata["language"] == "spa"
+        # players show a track whose MP4 'enabled' flag is set (FFmpeg reads it back as 'default'): subtitles off
+        assert a.disposition & av.stream.Disposition.default and not s.disposition & av.stream.Disposition.default
         cues = [(p.pts * p.time_base, (p.pts + p.duration) * p.time_base) for p in c.demux(s) if p.size]
         assert float(cues[-1][1]) <= info.duration + 1e-3  # the long cue was cut at the end of the picture
         assert abs(c.duration / 1e6 - info.duration) <= 1 / info.fps

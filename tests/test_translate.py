@@ -251,3 +251,30 @@ def test_translation_from_csv_and_srt(tmp_path):
     assert (line.start, line.end, line.text, line.source_text) == (1.0, 2.5, "Bonjour tout le monde", "")
     with pytest.raises(InputError, match="past the end of the video"):
         stage.translation_from_file(srt_path, "fr", video_duration=2.0)
+
+
+def test_glossary_goes_to_the_llm_and_missing_terms_warn(llm, tmp_path):
+    from dubforge.core.contracts import Segment
+    from dubforge.core.glossary import required_terms
+
+    terms = required_terms(["Dubforge"], {"station": {"es": "estación"}, "train": {"de": "Zug"}}, "es-MX")
+    assert terms == {"Dubforge": "Dubforge", "station": "estación"}  # base-language fallback, other languages out
+    segments = [Segment(start=0, end=1, text="Dubforge is here"), Segment(start=1, end=2, text="The station is near")]
+    result = stage.translate_lines(segments, "es", "en", "openai", {"model": "m", "endpoint": llm.url}, terms)
+    system = llm.requests[0]["body"]["messages"][0]["content"]
+    assert "'Dubforge': keep as is" in system and "'station' -> 'estación'" in system
+    # the fake 'translates' by reversing words: the name survives, 'estación' does not appear
+    assert result.lines[0].warnings == ()
+    assert result.lines[1].warnings == ("glossary: 'station' -> 'estación': MISSING",)
+
+    srt_path = tmp_path / "es.srt"
+    srt_path.write_text("1\n00:00:00,000 --> 00:00:01,000\nLa Estación está cerca.\n\n"
+                        "2\n00:00:01,000 --> 00:00:02,000\nDubforge aquí.\n\n", encoding="utf-8")
+    source = [Segment(start=0, end=1, text="The station is near."), Segment(start=1, end=2, text="Dub forge here.")]
+    lines = stage.translation_from_file(srt_path, "es", 5.0, source, terms).lines
+    assert [line.warnings for line in lines] == [(), ()]  # case-insensitive; 'Dub forge' is not the term
+    source[1] = Segment(start=1, end=2, text="Dubforge here.")
+    srt_path.write_text("1\n00:00:00,000 --> 00:00:01,000\nLa parada está cerca.\n\n"
+                        "2\n00:00:01,000 --> 00:00:02,000\nDubforge aquí.\n\n", encoding="utf-8")
+    lines = stage.translation_from_file(srt_path, "es", 5.0, source, terms).lines
+    assert [line.warnings for line in lines] == [("glossary: 'station' -> 'estación': MISSING",), ()]

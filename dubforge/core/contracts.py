@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_SPEAKER = "speaker 1"  # when neither a script's speaker column nor diarization names the speaker
+
 
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,7 +38,7 @@ class Segment(Record):
     start: float
     end: float
     text: str
-    speaker: str = "speaker"
+    speaker: str = DEFAULT_SPEAKER
     words: tuple[Word, ...] = ()
 
     @property
@@ -83,7 +85,8 @@ class Line(Record):
     end: float
     source_text: str
     text: str
-    speaker: str = "speaker"
+    speaker: str = DEFAULT_SPEAKER
+    warnings: tuple[str, ...] = Field((), description="for the reviewer, e.g. a glossary term missing")
 
 
 class Translation(Record):

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,20 @@ def sha256_file(path: Path) -> str:
     return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts (paths are hashed by content)."""
+def fingerprint(*parts: Any, rebase: Callable[[str], Any] | None = None) -> str:
+    """A short stable hash of JSON-serialisable parts (paths are hashed by content).
+
+    `rebase` maps a string or folder path to a location-independent form (or None to keep it), so keys
+    survive moving the project."""
 
     def encode(value: Any) -> Any:
         if isinstance(value, Path):
-            return {"file": sha256_file(value)} if value.is_file() else {"path": str(value)}
+            if value.is_file():
+                return {"file": sha256_file(value)}
+            return {"path": (rebase and rebase(str(value))) or str(value)}
+        if isinstance(value, str) and rebase is not None:
+            rebased = rebase(value)
+            return value if rebased is None else {"path": rebased}
         if hasattr(value, "model_dump"):
             return encode(value.model_dump(mode="python"))
         if isinstance(value, dict):

@@ -149,6 +149,17 @@ class QC(Strict):
     max_cer: float = Field(0.25, ge=0.0, description="flag lines whose back-transcription character error rate is above this")
 
 
+class SubtitleStyle(Strict):
+    """Broadcast subtitle rules (Netflix/BBC-style defaults); cues are split and extended into gaps to meet them."""
+
+    max_cps: float = Field(17.0, ge=8.0, le=40.0, description="reading speed: characters per second at most")
+    max_chars: int = Field(42, ge=20, le=80, description="characters per line at most")
+    max_lines: int = Field(2, ge=1, le=3, description="lines per cue at most")
+    min_duration: float = Field(0.83, ge=0.2, le=3.0, description="seconds a cue stays on screen at least")
+    bilingual: bool = Field(False, description="also write <project>.<lang>.bilingual.srt: translation above source")
+    burn_in: bool = Field(False, description="also deliver <project>.<lang>.captioned.mp4 with the subtitles burned in")
+
+
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
@@ -156,6 +167,7 @@ class Outputs(Strict):
         default_factory=lambda: ["srt", "vtt"],  # type: ignore[arg-type,return-value]
         description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
     )
+    subtitle_style: SubtitleStyle = Field(default_factory=SubtitleStyle)
     stems: bool = True
 
 
@@ -172,6 +184,14 @@ class Schedule(Strict):
         except CronSimError as exc:
             raise ValueError(f"not a cron expression: {exc}") from None
         return value
+
+
+class Glossary(Strict):
+    """Project terms: names and brands never translated, and terms with a fixed translation per language."""
+
+    keep: list[str] = Field(default_factory=list, description="do-not-translate terms (names, brands, titles)")
+    fixed: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
 
 
 class Manifest(Strict):
@@ -197,6 +217,7 @@ class Manifest(Strict):
     mix: MixOptions = Field(default_factory=MixOptions)
     qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
+    glossary: Glossary = Field(default_factory=Glossary)
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML

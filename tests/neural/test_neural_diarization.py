@@ -149,8 +149,8 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
 
     # Diarization only adds labels: the segments, their words and timing are those of the plain run.
     assert transcript.backend == "whisperx" and len(transcript.segments) >= 2, transcript
-    assert [s.model_copy(update={"speaker": "speaker"}) for s in transcript.segments] == list(plain.segments)
-    assert {s.speaker for s in plain.segments} == {"speaker"}
+    assert [s.model_copy(update={"speaker": "speaker 1"}) for s in transcript.segments] == list(plain.segments)
+    assert {s.speaker for s in plain.segments} == {"speaker 1"}
     assert asr.fingerprint() != create_transcriber("whisperx", **options).fingerprint()
 
     # The pipeline's own answer on the same audio: each segment carries the label that overlaps it most.
