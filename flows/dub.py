@@ -45,13 +45,14 @@ from dubforge.core.contracts import (
 )
 from dubforge.core.contracts import Transcript as TranscriptRecord
 from dubforge.core.errors import InputError, Problem, StageError
-from dubforge.core.files import fingerprint, write_json_atomic
+from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
     MixOptions,
     Timing,
     Voice,
+    outputs_problem,
     read_manifest,
 )
 from dubforge.core.model_store import registry_path
@@ -312,13 +313,6 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def _remove_partial_files(out: Path) -> None:
-    """Temporary files of an interrupted run (atomic writes that never got renamed). Safe: we hold the lock."""
-    for partial in out.rglob(".*.part*"):
-        if partial.is_file():
-            partial.unlink(missing_ok=True)
-
-
 def _state_name(future: PrefectFuture) -> str:
     return future.state.name if future.state else "Unknown"
 
@@ -382,10 +376,10 @@ def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
     local = shared_storage.stage_manifest(manifest)
     if out_dir:
         return local, out_dir if shared_storage.is_url(out_dir) else None
-    outputs = read_manifest(local).outputs.dir
-    if outputs.is_absolute():
-        raise InputError(Problem(manifest, "outputs.dir", "a manifest at a URL needs a relative outputs.dir (or --out URL)"))
-    return local, f"{manifest.rsplit('/', 1)[0]}/{outputs.as_posix()}"
+    parsed = read_manifest(local)
+    if problem := outputs_problem(parsed):
+        raise InputError(Problem(manifest, problem.key, problem.message))
+    return local, f"{manifest.rsplit('/', 1)[0]}/{parsed.outputs.dir.as_posix()}"
 
 
 def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
@@ -409,7 +403,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         return t.with_options(result_storage=storage)
 
     with _out_dir_lock(out):
-        _remove_partial_files(out)
+        claim_output_folder(out)
+        sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
         stage_states: dict[tuple[str, str], str] = {}
 
         def shared(stage: str, t, **kwargs):

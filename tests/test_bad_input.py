@@ -76,6 +76,10 @@ CASES = {
         ["empty.csv", "row 3", "empty line"],
     ),
     "lipsync-without-consent": ({"lipsync": {"enabled": True}}, ["rights.consent", "lipsync is enabled"]),
+    "outputs-parent": ({"outputs": {"dir": ".."}}, ["outputs.dir", "inside the manifest's folder", "--out"]),
+    "outputs-sibling": ({"outputs": {"dir": "../elsewhere"}}, ["outputs.dir", "inside the manifest's folder"]),
+    "outputs-absolute": ({"outputs": {"dir": "/tmp/dubforge-elsewhere"}}, ["outputs.dir", "inside the manifest's folder"]),
+    "outputs-manifest-folder": ({"outputs": {"dir": "media/.."}}, ["outputs.dir", "inside the manifest's folder"]),
     "speedup-over-cap": ({"timing": {"max_speedup": 1.6}}, ["timing.max_speedup", "at most 1.4"]),
 }
 

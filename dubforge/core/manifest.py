@@ -325,6 +325,18 @@ def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path
     return resolved, None
 
 
+def outputs_problem(manifest: Manifest) -> Problem | None:
+    """`outputs.dir` must be a folder inside the manifest's folder: a run writes (and sweeps its own temporaries)
+    there, so a manifest must not point it at the user's other files. `--out` on the command line may go anywhere."""
+    raw = manifest.outputs.dir
+    root = manifest.root.resolve()
+    resolved = (root / raw).resolve()
+    if raw.is_absolute() or resolved == root or not resolved.is_relative_to(root):
+        return Problem(str(manifest.path), "outputs.dir", f"must be a folder inside the manifest's folder {root} (got "
+                       f"{str(raw)!r}); to write elsewhere, use --out on the command line")
+    return None
+
+
 def manifest_json_schema() -> dict[str, Any]:
     schema = Manifest.model_json_schema(by_alias=True, mode="validation")
     schema["properties"].pop("path", None)

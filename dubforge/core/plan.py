@@ -19,6 +19,7 @@ from dubforge.core.manifest import (
     MachineTranslation,
     Manifest,
     Voice,
+    outputs_problem,
     read_manifest,
     resolve_input,
     semantic_problems,
@@ -193,6 +194,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
         plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 
+    if out_dir is None and (problem := outputs_problem(manifest)):
+        problems.append(problem)
     if problems or video is None or media is None:  # no problem listed means both were found
         raise InputError(problems)
     out = Path(out_dir) if out_dir else manifest.root / manifest.outputs.dir
