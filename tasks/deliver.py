@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shutil
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.core.files import STAGING, atomic_path, sha256_file, staged_folder, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
@@ -169,11 +171,24 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
                      picture: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
+    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture.
 
+    The language's files are built in a staging folder and replace `OUT/<lang>/` as a whole once all of them
+    (MP4, QC, provenance, sidecars) are written: a failure leaves the previous set or none, never a part."""
+
+    final = Path(out_dir) / language
+    with staged_folder(final, Path(out_dir) / STAGING) as folder:
+        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
+    return {k: str(final / Path(v).name) if k in _FILES else v for k, v in written.items()}
+
+
+_FILES = ("mp4", "srt_for_master", "qc", "provenance", "srt", "vtt", "csv", "dialogue_stem")
+
+
+def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
+                    translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
+                    picture: dict[str, Any] | None) -> dict[str, Any]:
     project = info["project"]
-    folder = Path(out_dir) / language
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"{project}.{language}"
     cues = _subtitle_segments(translation, dub, media.duration)
     srt_path = write_srt(folder / f"{stem}.srt", cues)
@@ -237,8 +252,14 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied
-    mux_master(media.video, original, info["source_language"], tracks, out,
-               metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
-    actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
-    write_provenance(out, _provenance(Path(info["video"]), info, actions))
+    staging = Path(out_dir) / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="master.", dir=staging) as tmp:  # the pair appears together
+        built = Path(tmp) / out.name
+        mux_master(media.video, original, info["source_language"], tracks, built,
+                   metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
+        actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
+        sidecar = write_provenance(built, _provenance(Path(info["video"]), info, actions))
+        os.replace(sidecar, provenance_path)
+        os.replace(built, out)  # last: the flow takes an existing master as delivered
     return {"mkv": str(out), "languages": [t[0] for t in tracks], "provenance": str(provenance_path)}

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 OWNED_MARKER = Path(".dubforge") / "owned"  # in an output folder dubforge uses: its temporaries are journaled
 JOURNAL = Path(".dubforge") / "temporaries"  # one record per temporary file not yet renamed or removed
+STAGING = Path(".dubforge") / "staging"  # sets of files being built, moved into place whole
 
 
 def claim_output_folder(out: Path) -> None:
@@ -41,9 +43,14 @@ def sweep_temporaries(out: Path) -> list[Path]:
     Only files recorded by `atomic_path` in a claimed folder are touched, never a file by its name alone."""
     out = Path(out).absolute()
     journal = out / JOURNAL
-    if not (out / OWNED_MARKER).is_file() or not journal.is_dir():
+    if not (out / OWNED_MARKER).is_file():
         return []
+    journal.mkdir(exist_ok=True)
     removed = []
+    staging = out / STAGING
+    if staging.is_dir():  # dubforge's own folder: unfinished or replaced sets of files
+        removed += sorted(staging.iterdir())
+        shutil.rmtree(staging, ignore_errors=True)
     for record in sorted(journal.iterdir()):
         try:
             relative = Path(record.read_text(encoding="utf-8").strip())
@@ -84,6 +91,30 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         if record is not None:
             record.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path, staging_root: Path) -> Iterator[Path]:
+    """Yield an empty folder under `staging_root` (same file system as `final`); if the block succeeds it
+    replaces the folder `final` as a whole, else it is removed: a set of files appears together or not at all.
+
+    Between the two renames `final` is briefly absent, never partial; a crash there leaves the previous set in
+    the staging folder, which the next run's sweep removes (and the set is made again)."""
+    final = Path(final).absolute()
+    staging_root = Path(staging_root)
+    staging_root.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    building = staging_root / f"{final.name}.{token}.new"
+    building.mkdir()
+    try:
+        yield building
+        replaced = staging_root / f"{final.name}.{token}.old"
+        if final.exists():
+            os.replace(final, replaced)
+        os.replace(building, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
