@@ -44,7 +44,7 @@ from dubforge.core.contracts import (
     Translation,
 )
 from dubforge.core.contracts import Transcript as TranscriptRecord
-from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.errors import InputError, Problem, RunError, StageError
 from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.manifest import (
     Lipsync,
@@ -88,11 +88,13 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
+
+    The work and output folders count by location: results hold absolute paths into them, so a moved project
+    must not reuse them."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
-        hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
-        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed)}"
+        return f"{stage}-{fingerprint(_stack_versions(), stage, parameters)}"
 
     return key
 
@@ -309,7 +311,7 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
+            raise RunError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
         yield
 
 

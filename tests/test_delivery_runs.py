@@ -3,9 +3,12 @@ loudness measured independently (FFmpeg's ebur128 on the delivered file, gated t
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -102,3 +105,42 @@ def test_failed_language_leaves_nothing_then_resumes(netflix, monkeypatch):
         "clip.de.csv", "clip.de.dialogue.wav", "clip.de.mp4", "clip.de.mp4.provenance.json", "clip.de.srt", "qc.json"]
     report = json.loads((out / "report.json").read_text())
     assert report["stages"]["ingest"]["state"] == "Cached"  # finished work reused
+
+
+def cli_run(*args: str) -> subprocess.CompletedProcess:
+    """`dubforge run` in its own process, as a user runs it, against the test session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.run([sys.executable, "-m", "dubforge", "run", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def one_clear_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "Error emitting" not in output, output
+    failures = [line for line in output.splitlines() if "failed" in line.lower() or expected in line]
+    assert len(failures) == 1 and expected in failures[0], output
+
+
+def test_locked_out_is_one_line_exit_1(netflix):
+    root, _ = netflix
+    lock = root / "out" / ".dubforge" / "lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds OUT
+        result = cli_run(str(root / "clip.yaml"))
+    one_clear_line(result, "another dubforge run is writing to")
+
+
+def test_moved_project_runs_from_its_new_place(netflix):
+    root, _ = netflix
+    moved = root.parent / (root.name + "-moved")
+    root.rename(moved)
+    try:
+        result = cli_run(str(moved / "clip.yaml"))
+        assert result.returncode == 0, result.stdout + result.stderr  # cached results held the old folder's paths
+        report = json.loads((moved / "out" / "report.json").read_text())
+        assert str(root) not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
+    finally:
+        moved.rename(root)
