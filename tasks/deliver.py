@@ -32,7 +32,7 @@ from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask
-from dubforge.tasks.mux import mux_language, mux_master, write_provenance
+from dubforge.tasks.mux import master_audio, mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
@@ -248,7 +248,8 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, Path(d["mp4"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)  # AAC copied
+        (lang, master_audio(Path(d["mp4"]), Path(d["mix_wav"]), media.video),
+         Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied
