@@ -110,6 +110,8 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
     if api:
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
 
+    for warning in plan.warnings:
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
     view = LiveView([lp.language for lp in plan.languages])
     interactive = console.is_terminal
 

@@ -160,10 +160,10 @@ def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
 
 
 @_stage_task("ingest", "ingest")
-def ingest_task(video: Path, work_root: Path) -> SourceMedia:
+def ingest_task(video: Path, work_root: Path, language: str | None = None, audio_stream: int | None = None) -> SourceMedia:
 
     with _timed(SHARED, "ingest"):
-        return ingest(video, _work(work_root, "ingest", video))
+        return ingest(video, _work(work_root, "ingest", video), language=language, audio_stream=audio_stream)
 
 
 @_stage_task("separate", "separate")
@@ -420,7 +420,10 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         video = plan.video
         if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
             video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
-        media = shared("ingest", ingest_task, video=video, work_root=work_root)
+        media = shared("ingest", ingest_task, video=video, work_root=work_root, language=m.source.language,
+                       audio_stream=m.source.audio_stream)
+        for warning in plan.warnings:
+            logger.warning(warning)
         separation_options = m.separation.options
         if plan.separation not in ("provided", "none"):
             separation_options = _with_models_file("separate", plan.separation, separation_options, models_file)
@@ -535,6 +538,7 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
                    "segments": len(transcript.segments), "transcript_backend": transcript.backend},
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
+        "warnings": list(plan.warnings),
         "stages": _stage_report(SHARED, states),
         "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
         "master": master,

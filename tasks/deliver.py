@@ -258,7 +258,8 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     with tempfile.TemporaryDirectory(prefix="master.", dir=staging) as tmp:  # the pair appears together
         built = Path(tmp) / out.name
         mux_master(media.video, original, info["source_language"], tracks, built,
-                   metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
+                   metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name),
+                   original_stream=media.audio_stream)
         actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
         sidecar = write_provenance(built, _provenance(Path(info["video"]), info, actions))
         os.replace(sidecar, provenance_path)

@@ -217,3 +217,28 @@ def test_every_deliverable_keeps_the_source_av_offset(tmp_path, audio_delay):
     assert click_after_first_frame(mkv, 0) == pytest.approx(original, abs=1 / fps)
     assert click_after_first_frame(mkv, 1) == pytest.approx(0.7, abs=1 / fps)
     assert click_after_first_frame(mkv, 2) == pytest.approx(0.7, abs=1 / fps)
+
+
+def test_master_carries_every_source_audio_stream_with_its_tag(tmp_path):
+    from tests.test_ingest import dominant_hz, two_language_video
+
+    src = two_language_video(tmp_path / "two.mp4")
+    dub = write_wav(tmp_path / "es.wav", tone(probe(src).duration, 48_000, 500.0), 48_000)
+    mkv = mux_master(src, src, "en", [("es", dub, None)], tmp_path / "master.mkv", original_stream=1)
+    qc = measure_delivery(mkv)
+    names = "Français (original)" if find_spec("language_data") else "fra (original)"
+    assert [(t.language, t.title, t.default) for t in qc.audio] == [
+        ("eng", "Original", True), ("fre", names, False), ("spa", _title_of("es"), False)]
+    import av
+
+    with av.open(str(mkv)) as c:  # each track is the stream it says: English 700 Hz, French 300 Hz
+        for index, hz in [(0, 700.0), (1, 300.0)]:
+            samples = np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[index])], axis=1).T
+            assert dominant_hz(samples, 48_000) == pytest.approx(hz, abs=3.0)
+            c.seek(0)
+
+
+def _title_of(lang: str) -> str:
+    from dubforge.tasks.mux import _title
+
+    return _title(lang, "dubbed")

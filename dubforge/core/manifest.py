@@ -39,6 +39,9 @@ class Source(Strict):
     image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
     audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
     language: str = Field("en", description="BCP-47 code of the spoken language")
+    audio_stream: int | None = Field(
+        None, ge=0, description="the video's audio stream to dub (0 = first audio stream); default: the first one "
+        "tagged with `language`, else the first")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
 
