@@ -11,9 +11,11 @@ from typing import Any
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from dubforge.core import progress
+from dubforge.core.errors import RunError
 from dubforge.core.plan import Plan
 from dubforge.flows.dub import dub_project
 from dubforge.flows.report import LANE_STAGES, SHARED_STAGES
@@ -63,13 +65,32 @@ class LiveView:
         return outer
 
 
+class _NoFailureDetail(logging.Filter):
+    """On the terminal the CLI reports failures itself, one line per run or language; Prefect's own error records
+    and tracebacks still reach the API and the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR and record.exc_info is None
+
+
 def _quiet_prefect_console() -> None:
-    """Prefect's console log lines would tear the live view; they still go to the API/UI."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("prefect"):
-            for handler in logging.getLogger(name).handlers:
-                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                    handler.setLevel(logging.WARNING)
+    """Prefect's console log lines would tear the live view and repeat failures; they still go to the API/UI."""
+    loggers = [logging.root] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
+    for logger in loggers:  # Prefect's console handler sits on the root logger
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
+                if not any(isinstance(f, _NoFailureDetail) for f in handler.filters):
+                    handler.addFilter(_NoFailureDetail())
+
+
+def failure_line(error: BaseException | Any) -> str:
+    """One line for a failed run: a RunError's own message; otherwise the exception's type and last line."""
+    text = str(error).strip()
+    if isinstance(error, RunError):
+        return " ".join(text.split())
+    last = text.splitlines()[-1] if text else ""
+    return f"{type(error).__name__}: {last}" if last else type(error).__name__
 
 
 def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
@@ -78,12 +99,18 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
     settings: dict = {}
     api = PREFECT_API_URL.value()
     if not api and not ephemeral:
-        with console.status("Starting the local Prefect server (first run only)..."):
-            api = ensure_local_server()
+        try:
+            with console.status("Starting the local Prefect server (first run only)..."):
+                api = ensure_local_server()
+        except RuntimeError as exc:
+            console.print(f"[red]The run failed:[/] {escape(failure_line(exc))}", highlight=False, soft_wrap=True)
+            return None
         settings[PREFECT_API_URL] = api
     if api:
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
 
+    for warning in plan.warnings:
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
     view = LiveView([lp.language for lp in plan.languages])
     interactive = console.is_terminal
 
@@ -95,8 +122,7 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
     unsubscribe = progress.subscribe(listener)
     try:
         with temporary_settings(updates=settings):
-            if interactive:
-                _quiet_prefect_console()
+            _quiet_prefect_console()
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
             with display:
                 state = dub_project(manifest=location(manifest), languages=languages,
@@ -105,6 +131,6 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
         unsubscribe()
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
-        console.print(f"[red]The run failed:[/] {error}", highlight=False)
+        console.print(f"[red]The run failed:[/] {escape(failure_line(error))}", highlight=False, soft_wrap=True)
         return None
     return state.result()

@@ -33,4 +33,5 @@ def plan_summary(plan: Plan) -> Group:
         )
         lines = str(len(lp.translation_segments)) if lp.translation_segments is not None else "from transcript"
         table.add_row(lp.language, lp.translation, voices, lines)
-    return Group(head, table)
+    warnings = Text("".join(f"\n  ⚠ {w}" for w in plan.warnings), style="yellow")
+    return Group(head, table, warnings) if plan.warnings else Group(head, table)

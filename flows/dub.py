@@ -39,8 +39,8 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.errors import InputError, Problem
-from dubforge.core.files import fingerprint, write_json_atomic
+from dubforge.core.errors import InputError, Problem, RunError
+from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.glossary import required_terms
 from dubforge.core.manifest import (
     Lipsync,
@@ -48,6 +48,7 @@ from dubforge.core.manifest import (
     MixOptions,
     Timing,
     Voice,
+    outputs_problem,
     read_manifest,
 )
 from dubforge.core.model_store import registry_path
@@ -84,7 +85,10 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
+
+    The work and output folders count by location: results hold absolute paths into them, so a moved project
+    must not reuse them."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
@@ -151,10 +155,10 @@ def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
 
 
 @_stage_task("ingest", "ingest")
-def ingest_task(video: Path, work_root: Path) -> SourceMedia:
+def ingest_task(video: Path, work_root: Path, language: str | None = None, audio_stream: int | None = None) -> SourceMedia:
 
     with _live(SHARED, "ingest"):
-        return ingest(video, _work(work_root, "ingest", video))
+        return ingest(video, _work(work_root, "ingest", video), language=language, audio_stream=audio_stream)
 
 
 @_stage_task("separate", "separate")
@@ -270,15 +274,8 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
+            raise RunError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
         yield
-
-
-def _remove_partial_files(out: Path) -> None:
-    """Temporary files of an interrupted run (atomic writes that never got renamed). Safe: we hold the lock."""
-    for partial in out.rglob(".*.part*"):
-        if partial.is_file():
-            partial.unlink(missing_ok=True)
 
 
 def _state_name(future: PrefectFuture) -> str:
@@ -346,10 +343,10 @@ def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
     local = shared_storage.stage_manifest(manifest)
     if out_dir:
         return local, out_dir if shared_storage.is_url(out_dir) else None
-    outputs = read_manifest(local).outputs.dir
-    if outputs.is_absolute():
-        raise InputError(Problem(manifest, "outputs.dir", "a manifest at a URL needs a relative outputs.dir (or --out URL)"))
-    return local, f"{manifest.rsplit('/', 1)[0]}/{outputs.as_posix()}"
+    parsed = read_manifest(local)
+    if problem := outputs_problem(parsed):
+        raise InputError(Problem(manifest, problem.key, problem.message))
+    return local, f"{manifest.rsplit('/', 1)[0]}/{parsed.outputs.dir.as_posix()}"
 
 
 def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
@@ -372,7 +369,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
 
     with _out_dir_lock(out), portable.project_roots(out, m.root):
-        _remove_partial_files(out)
+        claim_output_folder(out)
+        sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
         stage_states: dict[tuple[str, str], str] = {}
 
         def shared(stage: str, t, **kwargs):
@@ -386,7 +384,10 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         video = plan.video
         if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
             video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
-        media = shared("ingest", ingest_task, video=video, work_root=work_root)
+        media = shared("ingest", ingest_task, video=video, work_root=work_root, language=m.source.language,
+                       audio_stream=m.source.audio_stream)
+        for warning in plan.warnings:
+            logger.warning(warning)
         separation_weights = None
         if plan.separation not in ("provided", "none"):
             separation_weights = _weights("separate", plan.separation, models_file)

@@ -171,7 +171,7 @@ def _content_key(info: dict) -> str:
 
 def _skipped(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    return rel in SKIPPED or (name.startswith(".") and ".part" in name)
+    return rel in SKIPPED or rel.startswith(".dubforge/temporaries/") or (name.startswith(".") and ".part" in name)
 
 
 def stage_manifest(url: str, into: Path | None = None) -> Path:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shutil
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.core.files import STAGING, atomic_path, sha256_file, staged_folder, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues
 from dubforge.lipsync.records import RenderedPicture
@@ -34,7 +36,7 @@ from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask
-from dubforge.tasks.mux import burn_subtitles, mux_language, mux_master, write_provenance
+from dubforge.tasks.mux import burn_subtitles, master_audio, mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
@@ -219,11 +221,24 @@ def _publish_qc(language: str, qc: dict[str, Any]) -> None:
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
                      picture: RenderedPicture | None = None) -> dict[str, Any]:
-    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
+    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture.
 
+    The language's files are built in a staging folder and replace `OUT/<lang>/` as a whole once all of them
+    (MP4, QC, provenance, sidecars) are written: a failure leaves the previous set or none, never a part."""
+
+    final = Path(out_dir) / language
+    with staged_folder(final, Path(out_dir) / STAGING) as folder:
+        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
+    return {k: str(final / Path(v).name) if k in _FILES else v for k, v in written.items()}
+
+
+_FILES = ("mp4", "srt_for_master", "qc", "provenance", "srt", "vtt", "csv", "dialogue_stem", "bilingual_srt", "captioned_mp4")
+
+
+def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
+                    translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
+                    picture: RenderedPicture | None) -> dict[str, Any]:
     project = info["project"]
-    folder = Path(out_dir) / language
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"{project}.{language}"
     style, rules = info.get("subtitle_style") or {}, _rules(info)
     spoken = _spoken_segments(translation, dub, media.duration)
@@ -299,12 +314,20 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, Path(d["mp4"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)  # AAC copied
+        (lang, master_audio(Path(d["mp4"]), Path(d["mix_wav"]), media.video),
+         Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied
-    mux_master(media.video, original, info["source_language"], tracks, out,
-               metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
-    actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
-    write_provenance(out, _provenance(Path(info["video"]), info, actions))
+    staging = Path(out_dir) / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="master.", dir=staging) as tmp:  # the pair appears together
+        built = Path(tmp) / out.name
+        mux_master(media.video, original, info["source_language"], tracks, built,
+                   metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name),
+                   original_stream=media.audio_stream)
+        actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
+        sidecar = write_provenance(built, _provenance(Path(info["video"]), info, actions))
+        os.replace(sidecar, provenance_path)
+        os.replace(built, out)  # last: the flow takes an existing master as delivered
     return {"mkv": str(out), "languages": [t[0] for t in tracks], "provenance": str(provenance_path)}

@@ -21,12 +21,13 @@ from dubforge.media.probe import open_media, probe
 _EXTRACT_VERSION = "ingest-1"
 
 
-def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video") -> tuple[np.ndarray, int]:
-    """Decode the first audio stream at its own rate as float32 (samples, channels<=2), placed so that
+def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video",
+                        index: int = 0) -> tuple[np.ndarray, int]:
+    """Decode audio stream `index` (among the audio streams) at its own rate as float32 (samples, channels<=2), placed so that
     sample 0 is at `video_start` on the container clock, padded/trimmed to `duration` seconds."""
 
     with open_media(Path(path), key) as container:
-        stream = container.streams.audio[0]
+        stream = container.streams.audio[index]
         rate = int(stream.codec_context.sample_rate)
         layout = "mono" if stream.codec_context.channels == 1 else "stereo"
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
@@ -65,22 +66,24 @@ def _fit(data: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([data, np.zeros((length - data.shape[0], data.shape[1]), data.dtype)])
 
 
-def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedia:
+def ingest(video: Path, work_dir: Path, key: str = "source.video", language: str | None = None,
+           audio_stream: int | None = None) -> SourceMedia:
     """Probe `video` and write its audio as a 16 kHz mono WAV (speech) and a 48 kHz stereo WAV (mix).
 
-    Both start at the first video frame and last exactly the video duration. The WAVs are named by the
-    video's content hash and reused. Without an audio stream both are None.
+    The audio stream is `audio_stream` if given, else the first tagged `language`, else the first. Both WAVs
+    start at the first video frame and last exactly the video duration. The WAVs are named by the video's
+    content hash and the stream, and reused. Without an audio stream both are None.
     """
     video = Path(video).absolute()
-    info = probe(video, key)
+    info = probe(video, key, language=language, audio_stream=audio_stream)
     speech_wav = mix_wav = None
     if info.has_audio:
         work_dir = Path(work_dir)
-        tag = fingerprint(video, _EXTRACT_VERSION)[:16]
+        tag = fingerprint(video, _EXTRACT_VERSION, info.audio_index)[:16]
         speech_wav = work_dir / f"source-{tag}-speech16k.wav"
         mix_wav = work_dir / f"source-{tag}-mix48k.wav"
         if not (speech_wav.is_file() and mix_wav.is_file()):
-            data, rate = decode_source_audio(video, info.start_time, info.duration, key)
+            data, rate = decode_source_audio(video, info.start_time, info.duration, key, info.audio_index)
             stereo = data if data.shape[1] == 2 else np.repeat(data, 2, axis=1)
             mono = data.mean(axis=1, keepdims=True)
             write_wav(mix_wav, _fit(resample(stereo, rate, MIX_RATE), round(info.duration * MIX_RATE)), MIX_RATE)
@@ -96,6 +99,7 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedi
         speech_wav=speech_wav,
         mix_wav=mix_wav,
         audio_language=_bcp47(info.audio_language),
+        audio_stream=info.audio_index,
     )
 
 

@@ -21,7 +21,7 @@ import srt
 
 from dubforge.core.errors import StageError
 from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.core.languages import iso639_2
+from dubforge.core.languages import LanguageError, iso639_2, normalise_language
 from dubforge.media import ffmpeg
 from dubforge.media.probe import probe
 
@@ -166,6 +166,16 @@ def disable_subtitle_tracks(mp4: Path) -> None:
                     handle.write(bytes([data[flags_at] & ~1 & 0xFF]))
 
 
+def _matroska_tag(code: str) -> str:
+    """ISO 639-2/B ('ger') for a BCP-47 code or a stored tag ('deu', 'de'); an unknown tag as it is."""
+    if code == "und":
+        return code
+    try:
+        return iso639_2(normalise_language(code), bibliographic=True)
+    except (LanguageError, LookupError, ValueError):
+        return code
+
+
 def _title(language: str, suffix: str = "") -> str:
     """Track title in the language's own name ("Español (dubbed)"); the code if names are not installed."""
     name = language
@@ -176,6 +186,21 @@ def _title(language: str, suffix: str = "") -> str:
     return f"{name} ({suffix})" if suffix else name
 
 
+def _first_frame_time(video: Path) -> float:
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        return float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+
+
+def master_audio(delivered_mp4: Path, mix_wav: Path, video: Path) -> Path:
+    """The audio a master track takes from a language: the delivered MP4 (its AAC copied) when its picture is the
+    source's stream-copied picture, on the same clock; else (a lip-sync render, whose picture starts at 0) the
+    language's mix WAV, placed on the master's picture like any WAV, so the source's A/V offset is kept."""
+    info = probe(video, key="mux.video")
+    same_clock = abs(_first_frame_time(delivered_mp4) - _first_frame_time(video)) < 0.5 / info.fps
+    return Path(delivered_mp4) if same_clock else Path(mix_wav)
+
+
 def mux_master(
     video: Path,
     original_audio: Path | None,
@@ -183,9 +208,11 @@ def mux_master(
     tracks: Sequence[tuple[str, Path, Path | None]],
     out_mkv: Path,
     metadata: Mapping[str, Any] | None = None,
+    original_stream: int = 0,
 ) -> Path:
     """One MKV master: the picture copied; the original audio first (title "Original", default track; copied
-    untouched when `original_audio` is the video itself);
+    untouched when `original_audio` is the video itself, and then every other audio stream of the source follows
+    with its own language tag; `original_stream` is the one dubbed);
     then per language (code, audio WAV or delivered MP4 whose AAC is copied, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
     track, all tagged with ISO 639-2/B codes (Matroska convention)."""
     video, out_mkv = Path(video).absolute(), Path(out_mkv).absolute()
@@ -196,11 +223,19 @@ def mux_master(
     maps: list[str] = ["-map", "0:v:0"]
     codecs: list[Any] = ["-c:v", "copy", "-c:s", "srt"]
     tags: list[str] = ["-disposition:v:0", "default"]
-    audio = [(source_language, Path(original_audio), "Original")] if original_audio else []
-    audio += [(lang, Path(wav), _title(lang, "dubbed")) for lang, wav, _ in tracks]
-    for i, (lang, source, title) in enumerate(audio):
+    audio: list[tuple[str, Path, str, int]] = []  # (ISO 639-2/B tag, file, title, audio stream in the file)
+    if original_audio and Path(original_audio).absolute() == video:  # every source stream, the one dubbed first
+        stored = probe(video, key="mux.video").audio_languages
+        for k in [original_stream] + [k for k in range(len(stored)) if k != original_stream]:
+            tag = source_language if k == original_stream and stored[k] == "und" else stored[k]
+            title = "Original" if k == original_stream else _title(tag, "original") if tag != "und" else f"Original {k + 1}"
+            audio.append((_matroska_tag(tag), video, title, k))
+    elif original_audio:
+        audio.append((_matroska_tag(source_language), Path(original_audio), "Original", 0))
+    audio += [(_matroska_tag(lang), Path(wav), _title(lang, "dubbed"), 0) for lang, wav, _ in tracks]
+    for i, (lang, source, title, stream) in enumerate(audio):
         if source.absolute() == video:  # the source's own audio: copied untouched, in sync by construction
-            maps += ["-map", "0:a:0"]
+            maps += ["-map", f"0:a:{stream}"]
             codecs += [f"-c:a:{i}", "copy"]
         elif source.suffix.lower() in _DELIVERED:  # a delivered MP4: its AAC is already on the picture's clock
             inputs += ["-i", source.absolute()]
@@ -211,7 +246,7 @@ def mux_master(
         if source.absolute() != video:
             maps += ["-map", f"{n_inputs}:a:0"]
             n_inputs += 1
-        tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
+        tags += [f"-metadata:s:a:{i}", f"language={lang}",
                  f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
     with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:
         n_subs = 0

@@ -66,6 +66,7 @@ class SourceMedia(Record):
     speech_wav: Path | None = Field(description="16 kHz mono copy for ASR/alignment")
     mix_wav: Path | None = Field(description="48 kHz stereo copy for separation and the mix")
     audio_language: str
+    audio_stream: int = Field(0, description="the source audio stream used (index among its audio streams)")
 
 
 class Stems(Record):
@@ -158,8 +159,10 @@ class MediaInfo(Record):
     audio_channels: int
     audio_rate: int
     audio_codec: str
-    audio_language: str  # ISO 639 tag of the first audio stream as stored, "und" if none
-    audio_start_time: float  # of the first audio stream, seconds on the container clock
+    audio_language: str  # ISO 639 tag of the chosen audio stream as stored, "und" if none
+    audio_start_time: float  # of the chosen audio stream, seconds on the container clock
+    audio_index: int = 0  # the chosen audio stream, among the audio streams (source.audio_stream / language tag)
+    audio_languages: tuple[str, ...] = ()  # tag of every audio stream, in order
 
 
 class LineCheck(Record):

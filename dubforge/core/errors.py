@@ -26,3 +26,8 @@ class InputError(Exception):
 
 class StageError(Exception):
     """A stage failed on valid input (a backend crashed, a model is missing...)."""
+
+
+class RunError(Exception):
+    """The run as a whole cannot go on (its OUT is locked by another run, a project file moved, shared storage
+    failed...). The CLI prints the message as one line and exits 1."""

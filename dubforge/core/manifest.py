@@ -39,6 +39,9 @@ class Source(Strict):
     image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
     audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
     language: str = Field("en", description="BCP-47 code of the spoken language, or 'auto' to detect it (ASR)")
+    audio_stream: int | None = Field(
+        None, ge=0, description="the video's audio stream to dub (0 = first audio stream); default: the first one "
+        "tagged with `language`, else the first")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
 
@@ -368,6 +371,18 @@ def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path
     if not resolved.is_file():
         return None, Problem(file, key, f"not a file: {resolved}")
     return resolved, None
+
+
+def outputs_problem(manifest: Manifest) -> Problem | None:
+    """`outputs.dir` must be a folder inside the manifest's folder: a run writes (and sweeps its own temporaries)
+    there, so a manifest must not point it at the user's other files. `--out` on the command line may go anywhere."""
+    raw = manifest.outputs.dir
+    root = manifest.root.resolve()
+    resolved = (root / raw).resolve()
+    if raw.is_absolute() or resolved == root or not resolved.is_relative_to(root):
+        return Problem(str(manifest.path), "outputs.dir", f"must be a folder inside the manifest's folder {root} (got "
+                       f"{str(raw)!r}); to write elsewhere, use --out on the command line")
+    return None
 
 
 def manifest_json_schema() -> dict[str, Any]:

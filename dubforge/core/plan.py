@@ -13,12 +13,13 @@ import av
 
 from dubforge.core.contracts import MediaInfo, Segment
 from dubforge.core.errors import InputError, Problem
-from dubforge.core.languages import base_language, normalise_language
+from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.core.manifest import (
     FileTranslation,
     MachineTranslation,
     Manifest,
     Voice,
+    outputs_problem,
     read_manifest,
     resolve_input,
     semantic_problems,
@@ -54,6 +55,7 @@ class Plan:
     mix_mode: str  # replace | voice_over
     out_dir: Path
     languages: list[LanguagePlan] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown by `validate` and at the start of a run
 
     @property
     def duration(self) -> float:
@@ -118,7 +120,9 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
     media = None
     if video and (audio or not portrait):
         try:
-            media = probe_portrait(video, audio) if portrait and audio else probe(video, key="source.video")
+            media = (probe_portrait(video, audio) if portrait and audio else
+                     probe(video, key="source.video", language=manifest.source.language,
+                           audio_stream=manifest.source.audio_stream))
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None
@@ -227,6 +231,9 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
         plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 
+    warnings = _audio_warnings(manifest, media) if media and not portrait else []
+    if out_dir is None and (problem := outputs_problem(manifest)):
+        problems.append(problem)
     if problems or video is None or media is None:  # no problem listed means both were found
         raise InputError(problems)
     out = Path(out_dir) if out_dir else manifest.root / manifest.outputs.dir
@@ -242,7 +249,23 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         mix_mode=mix_mode,
         out_dir=out.absolute(),
         languages=plans,
+        warnings=warnings,
     )
+
+
+def _audio_warnings(manifest: Manifest, media: MediaInfo) -> list[str]:
+    """The chosen audio stream's language tag disagrees with source.language (a commentary or another dub?)."""
+    if not media.has_audio or media.audio_language == "und":
+        return []
+    try:
+        tagged = base_language(normalise_language(media.audio_language))
+    except LanguageError:
+        tagged = media.audio_language
+    if tagged == base_language(manifest.source.language):
+        return []
+    streams = ", ".join(f"{i}: {tag}" for i, tag in enumerate(media.audio_languages))
+    return [f"source.language is {manifest.source.language!r} but the audio stream used ({media.audio_index}) is tagged "
+            f"{media.audio_language!r} (audio streams {streams}); set source.audio_stream or source.language"]
 
 
 def _check_audio_file(path: Path, file: str, key: str) -> Problem | None:

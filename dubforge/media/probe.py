@@ -15,6 +15,7 @@ import numpy as np
 
 from dubforge.core.contracts import MediaInfo
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.languages import LanguageError, base_language, normalise_language
 
 PORTRAIT_FPS = Fraction(25)
 
@@ -48,15 +49,47 @@ def open_media(path: Path, key: str):
         raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)")) from exc
 
 
-def probe(path: Path, key: str = "source.video") -> MediaInfo:
-    """Read stream headers (no decoding). Raise InputError naming `key` for unusable input."""
+def _is_picture(stream) -> bool:
+    """A real video stream, not cover art (an attached picture in an .m4a/.mp3 is one image, not a video)."""
+    return not stream.disposition & av.stream.Disposition.attached_pic
+
+
+def _tag(stream) -> str:
+    return (stream.metadata.get("language") or "und").strip() or "und"
+
+
+def choose_audio_stream(tags: list[str], language: str | None, audio_stream: int | None) -> int:
+    """Index among the audio streams: `audio_stream` if given, else the first whose language tag is `language`'s,
+    else the first."""
+    if audio_stream is not None:
+        return audio_stream
+    if language:
+        wanted = base_language(language)
+        for index, tag in enumerate(tags):
+            try:
+                if tag != "und" and base_language(normalise_language(tag)) == wanted:
+                    return index
+            except LanguageError:
+                continue
+    return 0
+
+
+def probe(path: Path, key: str = "source.video", language: str | None = None,
+          audio_stream: int | None = None) -> MediaInfo:
+    """Read stream headers (no decoding). Raise InputError naming `key` for unusable input.
+
+    The audio stream used is `audio_stream` (index among the audio streams; manifest key source.audio_stream) if
+    given, else the first one tagged with `language` (source.language), else the first."""
     path = Path(path)
     with open_media(path, key) as container:
-        if not container.streams.video and not container.streams.audio:
+        pictures = [s for s in container.streams.video if _is_picture(s)]
+        if not pictures and not container.streams.audio:
             raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)"))
-        if not container.streams.video:
-            raise InputError(Problem(str(path), key, "no video stream (expected a video file, got audio only)"))
-        video = container.streams.video[0]
+        if not pictures:
+            art = " (its only picture is attached cover art, not a video)" if container.streams.video else ""
+            raise InputError(Problem(str(path), key, f"no video stream{art}: expected a video file, got audio only; "
+                                     "dubforge dubs videos (or a photo plus speech: source.image + source.audio)"))
+        video = pictures[0]
         rate = video.average_rate or video.guessed_rate or video.base_rate
         if not rate:
             raise InputError(Problem(str(path), key, "video stream has no frame rate"))
@@ -73,7 +106,13 @@ def probe(path: Path, key: str = "source.video") -> MediaInfo:
         if not duration or duration <= 0 or frames <= 0:
             raise InputError(Problem(str(path), key, "video has zero duration (no frames)"))
 
-        audio = container.streams.audio[0] if container.streams.audio else None
+        streams = list(container.streams.audio)
+        tags = [_tag(s) for s in streams]
+        if audio_stream is not None and not 0 <= audio_stream < len(streams):
+            have = f"audio streams 0..{len(streams) - 1}" if streams else "no audio stream"
+            raise InputError(Problem(str(path), "source.audio_stream", f"no audio stream {audio_stream}: the file has {have}"))
+        index = choose_audio_stream(tags, language, audio_stream)
+        audio = streams[index] if streams else None
         return MediaInfo(
             path=path,
             duration=float(duration),
@@ -89,8 +128,10 @@ def probe(path: Path, key: str = "source.video") -> MediaInfo:
             audio_channels=int(audio.codec_context.channels) if audio else 0,
             audio_rate=int(audio.codec_context.sample_rate) if audio else 0,
             audio_codec=audio.codec_context.name if audio else "",
-            audio_language=(audio.metadata.get("language") or "und") if audio else "und",
+            audio_language=tags[index] if audio else "und",
             audio_start_time=_first(_seconds(audio.start_time, audio.time_base), start) if audio else 0.0,
+            audio_index=index if audio else 0,
+            audio_languages=tuple(tags),
         )
 
 

@@ -1,0 +1,145 @@
+"""Whole runs on a small scripted project: a failed language leaves nothing under a final name; Netflix
+loudness measured independently (FFmpeg's ebur128 on the delivered file, gated to the delivered cues)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+import srt
+import yaml
+from typer.testing import CliRunner
+
+from dubforge.cli import app
+from tests.test_ingest import make_video, tone
+
+runner = CliRunner()
+
+
+def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0, **changes) -> Path:
+    """A tone bed under an English script, dubbed into Spanish from a file with espeak (no ASR, no MT)."""
+    (root / "media").mkdir(parents=True, exist_ok=True)
+    bed = tone(seconds, 48_000, freq=220.0, level=0.05)
+    make_video(root / "media" / "clip.mp4", seconds=seconds, size=(160, 120), audio=bed, audio_delay=audio_delay,
+               language="eng")
+    (root / "en.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nGood morning to everyone.\n\n"
+                                 "2\n00:00:02,200 --> 00:00:03,600\nThank you all for coming.\n")
+    (root / "es.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nBuenos días a todos.\n\n"
+                                 "2\n00:00:02,200 --> 00:00:03,600\nGracias por venir.\n")
+    data = {
+        "version": 1,
+        "project": "clip",
+        "source": {"video": "media/clip.mp4", "language": "en", "script": "en.srt"},
+        "targets": [{"language": "es", "translation": {"from": "file", "path": "es.srt"}, "voice": {"backend": "espeak"}}],
+        "alignment": "pocketsphinx",
+        "outputs": {"dir": "out", "subtitles": ["srt"]},
+        **changes,
+    }
+    path = root / "clip.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def gated_ebur128(media: Path, cues: list[srt.Subtitle]) -> float:
+    """Integrated loudness of the delivered audio where the delivered subtitles show dialogue (FFmpeg's meter)."""
+    spans = "+".join(f"between(t,{c.start.total_seconds():.3f},{c.end.total_seconds():.3f})" for c in cues)
+    err = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostats", "-i", str(media), "-map", "0:a:0",
+         "-af", f"aselect='{spans}',asetpts=N/SR/TB,ebur128", "-f", "null", "-"],
+        capture_output=True, text=True, check=True).stderr
+    return float(re.search(r"I:\s+(-?[\d.]+) LUFS", err[err.rindex("Summary:"):]).group(1))
+
+
+@pytest.fixture(scope="module")
+def netflix(tmp_path_factory, prefect_api):
+    root = tmp_path_factory.mktemp("netflix")
+    path = scripted_project(root, mix={"loudness": "netflix"})
+    result = runner.invoke(app, ["run", str(path)])
+    return root, result
+
+
+def test_netflix_loudness_end_to_end(netflix):
+    root, result = netflix
+    assert result.exit_code == 0, result.output
+    folder = root / "out" / "es"
+    qc = json.loads((folder / "qc.json").read_text())
+    assert qc["loudness"]["dialogue_gated"] and qc["loudness"]["pass"], qc["loudness"]
+    cues = list(srt.parse((folder / "clip.es.srt").read_text()))
+    assert len(cues) == 2
+    assert gated_ebur128(folder / "clip.es.mp4", cues) == pytest.approx(-27.0, abs=1.5)
+    assert (folder / "clip.es.mp4.provenance.json").is_file()
+
+
+def test_failed_language_leaves_nothing_then_resumes(netflix, monkeypatch):
+    root, first = netflix
+    assert first.exit_code == 0, first.output
+    path = scripted_project(root, mix={"loudness": "netflix"},
+                            targets=[{"language": "de", "translation": {"from": "file", "path": "es.srt"},
+                                      "voice": {"backend": "espeak"}}])
+    import dubforge.tasks.deliver as deliver
+
+    def broken(*_args, **_kwargs):
+        raise OSError("provenance: disk full")
+
+    monkeypatch.setattr(deliver, "write_provenance", broken)
+    failed = runner.invoke(app, ["run", str(path)])
+    assert failed.exit_code == 1, failed.output
+    assert "provenance: disk full" in failed.output
+    out = root / "out"
+    assert not (out / "de").exists()  # the MP4 and qc.json were written, but never under a final name
+    assert not (out / ".dubforge" / "staging").exists() or not any((out / ".dubforge" / "staging").iterdir())
+    assert not [p for p in out.rglob(".*.part*")]
+
+    monkeypatch.undo()
+    again = runner.invoke(app, ["run", str(path)])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (out / "de").iterdir()) == [
+        "clip.de.csv", "clip.de.dialogue.wav", "clip.de.mp4", "clip.de.mp4.provenance.json", "clip.de.srt", "qc.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["ingest"]["state"] == "Cached"  # finished work reused
+
+
+def cli_run(*args: str) -> subprocess.CompletedProcess:
+    """`dubforge run` in its own process, as a user runs it, against the test session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.run([sys.executable, "-m", "dubforge", "run", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def one_clear_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "Error emitting" not in output, output
+    failures = [line for line in output.splitlines() if "failed" in line.lower() or expected in line]
+    assert len(failures) == 1 and expected in failures[0], output
+
+
+def test_locked_out_is_one_line_exit_1(netflix):
+    root, _ = netflix
+    lock = root / "out" / ".dubforge" / "lock"
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds OUT
+        result = cli_run(str(root / "clip.yaml"))
+    one_clear_line(result, "another dubforge run is writing to")
+
+
+def test_moved_project_runs_from_its_new_place(netflix):
+    root, _ = netflix
+    moved = root.parent / (root.name + "-moved")
+    root.rename(moved)
+    try:
+        result = cli_run(str(moved / "clip.yaml"))
+        assert result.returncode == 0, result.stdout + result.stderr  # cached results held the old folder's paths
+        report = json.loads((moved / "out" / "report.json").read_text())
+        assert str(root) not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
+    finally:
+        moved.rename(root)
