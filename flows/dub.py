@@ -27,6 +27,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -39,7 +40,7 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.errors import InputError, Problem, RunError
+from dubforge.core.errors import InputError, Problem, RunError, TransientError
 from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.glossary import required_terms
 from dubforge.core.manifest import (
@@ -58,6 +59,7 @@ from dubforge.core.registry import load_class
 from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.report import build_report, publish_report, stage_names, stage_seconds
+from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
 from dubforge.tasks.deliver import deliver_language, deliver_master
@@ -195,7 +197,30 @@ def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> FaceTra
 # ---------------------------------------------------------------- per-language lane
 
 
-@_stage_task("translate", "translate-{language}")
+def _transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry only what may pass: network errors and busy servers (an HTTP translation backend, shared storage)."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, (TransientError, ConnectionError, TimeoutError))
+
+
+RETRY_DELAYS = [2, 10]  # seconds; two retries of a transient failure
+
+
+@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_transient)
+def publish_task(mirror: Mirror) -> int:
+    """Copy finished work to the output URL (cache records last)."""
+    return mirror.publish()
+
+
+@task(name="pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_transient)
+def pull_task(mirror: Mirror) -> None:
+    """Bring the output URL's finished work and cache records into the local mirror."""
+    mirror.pull()
+
+
+@_stage_task("translate", "translate-{language}", retries=2, retry_delay_seconds=RETRY_DELAYS,
+             retry_condition_fn=_transient)
 def translate_task(
     language: str, source_language: str, transcript: Transcript, file: Path | None,
     machine: MachineTranslation | None, video_duration: float, glossary: dict[str, str] | None = None,
@@ -327,11 +352,12 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)
     mirror = shared_storage.out_mirror(out_url)
     with shared_storage.out_lock(out_url):
-        mirror.pull()
+        pull_task(mirror)
         try:
-            report = _dub(local_manifest, languages, mirror.local, checkpoint=mirror.publish, manifest_name=manifest)
+            report = _dub(local_manifest, languages, mirror.local, checkpoint=lambda: publish_task(mirror),
+                          manifest_name=manifest)
         finally:
-            mirror.publish()
+            publish_task(mirror)
     get_run_logger().info("published %s", out_url)
     return {**report, "published": out_url}
 

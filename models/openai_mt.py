@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from dubforge.core.errors import StageError
+from dubforge.core.errors import StageError, TransientError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import display_name
 from dubforge.models.base import Translator
@@ -103,13 +103,15 @@ class OpenAITranslator(Translator):
         try:
             response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_S)
         except httpx.ConnectError as exc:
-            raise StageError(f"cannot connect to the translation server at {url}: {exc}") from exc
+            raise TransientError(f"cannot connect to the translation server at {url}: {exc}") from exc
         except httpx.TimeoutException as exc:
-            raise StageError(f"the translation server at {url} did not answer within {TIMEOUT_S:.0f} s") from exc
+            raise TransientError(f"the translation server at {url} did not answer within {TIMEOUT_S:.0f} s") from exc
         except httpx.HTTPError as exc:
-            raise StageError(f"request to {url} failed: {exc}") from exc
+            raise TransientError(f"request to {url} failed: {exc}") from exc
         if response.status_code >= 400:
-            raise StageError(f"the translation server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
+            busy = response.status_code == 429 or response.status_code >= 500  # worth a retry; 4xx are not
+            raise (TransientError if busy else StageError)(
+                f"the translation server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
         try:
             return response.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
