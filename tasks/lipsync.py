@@ -63,10 +63,11 @@ def render_lipsync(
                                     preset=preset, crf=crf, progress=progress, **extra)
 
 
-def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
+                  per_frame: dict | None = None) -> dict:
     """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
 
-    return score(Path(rendered), Path(source), track, dub_phonemes)
+    return score(Path(rendered), Path(source), track, dub_phonemes, per_frame)
 
 
 def coverage_verdict(scorecard: dict, min_coverage: float = 0.9, strict: bool = False) -> LipsyncVerdict:

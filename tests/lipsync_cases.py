@@ -161,7 +161,8 @@ def run(case: Case, work: Path, phonemes: list[Phoneme] | None = None, crf: int 
     phonemes = phonemes if phonemes is not None else dub(work)
     track = track_face(made["src"], work / "cache", made["audio"])
     result = render_lipsync(made["src"], track, phonemes, [], work / "out.mp4", crf=crf)
-    card = score_lipsync(result.out_video, made["src"], track, phonemes)
+    per_frame: dict = {}
+    card = score_lipsync(result.out_video, made["src"], track, phonemes, per_frame)
     src_stamps, out_stamps = _stamps(made["src"]), _stamps(result.out_video)
     with av.open(str(made["src"])) as a, av.open(str(result.out_video)) as b:
         rot = (rotation(next(a.decode(video=0))), rotation(next(b.decode(video=0))))
@@ -173,7 +174,12 @@ def run(case: Case, work: Path, phonemes: list[Phoneme] | None = None, crf: int 
     }
     if case.decoy:
         figures["decoy_psnr_db"] = _decoy_psnr(result.out_video, made["src"], case.size[0] // 2)
+    hidden = np.zeros(made["n"], bool)
     if case.occlude:
         a, b = case.occlude
-        figures["occluded_frames"] = int(((made["times"] >= a) & (made["times"] < b)).sum())
+        hidden = (made["times"] >= a) & (made["times"] < b)
+        figures["occluded_frames"] = int(hidden.sum())
+        figures["occluded_rendered"] = int((hidden & per_frame["covered"]).sum())
+    outside = per_frame["scored"] & ~hidden
+    figures["coverage_outside_occlusion"] = float((per_frame["covered"] & outside).sum() / max(outside.sum(), 1))
     return figures

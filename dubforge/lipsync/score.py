@@ -46,7 +46,10 @@ LOWER_FACE = g.sub([132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 3
                     2, 98, 327])
 
 
-def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
+          per_frame: dict | None = None) -> dict:
+    """The scorecard (JSON-ready). `per_frame`, when given, receives the boolean arrays `scored` and
+    `covered` (which frames counted, which of those were re-rendered)."""
 
     arrays = load_arrays(track)
     times, valid, points = arrays["times"], arrays["valid"], np.nan_to_num(arrays["points"])
@@ -112,6 +115,8 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     lag, corr_any = best_lag(curve, ref, scored, MAX_LAG)
     near = best_lag(curve, ref, scored, 1)[1]
     both = scored & redone
+    if per_frame is not None:
+        per_frame.update(scored=scored, covered=both)
     return {
         "coverage": float(both.sum() / scored.sum()) if scored.any() else None,
         "frames_scored": int(scored.sum()),
