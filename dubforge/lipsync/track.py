@@ -33,7 +33,7 @@ from dubforge.media.files import (
     write_json_atomic,
 )
 
-TRACK_VERSION = 5  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
+TRACK_VERSION = 6  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
@@ -42,7 +42,8 @@ MAX_GAP = 15  # frames a tracklet may miss and still continue (within a shot)
 CUT_JUMP, CUT_RATIO = 0.15, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
 RELINK = 1.0  # appearance distance below which two tracklets are one identity
 MIN_FRAMES = 3  # identities seen in fewer frames are false detections
-OCCLUDED_LAB = 6.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
+OCCLUDED_LAB = 8.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
+# (clean footage stays within ~6.5 in single frames; a grey bar is ~13 away, bare skin over the lips ~10)
 
 
 @dataclass
@@ -236,13 +237,17 @@ def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Frames whose lip colour is far from this person's usual (their median): the mouth is covered."""
-    out = np.zeros(len(present), bool)
+    """Frames whose lip colour is far from this person's usual (their median) in two consecutive frames or
+    more: the mouth is covered. A single odd frame is noise."""
+    far = np.zeros(len(present), bool)
     if present.sum() < 5:
-        return out
+        return far
     usual = np.median(offset[present], axis=0)
-    out[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
-    return out
+    far[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
+    neighbour = np.zeros_like(far)
+    neighbour[1:] |= far[:-1]
+    neighbour[:-1] |= far[1:]
+    return far & neighbour
 
 
 def _appearance(a: np.ndarray, b: np.ndarray) -> float:
