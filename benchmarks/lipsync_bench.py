@@ -2,10 +2,9 @@
 
     .venv/bin/python benchmarks/lipsync_bench.py [--frames 240] [--cores 2]
 
-Prints fps per language, the whole lip-sync stage for 3 languages (track, bank, render and score) over 3 bare
-transcodes, (warm: face track and mouth bank cached, as for every language after the
-first), the ratio to decode+encode measured in the same run, the cold first-language cost, the
-scorecard's time (first language, then others: the source side is cached) and its numbers, and peak
+Prints fps per language (warm: face track and mouth bank cached, as for every language after the
+first), the ratio to decode+encode measured in the same run, the cold first-language cost, the whole lip-sync
+stage for 3 languages (track, bank, render and score) over 3 bare transcodes, the scorecard's time (first language, then others: the source side is cached) and its numbers, and peak
 memory of a render at N and 3N frames (each in its own process) to show it does not grow with length.
 """
 
