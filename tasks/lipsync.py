@@ -62,10 +62,11 @@ def lipsync_language(video: Path, track: FaceTrack, dub: DubTrack, transcript: T
     return RenderedPicture(video=result.out_video, result=result, scorecard=scorecard, verdict=verdict)
 
 
-def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+def score_lipsync(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
+                  per_frame: dict | None = None) -> dict:
     """The automatic lip-sync scorecard (see dubforge.lipsync.score)."""
 
-    return score(Path(rendered), Path(source), track, dub_phonemes)
+    return score(Path(rendered), Path(source), track, dub_phonemes, per_frame)
 
 
 def coverage_verdict(scorecard: dict, min_coverage: float = 0.9, strict: bool = False) -> LipsyncVerdict:

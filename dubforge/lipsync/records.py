@@ -29,6 +29,7 @@ class FaceTrack(Record):
     shots: int = Field(1, description="shots found (hard cuts + 1)")
     rotation: int = Field(0, description="display rotation of the source in degrees counter-clockwise")
     speakers: list[int] = Field(default_factory=list, description="identities rendered (the speaking face per shot)")
+    frames_occluded: int = Field(0, description="frames of the speaking face left alone: something covers the mouth")
 
 
 def finish_render(video: Path, out_video: Path, expected: int, decoded: int, rendered: int, warnings: list[str],

@@ -13,9 +13,9 @@ Every measure counts the frames where the dub speaks and the source shows a dete
 a frame passed through unrendered is a miss for `coverage`, keeps the source's mouth for closure and
 correlation, and a frame whose output has no detectable face is a miss for both.
 
-Cost: a static face-mesh pass over every source frame (cached beside the face track: every language reuses
-it) and over the output's scored frames. PSNR outside the render mask is the whole-frame error minus the
-error inside the dilated mask, so no full-frame mask is ever built."""
+Cost: a static face-mesh pass over the source frames the dub speaks over (cached beside the face track: every
+language reuses them and adds what it needs) and over the output's. PSNR outside the render mask is the whole-frame
+error minus the error inside the dilated mask, so no full-frame mask is ever built."""
 
 from __future__ import annotations
 
@@ -41,12 +41,15 @@ MAX_LAG = 5
 DILATE_PX = 8  # the render mask grows by this before "outside" is compared (encoder blocks bleed)
 RING_PX = 2
 RENDERED_DIFF = 4.0  # mean |luma| difference in the mouth box (0..255) above which a frame was re-rendered
-SCORE_VERSION = 3
+SCORE_VERSION = 4
 LOWER_FACE = g.sub([132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
                     2, 98, 327])
 
 
-def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
+          per_frame: dict | None = None) -> dict:
+    """The scorecard (JSON-ready). `per_frame`, when given, receives the boolean arrays `scored` and
+    `covered` (which frames counted, which of those were re-rendered)."""
 
     arrays = load_arrays(track)
     times, valid, points = arrays["times"], arrays["valid"], np.nan_to_num(arrays["points"])
@@ -54,9 +57,8 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     n = len(times)
     speak = speaking(dub_phonemes, times)
     cache = _source_cache(track, Path(source))
-    cached_faces = _load_source(cache, n)
-    detect_src = cached_faces is None
-    src_faces = np.full((n, MAX_FACES, len(g.SUBSET), 2), np.nan, np.float32) if cached_faces is None else cached_faces
+    src_faces, src_done = _load_source(cache, n)
+    detect_src = bool((speak & ~src_done).any())
     anchor = _anchors(points, valid, arrays.get("shot", np.zeros(n, np.int64)))
     src_open, out_open = np.full(n, np.nan), np.full(n, np.nan)
     face_ok, redone = np.zeros(n, bool), np.zeros(n, bool)
@@ -69,9 +71,10 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
             if i >= n:
                 break
             out, src = fo.to_ndarray(format="rgb24"), fs.to_ndarray(format="rgb24")
-            if detect_src:
+            if speak[i] and not src_done[i]:
                 for k, detected in enumerate(_detect(mesh, src, rotation(fs))[:MAX_FACES]):
                     src_faces[i, k] = detected
+                src_done[i] = True
             frame_err, frame_px = float(cv2.norm(out, src, cv2.NORM_L2SQR)), out.shape[0] * out.shape[1]
             face = _pick(src_faces[i], anchor[i])
             if speak[i] and face is not None:
@@ -102,7 +105,7 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
             sq_err += frame_err
             sq_count += 3 * frame_px
     if detect_src:
-        _save_source(cache, src_faces)
+        _save_source(cache, src_faces, src_done)
     rendered_n = int(valid.sum())
     scored = face_ok
     # A frame whose output lost the face is a miss: it gets the least helpful value, the median.
@@ -111,6 +114,8 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     lag, corr_any = best_lag(curve, ref, scored, MAX_LAG)
     near = best_lag(curve, ref, scored, 1)[1]
     both = scored & redone
+    if per_frame is not None:
+        per_frame.update(scored=scored, covered=both)
     return {
         "coverage": float(both.sum() / scored.sum()) if scored.any() else None,
         "frames_scored": int(scored.sum()),
@@ -196,24 +201,26 @@ def _detect(mesh, rgb: np.ndarray, turn: int) -> list[np.ndarray]:
 
 
 def _source_cache(track: FaceTrack, source: Path) -> Path:
-    """The source's static detections depend only on the source video: cached for every language."""
+    """The source's static detections depend only on the source video: cached for every language. Only the
+    frames some language's dub speaks over are detected; later languages add the frames they need."""
 
     key = fingerprint(track.video_sha256, track.frame_count, SCORE_VERSION, MAX_FACES)
-    return Path(track.npz).with_name(f"score-source-{key}.npy")
+    return Path(track.npz).with_name(f"score-source-{key}.npz")
 
 
-def _load_source(path: Path, n: int) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    data = np.load(path)
-    return data if data.shape[0] == n else None
+def _load_source(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_file():
+        with np.load(path) as data:
+            if data["faces"].shape[0] == n:
+                return data["faces"].copy(), data["done"].copy()
+    return np.full((n, MAX_FACES, len(g.SUBSET), 2), np.nan, np.float32), np.zeros(n, bool)
 
 
-def _save_source(path: Path, faces: np.ndarray) -> None:
+def _save_source(path: Path, faces: np.ndarray, done: np.ndarray) -> None:
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, faces)
+            np.savez(handle, faces=faces, done=done)
 
 
 def _box(points: np.ndarray, shape, margin: int) -> tuple[int, int, int, int]:

@@ -33,15 +33,17 @@ from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 3  # 3: merged duplicates, shots, identities, orientation
+TRACK_VERSION = 6  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
 DUPLICATE_IOU = 0.4  # two meshes in one frame overlapping this much are one face
 MAX_GAP = 15  # frames a tracklet may miss and still continue (within a shot)
-CUT_JUMP, CUT_RATIO = 0.10, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
+CUT_JUMP, CUT_RATIO = 0.15, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
 RELINK = 1.0  # appearance distance below which two tracklets are one identity
-MIN_TRACKLET = 3  # shorter tracklets are false detections
+MIN_FRAMES = 3  # identities seen in fewer frames are false detections
+OCCLUDED_LAB = 8.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
+# (clean footage stays within ~6.5 in single frames; a grey bar is ~13 away, bare skin over the lips ~10)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class _Tracklet:
     frames: list[int] = field(default_factory=list)
     points: list[np.ndarray] = field(default_factory=list)
     sigs: list[np.ndarray] = field(default_factory=list)
+    lips: list[np.ndarray] = field(default_factory=list)  # lip-minus-skin colour per frame (occlusion)
 
     @property
     def box(self) -> np.ndarray:
@@ -100,30 +103,39 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
             prev_thumb = thumb.astype(np.float32)
             faces = merge_duplicates(mesh(rgb))
             sigs = [signature(rgb, p) for p in faces]
+            lips = [lip_colour(rgb, p) for p in faces]
             faces = [upright_to_stored(p, turn, info.width, info.height) for p in faces]
-            live, ended = _associate(live, faces, sigs, index, len(cuts))
+            live, ended = _associate(live, faces, sigs, lips, index, len(cuts))
             done += ended
     finally:
         mesh.close()
     done += live
     n = len(times)
-    tracklets = [t for t in done if len(t.frames) >= MIN_TRACKLET]
-    identity_of = relink(tracklets)
+    # Short tracklets (a face across a run of quick cuts) join their person first; what stays short is noise.
+    linked = relink(done)
+    counts = np.bincount(linked, weights=[len(t.frames) for t in done]) if done else np.zeros(0)
+    keep = [k for k, f in enumerate(linked) if counts[f] >= MIN_FRAMES]
+    renumber = {f: k for k, f in enumerate(dict.fromkeys(linked[k] for k in keep))}
+    tracklets = [done[k] for k in keep]
+    identity_of = [renumber[linked[k]] for k in keep]
     shots = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
 
     ids = sorted(set(identity_of))
     faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
     present = {f: np.zeros(n, bool) for f in ids}
+    lip_offset = {f: np.full((n, 2), np.nan, np.float32) for f in ids}
     for t, f in zip(tracklets, identity_of):
         faces_points[f][t.frames] = np.stack(t.points)
+        lip_offset[f][t.frames] = np.stack(t.lips)
         present[f][t.frames] = True
+    occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
     chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope)
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
     identity = np.full(n, -1, np.int64)
     for i, f in enumerate(chosen):
-        if f >= 0 and present[f][i] and _usable(faces_points[f][i]):
+        if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
             points[i], identity[i] = faces_points[f][i], f
     valid = identity >= 0
     segment = _segments(identity, shots)
@@ -147,6 +159,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         reason=reason if valid.any() or not ids else f"{reason}; but never usable (too small or turned away)",
         faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(turn or 0),
         speakers=sorted({int(f) for f in identity[valid]}),
+        frames_occluded=int(sum(1 for i, f in enumerate(chosen) if f >= 0 and occluded[f][i])),
     )
     write_json_atomic(json_path, json.loads(track.model_dump_json()))
     return track
@@ -202,11 +215,46 @@ def signature(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.concatenate([shape[0] * 6.0, shape[1] * 6.0, colour]).astype(np.float32)
 
 
+_LIP_OUTER = g.sub(g.UPPER_OUTER + g.LOWER_OUTER)
+_LIP_INNER = g.sub(g.UPPER_INNER + g.LOWER_INNER)
+
+
+def _lab(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Lab colour (OpenCV 8-bit scale) at each point, averaged over its 3x3 neighbourhood."""
+    h, w = rgb.shape[:2]
+    xy = np.clip(np.round(points).astype(int), 1, [w - 2, h - 2])
+    patch = np.stack([rgb[xy[:, 1] + dy, xy[:, 0] + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]).mean(0)
+    return cv2.cvtColor(patch.astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+
+
+def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(a, b) of the lips (midway between outer and inner contours) minus the skin's: lips are redder than
+    skin; a hand, a microphone or a bar over the mouth is not. Relative to the skin, so it holds across
+    lighting and shots."""
+    lips = _lab(rgb, 0.5 * (points[_LIP_OUTER] + points[_LIP_INNER]))
+    skin = _lab(rgb, points[_SKIN])
+    return (np.median(lips, 0) - np.median(skin, 0))[1:]
+
+
+def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Frames whose lip colour is far from this person's usual (their median) in two consecutive frames or
+    more: the mouth is covered. A single odd frame is noise."""
+    far = np.zeros(len(present), bool)
+    if present.sum() < 5:
+        return far
+    usual = np.median(offset[present], axis=0)
+    far[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
+    neighbour = np.zeros_like(far)
+    neighbour[1:] |= far[:-1]
+    neighbour[:-1] |= far[1:]
+    return far & neighbour
+
+
 def _appearance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.sqrt(len(a) / 10.0))
 
 
-def _associate(live: list[_Tracklet], faces, sigs, index: int, shot: int):
+def _associate(live: list[_Tracklet], faces, sigs, lips, index: int, shot: int):
     """Hungarian assignment of this frame's faces to live tracklets; returns (live, ended)."""
     ended = [t for t in live if index - t.frames[-1] > MAX_GAP]
     live = [t for t in live if index - t.frames[-1] <= MAX_GAP]
@@ -225,10 +273,11 @@ def _associate(live: list[_Tracklet], faces, sigs, index: int, shot: int):
                 live[i].frames.append(index)
                 live[i].points.append(faces[j])
                 live[i].sigs.append(sigs[j])
+                live[i].lips.append(lips[j])
                 matched.add(j)
     for j, p in enumerate(faces):
         if j not in matched:
-            live.append(_Tracklet(shot, [index], [p], [sigs[j]]))
+            live.append(_Tracklet(shot, [index], [p], [sigs[j]], [lips[j]]))
     return live, ended
 
 
