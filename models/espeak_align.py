@@ -45,6 +45,8 @@ class EspeakWordAligner(Aligner):
             voice = EspeakSynthesizer(language)
         except ValueError as exc:
             raise StageError(f"espeak-words alignment: {exc}") from None
+        audio, rate = read_wav(Path(speech_wav))
+        envelope = _envelope(resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0])
         out = []
         with tempfile.TemporaryDirectory(prefix="dubforge-align-") as tmp:
             for seg in segments:
@@ -58,6 +60,7 @@ class EspeakWordAligner(Aligner):
                 else:
                     first, last = self._heard_span(speech_wav, seg, language, Path(tmp))
                     spans = _share(first, last, [sum(d for _, d in shape) or 0.1 for shape in shapes])
+                spans = _snap_to_sound(spans, envelope)
                 words = []
                 for token, (start, end), shape in zip(tokens, spans, shapes):
                     words.append(Word(text=token, start=round(start, 3), end=round(end, 3),
@@ -81,6 +84,41 @@ class EspeakWordAligner(Aligner):
         if not words:
             return seg.start, seg.end
         return max(seg.start - PADDING, begin + words[0].start), min(seg.end + PADDING, begin + words[-1].end)
+
+
+FRAME = 0.01  # seconds per envelope frame
+
+
+def _envelope(mono) -> "np.ndarray":
+    """RMS per 10 ms frame."""
+    import numpy as np
+
+    hop = int(FRAME * SPEECH_RATE)
+    frames = len(mono) // hop
+    return np.sqrt(np.mean(mono[: frames * hop].reshape(frames, hop) ** 2, axis=1)) if frames else np.zeros(0)
+
+
+def _snap_to_sound(spans: list[tuple[float, float]], envelope) -> list[tuple[float, float]]:
+    """Whisper's word times are loose at the edges of speech (often the segment start, silence included):
+    move the first word's start and the last word's end onto the sound inside them (10% of the loud level)."""
+    import numpy as np
+
+    if not spans or not len(envelope):
+        return spans
+    a, b = int(spans[0][0] / FRAME), int(np.ceil(spans[-1][1] / FRAME))
+    inside = envelope[a:b]
+    if not len(inside):
+        return spans
+    loud = np.flatnonzero(inside > 0.1 * np.percentile(inside, 95))
+    if not len(loud):
+        return spans
+    first_end, last_start = spans[0][1], spans[-1][0]
+    onset = min((a + loud[0]) * FRAME, first_end - FRAME)
+    offset = max((a + loud[-1] + 1) * FRAME, last_start + FRAME)
+    spans = list(spans)
+    spans[0] = (max(spans[0][0], onset), spans[0][1])
+    spans[-1] = (spans[-1][0], min(spans[-1][1], offset))
+    return spans
 
 
 def _strip(raw: str) -> str:
