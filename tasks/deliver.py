@@ -104,6 +104,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     integrated = delivered.integrated_lufs
     if target.dialogue_gated:
         integrated = _dialogue_gated_lufs(mp4, dub)
+    warnings = {line.index: list(line.warnings) for line in translation.lines}
     lines = [
         {
             "index": line.index,
@@ -117,6 +118,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "borrowed": round(line.borrowed, 3),
             "overflow": round(line.overflow, 3),
             "text": line.text,
+            "warnings": warnings.get(line.index, []),
         }
         for line in dub.lines
     ]
@@ -133,6 +135,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "lines_sped_up": sum(1 for l in lines if l["speed"] > 1.001),
             "lines_overflowing": sum(1 for l in lines if l["overflow"] > 0.0),
             "total_overflow": round(sum(l["overflow"] for l in lines), 3),
+            "warnings": sum(len(l["warnings"]) for l in lines),
         },
         "loudness": {
             "preset": info["loudness"],
