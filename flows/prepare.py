@@ -13,14 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dubforge.core.contracts import Segment, Translation
+from dubforge.core.contracts import Segment, SourceMedia, Translation
 from dubforge.core.errors import StageError
 from dubforge.core.glossary import required_terms
+from dubforge.core.languages import normalise_language
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import LanguagePlan, Plan, make_plan
 from dubforge.core.registry import create, load_class
 from dubforge.core.scripts import read_script
-from dubforge.media.files import fingerprint
+from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
+from dubforge.media.files import fingerprint, write_json_atomic
+from dubforge.models.coqui_tts import reference_clips
 from dubforge.tasks.fit import speaker_voices, synthesize_cached
 from dubforge.tasks.ingest import ingest
 from dubforge.tasks.portrait import still_video
@@ -39,17 +42,15 @@ def _options(stage: str, backend: str, options: dict[str, Any], models_file: Pat
     return options
 
 
-def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], float]:
-    """The source lines (the script's, else ASR aligned and tightened as in the run) and the video duration."""
+def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], SourceMedia]:
+    """The source lines (the script's, else ASR aligned and tightened as in the run) and the ingested media."""
     m = plan.manifest
-    if plan.script_segments is not None and plan.portrait_audio is None:
-        return list(plan.script_segments), plan.duration
     video = plan.video
     if plan.portrait_audio is not None:
         video = still_video(plan.video, plan.portrait_audio, work_root / "prepare" / fingerprint(plan.video, plan.portrait_audio))
     media = ingest(video, work_root / "prepare" / fingerprint(video))
     if plan.script is not None:
-        return read_script(plan.script, video_duration=media.duration, column="transcription"), media.duration
+        return read_script(plan.script, video_duration=media.duration, column="transcription"), media
     if media.speech_wav is None:
         raise StageError(f"{video.name} has no audio to transcribe; give source.script")
     models_file = registry_path(manifest_dir=m.root)
@@ -59,7 +60,7 @@ def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], float]:
         transcript = tighten_to_words(align(media.speech_wav, transcript, m.alignment))
     except StageError:
         pass  # no aligner for this language: segment times as transcribed (as the run does)
-    return list(transcript.segments), media.duration
+    return list(transcript.segments), media
 
 
 def translate(plan: Plan, lp: LanguagePlan, segments: list[Segment], duration: float) -> Translation:
@@ -98,10 +99,12 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
     m = plan.manifest
     work_root = plan.out_dir / ".dubforge" / "work"
     models_file = registry_path(manifest_dir=m.root)
-    segments, duration = source_segments(plan, work_root)
+    segments, media = source_segments(plan, work_root)
+    duration = media.duration
     summary: dict[str, dict[str, Any]] = {}
+    translations: dict[str, Translation] = {}
     for lp in plan.languages:
-        translation = translate(plan, lp, segments, duration)
+        translation = translations[lp.language] = translate(plan, lp, segments, duration)
         spoken = natural_durations(lp, translation, work_root / "voice" / f"tts-{lp.language}", models_file)
         rows = review_rows(translation, spoken, m.timing.max_speedup,
                            required_terms(m.glossary.keep, m.glossary.fixed, lp.language))
@@ -118,4 +121,45 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
         summary[lp.language] = result
         if on_language:
             on_language(lp.language, result)
+    write_json_atomic(review_dir(plan) / "speakers.json",
+                      speaker_cards(plan, translations, media, review_dir(plan) / "speakers"))
     return summary
+
+
+def speaker_cards(plan: Plan, translations: dict[str, Translation], media: SourceMedia,
+                  folder: Path) -> list[dict[str, Any]]:
+    """Per speaker (labels as the translations use them): lines, seconds of speech, a 5-10 s sample clip of
+    their source speech for the reviewer, and the voice each language gives them and where it was chosen."""
+    m = plan.manifest
+    bank = read_voice_bank(bank_path(m)) if bank_path(m) else {}
+    by_speaker: dict[str, list[list[float]]] = {}
+    for start, end, speaker in sorted({(l.start, l.end, l.speaker) for t in translations.values() for l in t.lines}):
+        spans = by_speaker.setdefault(speaker, [])
+        if spans and start <= spans[-1][1]:  # languages may time the same speech differently: merge
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    segments = sorted((Segment(start=a, end=b, text="-", speaker=who) for who, spans in by_speaker.items()
+                       for a, b in spans), key=lambda seg: seg.start)
+    audio = media.mix_wav or media.speech_wav
+    samples = reference_clips(audio, segments, folder, min_seconds=5.0, max_seconds=10.0) if audio else {}
+    cards = []
+    for speaker in dict.fromkeys(seg.speaker for seg in segments):
+        own = [seg for seg in segments if seg.speaker == speaker]
+        lines = max(sum(line.speaker == speaker for line in t.lines) for t in translations.values())
+        voices = {}
+        for lp in plan.languages:
+            target = next(t for t in m.targets if normalise_language(t.language) == lp.language)
+            voice = lp.voices.get(speaker) or lp.voices["*"]
+            chosen_by = ("manifest voices" if speaker in target.voices else
+                         "voice bank" if speaker in bank_voices(bank, lp.language) else "default voice")
+            voices[lp.language] = {**voice.model_dump(exclude_none=True), "chosen_by": chosen_by}
+        cards.append({
+            "speaker": speaker,
+            "lines": lines,
+            "speech_seconds": round(sum(seg.duration for seg in own), 2),
+            "sample": str(samples[speaker].relative_to(plan.out_dir)) if speaker in samples else None,
+            "sample_note": None if speaker in samples else "under 5 s of speech without another speaker",
+            "voices": voices,
+        })
+    return cards

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from dubforge.core.contracts import Segment
 from dubforge.core.errors import InputError
 from dubforge.core.scripts import CsvRow, read_dubbing_csv, read_script, write_dubbing_csv

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 import srt
+
 from dubforge.core.contracts import Segment
 from dubforge.core.registry import create
 from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues, reading_speed, split_text, wrap
