@@ -13,8 +13,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
 from dubforge.core.contracts import (
     DEFAULT_SPEAKER,
     DubTrack,
@@ -157,28 +155,6 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     }
 
 
-def _publish_qc(language: str, qc: dict[str, Any]) -> None:
-
-    key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
-    create_table_artifact(table=qc["segments"], key=key, description=f"QC {language}: per-line timing fit")
-    loud, summary = qc["loudness"], qc["summary"]
-    create_markdown_artifact(
-        key=f"{key}-summary",
-        markdown="\n".join([
-            f"# {language}: {qc['deliverable']}",
-            f"- loudness: {loud['integrated_lufs']} LUFS (target {loud['target_lufs']}), true peak {loud['true_peak_dbtp']} dBTP"
-            f" — {'pass' if loud['pass'] else 'FAIL'}",
-            f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
-            f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
-            "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
-        ]),
-    )
-    if "lipsync" in qc:
-        card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        create_table_artifact(table=[{"metric": k, "value": v} for k, v in card.items()], key=f"{key}-lipsync",
-                              description=f"Lip-sync scorecard {language} (re-detected on the rendered output)")
-
-
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
                      picture: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -221,8 +197,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
                          "warnings": list(result["warnings"])}
         qc["backends"]["lipsync"] = result["backend"]
-    write_json_atomic(folder / "qc.json", qc)
-    _publish_qc(language, qc)
+    write_json_atomic(folder / "qc.json", qc)  # the flow publishes it to the Prefect UI (flows/artifacts.py)
     actions = [
         {"action": "transcribed", "by": transcript.backend},
         {"action": "translated", "by": translation.backend},
