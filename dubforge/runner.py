@@ -129,8 +129,8 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
                                     out_dir=location(out) if out else None, return_state=True)
     finally:
         unsubscribe()
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        console.print(f"[red]The run failed:[/] {escape(failure_line(error))}", highlight=False, soft_wrap=True)
-        return None
-    return state.result()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict) and "languages" in result:
+        return result  # a run with a failed language ends Failed; its state still carries the report
+    console.print(f"[red]The run failed:[/] {escape(failure_line(result))}", highlight=False, soft_wrap=True)
+    return None

@@ -22,13 +22,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    update_progress_artifact,
-)
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as flow_run_runtime
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
@@ -58,7 +57,8 @@ from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
 from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
-from dubforge.flows.report import build_report, publish_report, stage_names, stage_seconds
+from dubforge.flows.artifacts import publish_qc, publish_report
+from dubforge.flows.report import LANE_STAGES, build_report, stage_names, stage_seconds
 from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
@@ -342,14 +342,28 @@ def plan_info(plan: Plan) -> dict[str, Any]:
 
 # Lanes are mostly native code (ONNX, x264, numpy) that releases the GIL; renders waiting on the `gpu` limit
 # hold a thread, so there are more threads than cores.
-@flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=6), log_prints=True)
-def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
-    """Dub one manifest. Returns the run report (also written to OUT/report.json).
+def _flow_run_name() -> str:
+    """The project's name (from the manifest when it is a local file), and the languages of a subset run."""
+    parameters = flow_run_runtime.parameters
+    manifest = str(parameters.get("manifest", ""))
+    project = Path(manifest).stem or "dub"
+    if not shared_storage.is_url(manifest):
+        with contextlib.suppress(Exception):  # an invalid manifest fails in the flow, with its problems listed
+            project = read_manifest(Path(manifest)).project
+    languages = parameters.get("languages")
+    return f"{project} [{', '.join(languages)}]" if languages else project
+
+
+@flow(name="dub-project", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=6),
+      log_prints=True)
+def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> Any:
+    """Dub one manifest. Returns the run report (also written to OUT/report.json); when a language failed the
+    run ends Failed, its state still carrying the report.
 
     `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
-        return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)
+        return _final_state(_dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None))
     mirror = shared_storage.out_mirror(out_url)
     with shared_storage.out_lock(out_url):
         pull_task(mirror)
@@ -359,7 +373,15 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
         finally:
             publish_task(mirror)
     get_run_logger().info("published %s", out_url)
-    return {**report, "published": out_url}
+    return _final_state({**report, "published": out_url})
+
+
+def _final_state(report: dict[str, Any]) -> Any:
+    """The report, or a Failed state carrying it when a language of this run failed (not a green Completed)."""
+    failed = [lang for lang, r in report["languages"].items() if r["status"] != "completed" and not r.get("previous_run")]
+    if not failed:
+        return report
+    return Failed(message=f"{len(failed)} language(s) failed: {', '.join(failed)}", data=report)
 
 
 def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
@@ -394,13 +416,14 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     def staged(t):
         return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
 
-    with _out_dir_lock(out), portable.project_roots(out, m.root):
+    with _out_dir_lock(out), portable.project_roots(out, m.root), tags(f"project:{m.project}"):
         claim_output_folder(out)
         sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
         stage_states: dict[tuple[str, str], str] = {}
 
         def shared(stage: str, t, **kwargs):
-            future = staged(t).submit(**kwargs)
+            with tags("lang:all"):
+                future = staged(t).submit(**kwargs)
             future.wait()
             stage_states[(SHARED, stage)] = _state_name(future)
             if stage_states[(SHARED, stage)] == "Cached":
@@ -438,30 +461,37 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         for lp in plan.languages:
             lang = lp.language
-            tr = staged(translate_task).submit(
-                language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
-                machine=lp.machine, video_duration=media.duration,
-                glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
-            vo = staged(voice_task).submit(
-                language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
-                video_duration=media.duration, stems=stems, transcript=transcript,
-                models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
-                else None, work_root=work_root)
-            mx = staged(mix_task).submit(
-                language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
-            lane = [("translate", tr), ("voice", vo), ("mix", mx)]
-            picture = None
-            if face is not None:
-                picture = staged(lipsync_task).submit(
-                    language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                    portrait=plan.portrait_audio is not None,
-                    models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
-                lane.append(("lipsync", picture))
-            refresh = not _deliverables_exist(out, m.project, lang)
-            dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(
-                language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
-                stems=stems, picture=picture, deliver_dir=out)
-            lanes[lang] = [*lane, ("deliver", dl)]
+
+            def in_lane(t, stage: str, lang: str = lang):
+                # the task's own name carries the language too: a task blocked by a failed upstream never gets its
+                # run name (Prefect names it after the task, `voice-fr-7af`)
+                return staged(t).with_options(name=f"{stage}-{lang}", task_run_name=f"{stage}-{lang}")
+
+            with tags(f"lang:{lang}"):  # every task of the lane, for filtering in the UI
+                tr = in_lane(translate_task, "translate").submit(
+                    language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
+                    machine=lp.machine, video_duration=media.duration,
+                    glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
+                vo = in_lane(voice_task, "voice").submit(
+                    language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
+                    video_duration=media.duration, stems=stems, transcript=transcript,
+                    models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
+                    else None, work_root=work_root)
+                mx = in_lane(mix_task, "mix").submit(
+                    language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
+                lane = [("translate", tr), ("voice", vo), ("mix", mx)]
+                picture = None
+                if face is not None:
+                    picture = in_lane(lipsync_task, "lipsync").submit(
+                        language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
+                        portrait=plan.portrait_audio is not None,
+                        models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
+                    lane.append(("lipsync", picture))
+                refresh = not _deliverables_exist(out, m.project, lang)
+                dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
+                    language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
+                    stems=stems, picture=picture, deliver_dir=out)
+                lanes[lang] = [*lane, ("deliver", dl)]
 
         results: dict[str, dict[str, Any]] = {}
         for lang, futures in lanes.items():
@@ -475,6 +505,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 results[lang] = {"status": "failed", "error": error}
             else:
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
+                with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
+                    qc = json.loads((out / lang / "qc.json").read_text(encoding="utf-8"))
+                    publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
         results = _with_other_languages(results, out, [t.language for t in m.targets])
@@ -483,8 +516,9 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
-            future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
-                plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
+            with tags("lang:all"):
+                future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
+                    plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
             future.wait()
             stage_states[(SHARED, "master")] = _state_name(future)
             if future.state.is_completed():
@@ -501,7 +535,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         if manifest_name:
             report["manifest"] = manifest_name
         write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
-        publish_report(report)
+        publish_report(report, LANE_STAGES)
     return report
 
 

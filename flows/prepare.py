@@ -12,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dubforge.core.contracts import Segment, Transcript, Translation
-from dubforge.core.files import fingerprint
+from dubforge.core.contracts import Segment, SourceMedia, Transcript, Translation
+from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.glossary import required_terms
+from dubforge.core.languages import normalise_language
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import LanguagePlan, Plan, make_plan
+from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
 from dubforge.models.base import create_synthesizer
+from dubforge.models.coqui_tts import reference_clips
 from dubforge.tasks.fit import speaker_voices, synthesize_cached
 from dubforge.tasks.ingest import ingest
 from dubforge.tasks.portrait import still_video
@@ -30,11 +33,9 @@ def review_dir(plan: Plan) -> Path:
     return plan.out_dir / "review"
 
 
-def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], float]:
-    """The source lines (the script's, else ASR aligned and tightened as in the run) and the video duration."""
+def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], SourceMedia]:
+    """The source lines (the script's, else ASR aligned and tightened as in the run) and the ingested media."""
     m = plan.manifest
-    if plan.script_segments is not None and plan.portrait_audio is None:
-        return list(plan.script_segments), plan.duration
     video = plan.video
     if plan.portrait_audio is not None:
         video = still_video(plan.video, plan.portrait_audio, work_root / "prepare" / fingerprint(plan.video, plan.portrait_audio))
@@ -42,7 +43,7 @@ def source_segments(plan: Plan, work_root: Path) -> tuple[list[Segment], float]:
     transcript = source_transcript(media, plan.script, m.source.language, m.asr.backend, m.asr.options,
                                    registry_path(manifest_dir=m.root))
     transcript = align_source(media, transcript, m.alignment, from_script=plan.script is not None)
-    return list(transcript.segments), media.duration
+    return list(transcript.segments), media
 
 
 def translate(plan: Plan, lp: LanguagePlan, segments: list[Segment], duration: float) -> Translation:
@@ -79,10 +80,12 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
     m = plan.manifest
     work_root = plan.out_dir / ".dubforge" / "work"
     models_file = registry_path(manifest_dir=m.root)
-    segments, duration = source_segments(plan, work_root)
+    segments, media = source_segments(plan, work_root)
+    duration = media.duration
     summary: dict[str, dict[str, Any]] = {}
+    translations: dict[str, Translation] = {}
     for lp in plan.languages:
-        translation = translate(plan, lp, segments, duration)
+        translation = translations[lp.language] = translate(plan, lp, segments, duration)
         spoken = natural_durations(lp, translation, work_root / "voice" / f"tts-{lp.language}", models_file)
         rows = review_rows(translation, spoken, m.timing.max_speedup,
                            required_terms(m.glossary.keep, m.glossary.fixed, lp.language))
@@ -99,4 +102,45 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
         summary[lp.language] = result
         if on_language:
             on_language(lp.language, result)
+    write_json_atomic(review_dir(plan) / "speakers.json",
+                      speaker_cards(plan, translations, media, review_dir(plan) / "speakers"))
     return summary
+
+
+def speaker_cards(plan: Plan, translations: dict[str, Translation], media: SourceMedia,
+                  folder: Path) -> list[dict[str, Any]]:
+    """Per speaker (labels as the translations use them): lines, seconds of speech, a 5-10 s sample clip of
+    their source speech for the reviewer, and the voice each language gives them and where it was chosen."""
+    m = plan.manifest
+    bank = read_voice_bank(bank_path(m)) if bank_path(m) else {}
+    by_speaker: dict[str, list[list[float]]] = {}
+    for start, end, speaker in sorted({(l.start, l.end, l.speaker) for t in translations.values() for l in t.lines}):
+        spans = by_speaker.setdefault(speaker, [])
+        if spans and start <= spans[-1][1]:  # languages may time the same speech differently: merge
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    segments = sorted((Segment(start=a, end=b, text="-", speaker=who) for who, spans in by_speaker.items()
+                       for a, b in spans), key=lambda seg: seg.start)
+    audio = media.mix_wav or media.speech_wav
+    samples = reference_clips(audio, segments, folder, min_seconds=5.0, max_seconds=10.0) if audio else {}
+    cards = []
+    for speaker in dict.fromkeys(seg.speaker for seg in segments):
+        own = [seg for seg in segments if seg.speaker == speaker]
+        lines = max(sum(line.speaker == speaker for line in t.lines) for t in translations.values())
+        voices = {}
+        for lp in plan.languages:
+            target = next(t for t in m.targets if normalise_language(t.language) == lp.language)
+            voice = lp.voices.get(speaker) or lp.voices["*"]
+            chosen_by = ("manifest voices" if speaker in target.voices else
+                         "voice bank" if speaker in bank_voices(bank, lp.language) else "default voice")
+            voices[lp.language] = {**voice.model_dump(exclude_none=True), "chosen_by": chosen_by}
+        cards.append({
+            "speaker": speaker,
+            "lines": lines,
+            "speech_seconds": round(sum(seg.duration for seg in own), 2),
+            "sample": str(samples[speaker].relative_to(plan.out_dir)) if speaker in samples else None,
+            "sample_note": None if speaker in samples else "under 5 s of speech without another speaker",
+            "voices": voices,
+        })
+    return cards

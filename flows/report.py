@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
@@ -73,15 +72,3 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
         "all_cached": all(state == "Cached" for state in states.values()),
         "total_seconds": round(total_seconds, 3),
     }
-
-
-def publish_report(report: dict[str, Any]) -> None:
-    rows = [
-        {"language": lang, "status": r["status"] + (" (lip-sync degraded)" if r.get("lipsync") == "degraded" else ""),
-         "detail": r.get("error") or r.get("mp4", "")}
-        for lang, r in report["languages"].items()
-    ]
-    create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")
-    lines = [f"# {report['project']}", "", f"Total {report['total_seconds']:.1f} s; all cached: {report['all_cached']}", ""]
-    lines += [f"- **{r['language']}**: {r['status']} {r['detail']}" for r in rows]
-    create_markdown_artifact(markdown="\n".join(lines), key="dub-summary")

@@ -15,8 +15,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
 from dubforge.core.contracts import (
     DEFAULT_SPEAKER,
     BackTranscription,
@@ -109,6 +107,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     integrated = delivered.integrated_lufs
     if target.dialogue_gated:
         integrated = _dialogue_gated_lufs(mp4, dub)
+    warnings = {line.index: list(line.warnings) for line in translation.lines}
     lines = [
         {
             "index": line.index,
@@ -122,6 +121,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "borrowed": round(line.borrowed, 3),
             "overflow": round(line.overflow, 3),
             "text": line.text,
+            "warnings": warnings.get(line.index, []),
         }
         for line in dub.lines
     ]
@@ -138,6 +138,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "lines_sped_up": sum(1 for l in lines if l["speed"] > 1.001),
             "lines_overflowing": sum(1 for l in lines if l["overflow"] > 0.0),
             "total_overflow": round(sum(l["overflow"] for l in lines), 3),
+            "warnings": sum(len(l["warnings"]) for l in lines),
         },
         "loudness": {
             "preset": info["loudness"],
@@ -189,33 +190,6 @@ def _review_columns(translation: Translation, checks: BackTranscription | None) 
         "cer": [f"{c.cer:.3f}" if c else "" for c in found],
         "flagged": [("yes" if c.flagged else "no") if c else "" for c in found],
     }
-
-
-def _publish_qc(language: str, qc: dict[str, Any]) -> None:
-
-    key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
-    create_table_artifact(table=qc["segments"], key=key, description=f"QC {language}: per-line timing fit")
-    loud, summary = qc["loudness"], qc["summary"]
-    create_markdown_artifact(
-        key=f"{key}-summary",
-        markdown="\n".join([
-            f"# {language}: {qc['deliverable']}",
-            f"- loudness: {loud['integrated_lufs']} LUFS (target {loud['target_lufs']}), true peak {loud['true_peak_dbtp']} dBTP"
-            f" — {'pass' if loud['pass'] else 'FAIL'}",
-            f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
-            f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
-            *([f"- heard back ({qc['back_transcription']['backend']}): median CER "
-               f"{qc['back_transcription']['median_cer']}, flagged lines (CER > {qc['back_transcription']['max_cer']}): "
-               + (", ".join(str(f["index"] + 1) for f in qc["back_transcription"]["flagged"]) or "none")]
-              if "back_transcription" in qc else []),
-            "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
-        ] + ([f"- lip-sync: {qc['lipsync']['status']}, coverage {qc['lipsync']['coverage']}"
-              f" (min {qc['lipsync']['min_coverage']})"] if "lipsync" in qc else [])),
-    )
-    if "lipsync" in qc:
-        card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        create_table_artifact(table=[{"metric": k, "value": v} for k, v in card.items()], key=f"{key}-lipsync",
-                              description=f"Lip-sync scorecard {language} (re-detected on the rendered output)")
 
 
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
@@ -279,8 +253,7 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
                          "backend": result.backend, "visemes": result.visemes,
                          "warnings": list(result.warnings) + ([verdict.message] if verdict.message else [])}
         qc["backends"]["lipsync"] = result.backend
-    write_json_atomic(folder / "qc.json", qc)
-    _publish_qc(language, qc)
+    write_json_atomic(folder / "qc.json", qc)  # the flow publishes it to the Prefect UI (flows/artifacts.py)
     actions = [
         {"action": "transcribed", "by": transcript.backend},
         {"action": "translated", "by": translation.backend},

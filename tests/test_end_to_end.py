@@ -239,3 +239,57 @@ def test_prepare_review_sheet_then_fix_one_line(demo):
     assert report["languages"]["pt-BR"]["previous_run"]
     cues = list(srt.parse((root / "out" / "es" / "demo.es.srt").read_text()))
     assert " ".join(c.content.replace("\n", " ") for c in cues).startswith(edited)
+
+
+def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
+    """A language that fails (no bundled en->fr model) ends the run Failed, not green; the summary still prints;
+    every task is tagged and named by its language (blocked ones too); QC artifacts are published on cache hits,
+    keyed by project, in readable units."""
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    original = manifest.read_text()
+    data = yaml.safe_load(original)
+    data["targets"].append({"language": "fr", "translation": {"from": "machine"}, "voice": {"backend": "espeak"}})
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+        result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest)], capture_output=True, text=True,
+                                env=env)
+    finally:
+        manifest.write_text(original)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "report.json" in result.stdout and "fr" in result.stderr
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert {lang: r["status"] for lang, r in report["languages"].items()} == {
+        "es": "completed", "pt-BR": "completed", "fr": "failed"}
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert run.name == "demo" and run.state.is_failed() and "fr" in run.state.message
+    names = {t.name: t for t in tasks}
+    for lang in ("es", "pt-BR", "fr"):
+        for stage in ("translate", "voice", "mix", "deliver"):
+            # tasks blocked by the failed translation are never renamed: `voice-fr-7af`, still with the language
+            task = next((t for name, t in names.items() if name == f"{stage}-{lang}" or
+                         re.fullmatch(rf"{stage}-{lang}-[0-9a-f]+", name)), None)
+            assert task is not None, (stage, lang, sorted(names))
+            assert {"project:demo", f"lang:{lang}"} <= set(task.tags), task.tags
+    assert {"project:demo", "lang:all"} <= set(names["ingest"].tags)
+    assert names["voice-es"].state.name == "Cached" and names["translate-fr"].state.is_failed()
+
+    artifacts = {a.key: a for a in found if a.key}
+    assert {"demo-qc-es", "demo-qc-pt-br", "demo-qc-es-summary", "demo-stages", "demo-dub-report"} <= set(artifacts)
+    rows = artifacts["demo-qc-es"].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d - \d\d:\d\d:\d\d\.\d\d", rows[0]["window"]), rows[0]
+    assert re.fullmatch(r"x\d+\.\d\d", rows[0]["speed"]) and rows[0]["result"].split(":")[0] in ("pass", "FAIL")
+    matrix = artifacts["demo-stages"].data
+    matrix = {r["language"]: r for r in (json.loads(matrix) if isinstance(matrix, str) else matrix)}
+    assert matrix["fr"]["translate"] == "Failed" and matrix["es"]["voice"] == "Cached"

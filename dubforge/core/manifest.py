@@ -221,6 +221,8 @@ class Manifest(Strict):
     qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
     glossary: Glossary = Field(default_factory=Glossary)
+    voice_bank: Path | None = Field(
+        None, description="show-level voices.yaml (character -> voice per language); default: voices.yaml beside this file")
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML

@@ -26,6 +26,7 @@ from dubforge.core.manifest import (
 )
 from dubforge.core.registry import UnknownBackend, available, load_class
 from dubforge.core.scripts import read_script
+from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
 from dubforge.media.probe import probe, probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
@@ -182,6 +183,14 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                 problems.append(Problem(file, "targets", f"--languages names {code!r}, which is not a target of this manifest"))
         targets = [t for t in targets if _normalised(t.language) in wanted]
 
+    bank: dict[str, dict[str, Voice]] = {}
+    voices_file = bank_path(manifest)
+    if voices_file is not None:
+        try:
+            bank = read_voice_bank(voices_file)
+        except InputError as exc:
+            problems.extend(exc.problems)
+
     plans: list[LanguagePlan] = []
     for index, target in enumerate(manifest.targets):
         key = f"targets[{index}]"
@@ -214,10 +223,12 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                                             f"ctranslate2 needs a model folder (got {translation.model!r}, not a folder)"))
                 else:
                     machine = translation.model_copy(update={"model": str(folder)})
-        voices = {"*": target.voice, **target.voices}
+        voices = {"*": target.voice, **bank_voices(bank, language), **target.voices}
         resolved_voices, models = {}, {}
         for speaker, voice in voices.items():
             vkey = f"{key}.voice" if speaker == "*" else f"{key}.voices.{speaker}"
+            if speaker != "*" and speaker not in target.voices:
+                vkey = f"voice_bank {bank_path(manifest)}: {speaker}.{language}"
             backend = resolve_voice_backend(voice, language)
             _check_backend(problems, file, "tts", backend, f"{vkey}.backend")
             local = manifest.root / voice.model if voice.model else None

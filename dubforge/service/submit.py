@@ -37,7 +37,7 @@ class RunStatus:
     message: str
     deployment: str | None
     url: str
-    languages: dict[str, str]  # language -> status, from the run's `dub-report` artifact once the flow wrote it
+    languages: dict[str, str]  # language -> status, from the run's `<project>-dub-report` artifact once written
     errors: dict[str, str]  # language -> why it failed
 
 
@@ -62,7 +62,7 @@ def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: st
 def _report_rows(client, flow_run_id: UUID) -> list[dict[str, Any]]:
 
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["dub-report"])))
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(like_="%-dub-report")))
     for artifact in artifacts:
         if isinstance(artifact.data, str):
 
