@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -24,12 +25,15 @@ from tests.test_ingest import make_video, tone
 runner = CliRunner()
 
 
-def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0, **changes) -> Path:
+def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0, codec: str = "libx264",
+                     **changes) -> Path:
     """A tone bed under an English script, dubbed into Spanish from a file with espeak (no ASR, no MT)."""
     (root / "media").mkdir(parents=True, exist_ok=True)
     bed = tone(seconds, 48_000, freq=220.0, level=0.05)
-    make_video(root / "media" / "clip.mp4", seconds=seconds, size=(160, 120), audio=bed, audio_delay=audio_delay,
-               language="eng")
+    video = "media/clip.mp4" if codec == "libx264" else "media/clip.mov"
+    size = (160, 120) if codec == "libx264" else (320, 240)  # DNxHR has a minimum size
+    make_video(root / video, seconds=seconds, size=size, audio=bed, audio_delay=audio_delay,
+               language="eng", codec=codec)
     (root / "en.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nGood morning to everyone.\n\n"
                                  "2\n00:00:02,200 --> 00:00:03,600\nThank you all for coming.\n")
     (root / "es.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nBuenos días a todos.\n\n"
@@ -37,7 +41,7 @@ def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0,
     data = {
         "version": 1,
         "project": "clip",
-        "source": {"video": "media/clip.mp4", "language": "en", "script": "en.srt"},
+        "source": {"video": video, "language": "en", "script": "en.srt"},
         "targets": [{"language": "es", "translation": {"from": "file", "path": "es.srt"}, "voice": {"backend": "espeak"}}],
         "alignment": "pocketsphinx",
         "outputs": {"dir": "out", "subtitles": ["srt"]},
@@ -144,3 +148,24 @@ def test_moved_project_runs_from_its_new_place(netflix):
         assert str(root) + "/" not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
     finally:
         moved.rename(root)
+
+
+@pytest.mark.parametrize("codec,name", [("prores_ks", "prores"), ("dnxhd", "dnxhd")])
+def test_prores_and_dnxhd_are_delivered_in_mov(tmp_path, prefect_api, codec, name):
+    path = scripted_project(tmp_path, seconds=2.0, codec=codec,
+                            targets=[{"language": "es", "translation": {"from": "file", "path": "es.srt"},
+                                      "voice": {"backend": "espeak"}}])
+    (tmp_path / "es.srt").write_text("1\n00:00:00,300 --> 00:00:01,500\nBuenos días.\n")
+    (tmp_path / "en.srt").write_text("1\n00:00:00,300 --> 00:00:01,500\nGood morning.\n")
+    checked = runner.invoke(app, ["validate", str(path)])
+    assert checked.exit_code == 0 and f"MOV ({name} picture stream-copied" in " ".join(checked.output.split())
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    delivered = tmp_path / "out" / "es" / "clip.es.mov"
+    assert (tmp_path / "out" / "es" / "clip.es.mov.provenance.json").is_file()
+    with av.open(str(delivered)) as dub, av.open(str(tmp_path / "media" / "clip.mov")) as src:
+        assert dub.streams.video[0].codec_context.name == src.streams.video[0].codec_context.name == name
+        assert [bytes(p) for p in dub.demux(dub.streams.video[0]) if p.size] == \
+            [bytes(p) for p in src.demux(src.streams.video[0]) if p.size]  # stream-copied
+        assert dub.streams.audio[0].metadata.get("language") == "spa"
+    assert (tmp_path / "out" / "clip.master.mkv").is_file()
