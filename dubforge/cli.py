@@ -96,9 +96,11 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
         return 1
-    failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
+    failed = {lang: r for lang, r in report["languages"].items() if r["status"] not in ("completed", "skipped")}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if failed:
         for lang, r in failed.items():
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)

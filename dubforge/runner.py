@@ -23,7 +23,7 @@ from dubforge.service.local_server import ensure_local_server, ui_url
 
 SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
-STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta"}
 
 
 class LiveView:

