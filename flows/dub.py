@@ -120,8 +120,8 @@ def _progress_reporter(lane: str, stage: str, description: str):
 
     def report(done: int, total: int) -> None:
         fraction = done / total if total else 1.0
+        progress.emit(lane, stage, "running", fraction=fraction)  # first: raises Cancelled after Ctrl-C
         update_progress_artifact(artifact_id=artifact, progress=100.0 * fraction)
-        progress.emit(lane, stage, "running", fraction=fraction)
 
     return report
 
