@@ -93,9 +93,11 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     if report is None:
         return 1
     failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
-              if r["status"] != "completed" and not r.get("previous_run")}
+              if r["status"] not in ("completed", "skipped") and not r.get("previous_run")}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for lang, r in report["languages"].items():
         if r.get("lipsync") == "degraded":
             console.print(f"[yellow]! {lang}[/]: lip-sync degraded (coverage {r.get('lipsync_coverage', 0):.0%}); "

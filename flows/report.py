@@ -64,7 +64,7 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
                    "segments": len(transcript.segments), "transcript_backend": transcript.backend},
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
-        "warnings": list(plan.warnings),
+        "warnings": list(plan.warnings) + [f"{lang}: {r['warning']}" for lang, r in results.items() if r.get("warning")],
         "stages": _stage_report(SHARED, states, seconds),
         "languages": {lang: {**r, "stages": r.get("stages") if r.get("previous_run") else _stage_report(lang, states, seconds)}
                       for lang, r in results.items()},

@@ -33,8 +33,9 @@ from dubforge.lipsync.records import RenderedPicture
 from dubforge.media.audio import decode_audio
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
+from dubforge.media.probe import probe
 from dubforge.tasks.mix import dialogue_mask
-from dubforge.tasks.mux import burn_subtitles, master_audio, mux_language, mux_master, write_provenance
+from dubforge.tasks.mux import burn_subtitles, delivery_suffix, master_audio, mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
@@ -230,9 +231,9 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
             shutil.copyfile(dub.wav, tmp)
         outputs["dialogue_stem"] = dialogue
 
-    mp4 = folder / f"{stem}.mp4"
-    provenance_path = folder / f"{stem}.mp4.provenance.json"  # write_provenance's naming
     video = picture.video if picture else media.video
+    mp4 = folder / f"{stem}{delivery_suffix(probe(video, key='deliver.video').video_codec)}"  # MOV for ProRes/DNxHD
+    provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
     if style.get("burn_in"):

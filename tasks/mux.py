@@ -26,7 +26,14 @@ from dubforge.media import ffmpeg
 from dubforge.media.probe import probe
 
 AUDIO_RATE = 48_000
-_DELIVERED = (".mp4", ".m4a")
+_DELIVERED = (".mp4", ".mov", ".m4a")
+# Picture codecs an MP4 carries; any other (ProRes, DNxHD/HR, raw...) is delivered stream-copied in a MOV.
+MP4_VIDEO_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4", "mpeg2video", "mpeg1video"})
+
+
+def delivery_suffix(video_codec: str) -> str:
+    """The deliverable's container for a picture codec: MP4 when it can carry the picture, else MOV."""
+    return ".mp4" if video_codec in MP4_VIDEO_CODECS else ".mov"
 AUDIO_BITRATE = "192k"
 
 # Tags the MP4 muxer writes in iTunes form; any other key needs QuickTime 'mdta' tags to survive.
@@ -90,7 +97,7 @@ def mux_language(
     subtitles: Path | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """One deliverable MP4: the source picture copied, `audio_wav` as AAC 48 kHz stereo tagged with
+    """One deliverable MP4 (or MOV, by `out_mp4`'s suffix: see `delivery_suffix`): the source picture copied, `audio_wav` as AAC 48 kHz stereo tagged with
     `language` (ISO 639-2/T), optional SRT as a mov_text track, container `metadata`, faststart."""
     video, audio_wav, out_mp4 = Path(video).absolute(), Path(audio_wav).absolute(), Path(out_mp4).absolute()
     metadata = dict(metadata or {})

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
+import numpy as np
 import pytest
 import srt
 import yaml
@@ -23,12 +25,15 @@ from tests.test_ingest import make_video, tone
 runner = CliRunner()
 
 
-def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0, **changes) -> Path:
+def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0, codec: str = "libx264",
+                     **changes) -> Path:
     """A tone bed under an English script, dubbed into Spanish from a file with espeak (no ASR, no MT)."""
     (root / "media").mkdir(parents=True, exist_ok=True)
     bed = tone(seconds, 48_000, freq=220.0, level=0.05)
-    make_video(root / "media" / "clip.mp4", seconds=seconds, size=(160, 120), audio=bed, audio_delay=audio_delay,
-               language="eng")
+    video = "media/clip.mp4" if codec == "libx264" else "media/clip.mov"
+    size = (160, 120) if codec == "libx264" else (320, 240)  # DNxHR has a minimum size
+    make_video(root / video, seconds=seconds, size=size, audio=bed, audio_delay=audio_delay,
+               language="eng", codec=codec)
     (root / "en.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nGood morning to everyone.\n\n"
                                  "2\n00:00:02,200 --> 00:00:03,600\nThank you all for coming.\n")
     (root / "es.srt").write_text("1\n00:00:00,300 --> 00:00:02,000\nBuenos días a todos.\n\n"
@@ -36,7 +41,7 @@ def scripted_project(root: Path, seconds: float = 4.0, audio_delay: float = 0.0,
     data = {
         "version": 1,
         "project": "clip",
-        "source": {"video": "media/clip.mp4", "language": "en", "script": "en.srt"},
+        "source": {"video": video, "language": "en", "script": "en.srt"},
         "targets": [{"language": "es", "translation": {"from": "file", "path": "es.srt"}, "voice": {"backend": "espeak"}}],
         "alignment": "pocketsphinx",
         "outputs": {"dir": "out", "subtitles": ["srt"]},
@@ -140,6 +145,58 @@ def test_moved_project_runs_from_its_new_place(netflix):
         result = cli_run(str(moved / "clip.yaml"))
         assert result.returncode == 0, result.stdout + result.stderr  # cached results held the old folder's paths
         report = json.loads((moved / "out" / "report.json").read_text())
-        assert str(root) not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
+        assert str(root) + "/" not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
     finally:
         moved.rename(root)
+
+
+@pytest.mark.parametrize("codec,name", [("prores_ks", "prores"), ("dnxhd", "dnxhd")])
+def test_prores_and_dnxhd_are_delivered_in_mov(tmp_path, prefect_api, codec, name):
+    path = scripted_project(tmp_path, seconds=2.0, codec=codec,
+                            targets=[{"language": "es", "translation": {"from": "file", "path": "es.srt"},
+                                      "voice": {"backend": "espeak"}}])
+    (tmp_path / "es.srt").write_text("1\n00:00:00,300 --> 00:00:01,500\nBuenos días.\n")
+    (tmp_path / "en.srt").write_text("1\n00:00:00,300 --> 00:00:01,500\nGood morning.\n")
+    checked = runner.invoke(app, ["validate", str(path)])
+    assert checked.exit_code == 0 and f"MOV ({name} picture stream-copied" in " ".join(checked.output.split())
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    delivered = tmp_path / "out" / "es" / "clip.es.mov"
+    assert (tmp_path / "out" / "es" / "clip.es.mov.provenance.json").is_file()
+    with av.open(str(delivered)) as dub, av.open(str(tmp_path / "media" / "clip.mov")) as src:
+        assert dub.streams.video[0].codec_context.name == src.streams.video[0].codec_context.name == name
+        assert [bytes(p) for p in dub.demux(dub.streams.video[0]) if p.size] == \
+            [bytes(p) for p in src.demux(src.streams.video[0]) if p.size]  # stream-copied
+        assert dub.streams.audio[0].metadata.get("language") == "spa"
+    assert (tmp_path / "out" / "clip.master.mkv").is_file()
+
+
+def music(seconds: float, rate: int = 48_000) -> np.ndarray:
+    """Chords, kick and shaker (the demo's instruments), no voice."""
+    from scipy.signal import resample_poly
+
+    from dubforge.demo.project import _add, _decaying_noise, _kick, _pad
+
+    rng = np.random.default_rng(7)
+    bed = resample_poly(_pad(round(seconds * rate) // 4 + 8, rate // 4, 2.5), 4, 1, axis=0)[: round(seconds * rate)]
+    for i, when in enumerate(np.arange(0, seconds, 0.625)):
+        if i % 2 == 0:
+            _add(bed, when, _kick(), (0.5, 0.5))
+        _add(bed, when + 0.3, 0.06 * _decaying_noise(rng, 0.06, 0.015), (0.3, 0.3))
+    return (0.3 * bed / np.abs(bed).max()).astype(np.float32)
+
+
+def test_music_only_source_is_a_warning_not_a_dub(tmp_path, prefect_api):
+    (tmp_path / "media").mkdir()
+    make_video(tmp_path / "media" / "song.mp4", seconds=6.0, size=(160, 120), audio=music(6.0))
+    path = tmp_path / "song.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "project": "song", "source": {"video": "media/song.mp4", "language": "en"},
+                                    "targets": [{"language": "pt-BR", "translation": {"from": "machine"}}]}))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "pt-BR: no speech found in the source" in " ".join(result.output.split())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["languages"]["pt-BR"]["status"] == "skipped"
+    assert report["languages"]["pt-BR"]["warning"].startswith("no speech found")
+    assert any("no speech found" in w for w in report["warnings"])
+    assert not (tmp_path / "out" / "pt-BR").exists() and not (tmp_path / "out" / "song.master.mkv").exists()

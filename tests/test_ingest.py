@@ -23,8 +23,9 @@ def make_video(
     audio_delay: float = 0.0,
     language: str | None = None,
     preset: str = "ultrafast",
+    codec: str = "libx264",
 ) -> Path:
-    """Write an H.264 MP4 (moving gradient) of round(seconds*fps) frames, with optional AAC audio
+    """Write an H.264 MP4 (or ProRes/DNxHR in a MOV: `codec`) (moving gradient) of round(seconds*fps) frames, with optional AAC audio
     (float array (samples, channels)) whose first sample sits `audio_delay` seconds after the first frame
     (negative: before it). Returns `path`."""
     import av
@@ -33,9 +34,10 @@ def make_video(
     frames = round(seconds * fps)
     width, height = size
     with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        v.options = {"preset": preset}
+        v = out.add_stream(codec, rate=fps)
+        v.width, v.height = width, height
+        v.pix_fmt = {"libx264": "yuv420p", "prores_ks": "yuv422p10le", "dnxhd": "yuv422p"}[codec]
+        v.options = {"libx264": {"preset": preset}, "prores_ks": {}, "dnxhd": {"profile": "dnxhr_lb"}}[codec]
         a = None
         if audio is not None:
             a = out.add_stream("aac", rate=audio_rate)
