@@ -10,9 +10,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import State
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -167,8 +168,8 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
             _quiet_prefect_console()
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
             with _interruptible(console), display:  # Live restores the terminal before an interrupted exit
-                state = dub_project(manifest=location(manifest), languages=languages,
-                                    out_dir=location(out) if out else None, return_state=True)
+                state = cast(State, dub_project(manifest=location(manifest), languages=languages,
+                                                out_dir=location(out) if out else None, return_state=True))
     finally:
         unsubscribe()
     result = state.result(raise_on_failure=False)

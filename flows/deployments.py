@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.automations import Automation
@@ -69,19 +69,21 @@ def ensure_zombie_automation(after_s: int = 90) -> UUID:
                                     message=f"no heartbeat for {after_s} s: its worker or machine is gone")],
     )
     try:
-        existing = Automation.read(name=ZOMBIES)
+        existing = cast(Automation, Automation.read(name=ZOMBIES))  # sync call: the object itself
     except ValueError:  # not found
-        return wanted.create().id
-    existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
-    existing.update()
+        existing = cast(Automation, wanted.create())
+    else:
+        existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
+        existing.update()
+    assert existing.id is not None  # the server gave it one
     return existing.id
 
 
 def deploy_dub(name: str, pool: str, description: str) -> UUID:
 
-    return dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
+    return cast(UUID, dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
                               description=description, tags=["dubforge"], print_next_steps=False, build=False,
-                              push=False)
+                              push=False))
 
 
 def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = None, target: str = DUB_CPU,
@@ -92,10 +94,10 @@ def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = No
                                   "gpu_deployment": gpu_target}
     if out_root is not None:
         parameters["out_root"] = str(Path(out_root).absolute())
-    return scan_inbox.deploy(name=INBOX.split("/")[1], work_pool_name=CPU_POOL, cron=cron, parameters=parameters,
+    return cast(UUID, scan_inbox.deploy(name=INBOX.split("/")[1], work_pool_name=CPU_POOL, cron=cron, parameters=parameters,
                              concurrency_limit=1, entrypoint_type=EntrypointType.MODULE_PATH, tags=["dubforge"],
                              description=f"Submit new or changed manifests in {inbox}", print_next_steps=False,
-                             build=False, push=False)
+                             build=False, push=False))
 
 
 def deploy_all(gpu_slots: int = 1, inbox: Path | None = None, inbox_cron: str = INBOX_CRON,

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -115,7 +116,7 @@ def _live(lane: str, stage: str) -> Iterator[None]:
 def _progress_reporter(lane: str, stage: str, description: str):
     """A progress callback that updates a Prefect progress artifact (UI) and the terminal view."""
 
-    artifact = create_progress_artifact(progress=0.0, description=description)
+    artifact = cast(UUID, create_progress_artifact(progress=0.0, description=description))  # sync call
 
     def report(done: int, total: int) -> None:
         fraction = done / total if total else 1.0
@@ -204,7 +205,7 @@ def _transient(_task: Any, _run: Any, state: Any) -> bool:
     return isinstance(error, (TransientError, ConnectionError, TimeoutError))
 
 
-RETRY_DELAYS = [2, 10]  # seconds; two retries of a transient failure
+RETRY_DELAYS = [2.0, 10.0]  # seconds; two retries of a transient failure
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
@@ -305,7 +306,7 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
 
 
 def _state_name(future: PrefectFuture) -> str:
-    return future.state.name if future.state else "Unknown"
+    return (future.state.name if future.state else None) or "Unknown"
 
 
 def _failure(futures: list[tuple[str, PrefectFuture]]) -> str | None:
@@ -355,7 +356,7 @@ def _flow_run_name() -> str:
     return f"{project} [{', '.join(languages)}]" if languages else project
 
 
-@flow(name="dub-project", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=6),
+@flow(name="dub-project", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
       log_prints=True)
 def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> Any:
     """Dub one manifest. Returns the run report (also written to OUT/report.json); when a language failed the
@@ -501,14 +502,14 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 lanes[lang] = [*lane, ("deliver", dl)]
 
         for lang, futures in lanes.items():
-            error = _failure(futures)
+            failure = _failure(futures)
             for stage, future in futures:
                 stage_states[(lang, stage)] = _state_name(future)
                 if stage_states[(lang, stage)] == "Cached":
                     progress.emit(lang, stage, "cached")
-            if error:
-                logger.error("%s failed at %s", lang, error)
-                results[lang] = {"status": "failed", "error": error}
+            if failure:
+                logger.error("%s failed at %s", lang, failure)
+                results[lang] = {"status": "failed", "error": failure}
             else:
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
                 with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language

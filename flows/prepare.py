@@ -112,7 +112,8 @@ def speaker_cards(plan: Plan, translations: dict[str, Translation], media: Sourc
     """Per speaker (labels as the translations use them): lines, seconds of speech, a 5-10 s sample clip of
     their source speech for the reviewer, and the voice each language gives them and where it was chosen."""
     m = plan.manifest
-    bank = read_voice_bank(bank_path(m)) if bank_path(m) else {}
+    voices_file = bank_path(m)
+    bank = read_voice_bank(voices_file) if voices_file else {}
     by_speaker: dict[str, list[list[float]]] = {}
     for start, end, speaker in sorted({(l.start, l.end, l.speaker) for t in translations.values() for l in t.lines}):
         spans = by_speaker.setdefault(speaker, [])

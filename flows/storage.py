@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fsspec import AbstractFileSystem
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
@@ -89,7 +90,7 @@ def manifest_inputs(manifest) -> list[str]:
 class Mirror:
     """A local copy of a remote folder, synced both ways by content key (ETag, generation...)."""
 
-    fs: object
+    fs: AbstractFileSystem
     remote: str  # the folder's path on fs (no protocol)
     local: Path
 

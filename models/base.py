@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from dubforge.core import registry
 from dubforge.core.contracts import Phoneme, Segment, Speech, Stems, Transcript
@@ -94,10 +94,7 @@ class LipsyncRenderer(Backend, Protocol):
         ...
 
 
-B = TypeVar("B", bound=Backend)
-
-
-def _create(stage: str, interface: type[B], backend: str, models_file: Path | None, options: dict[str, Any]) -> B:
+def _create(stage: str, interface: Any, backend: str, models_file: Path | None, options: dict[str, Any]) -> Any:
     cls = registry.load_class(stage, backend)
     if getattr(cls, "needs_weights", False) and models_file is not None:
         options = {**options, "registry": models_file}

@@ -178,7 +178,7 @@ def _xtts_speak(synth, text: str, language: str | None, voice, speed: float) -> 
     model = synth.tts_model
     config = model.config
     latents, embedding = voice
-    pieces = []
+    pieces: list[Any] = []
     for sentence in synth.split_into_sentences(text, language):
         out = model.inference(sentence, language, latents, embedding, temperature=config.temperature,
                               length_penalty=config.length_penalty, repetition_penalty=config.repetition_penalty,

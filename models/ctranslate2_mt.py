@@ -114,7 +114,7 @@ def _codes(language: str) -> dict[str, str]:
     alpha3 = tag.to_alpha3()
     script = tag.maximize().script or "Latn"
     return {
-        "alpha2": tag.language,
+        "alpha2": tag.language or "",
         "alpha3": alpha3,
         "individual": _INDIVIDUAL.get(alpha3, alpha3),
         "region": f"{tag.language}_{tag.territory}" if tag.territory else "",

@@ -147,7 +147,7 @@ class DemucsSeparator(Separator):
             stems["dialogue"] = dialogue_path
         return Stems(**stems)
 
-    def _dialogue_blocks(self, mix: np.ndarray, scale: float):
+    def _dialogue_blocks(self, mix: np.ndarray | WavBlocks, scale: float):
         """Yield (start, mix block, dialogue block) in order, covering the mix exactly once."""
 
         import torch
@@ -231,7 +231,7 @@ def _full_scale(dtype: np.dtype) -> float:
     return {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}.get(np.dtype(dtype), 1.0)
 
 
-def _stats(mix: np.ndarray, scale: float, block: int = 1 << 20) -> tuple[float, float]:
+def _stats(mix: np.ndarray | WavBlocks, scale: float, block: int = 1 << 20) -> tuple[float, float]:
     """Mean and std of the mono mix, streamed (demucs normalises each track by these)."""
     total = total_sq = 0.0
     for i in range(0, len(mix), block):

@@ -300,7 +300,7 @@ def _prepare_text(text: str, language: str) -> str:
         import pyopenjtalk
     except ImportError:
         return text
-    return pyopenjtalk.g2p(text, kana=True)
+    return str(pyopenjtalk.g2p(text, kana=True))
 
 
 def _phonemes(events: list[tuple[int, str]], duration: float) -> tuple[Phoneme, ...]:

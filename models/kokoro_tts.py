@@ -115,11 +115,14 @@ def style(name: str) -> np.ndarray:
             parts.append((float(weight) if weight else None, voices[voice]))
         except ValueError:
             raise ValueError(f"kokoro: bad weight {weight!r} in voice {name!r}") from None
-    if all(w is None for w, _ in parts):
-        parts = [(1.0 / len(parts), v) for _, v in parts]
-    elif any(w is None for w, _ in parts) or abs(sum(w for w, _ in parts) - 1.0) > 1e-6:
+    given = [w for w, _ in parts if w is not None]
+    if not given:
+        weights = [1.0 / len(parts)] * len(parts)
+    elif len(given) < len(parts) or abs(sum(given) - 1.0) > 1e-6:
         raise ValueError(f"kokoro: give every voice in {name!r} a weight, summing to 1 (e.g. 0.7*a+0.3*b)")
-    return sum(w * v for w, v in parts).astype(np.float32)
+    else:
+        weights = given
+    return np.sum([w * v for w, (_, v) in zip(weights, parts)], axis=0).astype(np.float32)
 
 
 def to_tokens(ipa: str, vocab: dict[str, int]) -> str:

@@ -175,13 +175,14 @@ class MouthBankRenderer(LipsyncRenderer):
         if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1) and not closed[i]:
             # A jump: show half of where the previous unit was going for one frame.
             units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)
-        warped = None
+        warped: tuple[np.ndarray, np.ndarray] | None = None
         for u in units:
             lips = c.target_lips(bank.canon[u], cur_c, targets[i], bool(closed[i]))
             dst = np.vstack([g.apply(inv, lips), cur_px[c._ANCHORS]])
             src = bank.to_crop(u, np.vstack([bank.canon[u][c._LIPS], bank.canon[u][c._ANCHORS]]))
             w = c.warp_unit(bank.luma[u], bank.chroma[u], c.tps_fit(dst, src), box)
             warped = w if warped is None else (0.5 * (warped[0] + w[0]), 0.5 * (warped[1] + w[1]))
+        assert warped is not None  # `units` holds one or two bank frames
         mx0, my0, mx1, my1 = mouth_box(cur_px, width, height) or box
         mouth = (max(mx0 - box[0], 0), max(my0 - box[1], 0), min(mx1, box[2]) - box[0], min(my1, box[3]) - box[1])
         source_mouth = planes[0][box[1] + mouth[1]: box[1] + mouth[3], box[0] + mouth[0]: box[0] + mouth[2]]

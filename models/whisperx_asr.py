@@ -97,8 +97,9 @@ class WhisperXTranscriber(Transcriber):
         if self.diarize and not self.diarization_model:
             raise ValueError("whisperx: diarize needs diarization_model (a registered pyannote pipeline folder)")
 
-    def _path(self, name: str, kind: str) -> Path:
-
+    def _path(self, name: str | None, kind: str) -> Path:
+        if not name:
+            raise StageError(f"whisperx: no {kind} model configured (models.yaml name or folder)")
         return resolve(name, kind, self.registry)
 
     def _whisper_dir(self) -> str:

@@ -69,7 +69,7 @@ def _clipped_srt(srt_path: Path, duration: float, tmp_dir: Path) -> Path | None:
     except (OSError, UnicodeDecodeError, srt.SRTParseError) as exc:
         raise StageError(f"mux: cannot read subtitles {srt_path}: {exc}") from exc
     end = timedelta(seconds=duration)
-    kept = []
+    kept: list[Any] = []
     for cue in cues:
         if cue.start >= end or not cue.content.strip():
             continue
