@@ -21,6 +21,7 @@ from dubforge.core.errors import InputError, Problem, StageError
 from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
+from dubforge.core.reports import qc_json_schema
 from dubforge.demo.project import make_demo
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
 from dubforge.runner import run_with_display
@@ -185,12 +186,12 @@ def demo(
 
 
 @app.command()
-def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None):
-    """Print (or write) the manifest's JSON Schema."""
+def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+           qc: Annotated[bool, typer.Option("--qc", help="the schema of OUT/<lang>/qc.json instead")] = False):
+    """Print (or write) the manifest's JSON Schema (or, with --qc, that of qc.json)."""
 
-    text = json.dumps(manifest_json_schema(), indent=2) + "\n"
+    text = json.dumps(qc_json_schema() if qc else manifest_json_schema(), indent=2) + "\n"
     if output:
-
         write_text_atomic(output, text)
     else:
         sys.stdout.write(text)

@@ -56,6 +56,7 @@ from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
+from dubforge.core.reports import Deliverable
 from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.artifacts import publish_qc, publish_report
@@ -274,7 +275,7 @@ def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mod
 @_stage_task("deliver", "deliver-{language}")
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                  translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: RenderedPicture | None,
-                 deliver_dir: Path) -> dict[str, Any]:
+                 deliver_dir: Path) -> Deliverable:
 
     with _live(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
@@ -282,7 +283,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 
 
 @_stage_task("master", "master")
-def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
+def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, Deliverable],
                 deliver_dir: Path) -> dict[str, Any]:
 
     with _live(SHARED, "master"):
@@ -511,15 +512,15 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                 logger.error("%s failed at %s", lang, failure)
                 results[lang] = {"status": "failed", "error": failure}
             else:
-                results[lang] = {"status": "completed", **futures[-1][1].result()}
+                results[lang] = futures[-1][1].result().report_entry()
                 with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
                     qc = json.loads((out / lang / "qc.json").read_text(encoding="utf-8"))
                     publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
         results = _with_other_languages(results, out, [t.language for t in m.targets])
-        deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
-                      for lang, r in results.items() if r["status"] == "completed"}
+        deliveries = {lang: Deliverable.model_validate({k: v for k, v in r.items() if k in Deliverable.model_fields})
+                      for lang, r in results.items() if r["status"] == "completed"}  # this run's and kept ones
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
@@ -547,8 +548,13 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
-    """A language's files appear together (tasks.deliver), so its qc.json stands for the set (MP4 or MOV...)."""
-    return (out / language / "qc.json").exists()
+    """A language's files appear together (tasks.deliver): its qc.json and the picture it names (MP4 or MOV) stand
+    for the set; one deleted by hand means the language is delivered again."""
+    try:
+        qc = json.loads((out / language / "qc.json").read_text(encoding="utf-8"))
+        return (out / language / str(qc["deliverable"])).is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:

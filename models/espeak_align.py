@@ -15,12 +15,16 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.models.base import Aligner
+from dubforge.models.espeak_tts import EspeakSynthesizer, _info
+from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
 _ALGORITHM = 1
 PADDING = 0.15  # seconds of audio around a script segment when Whisper listens for its words
@@ -33,13 +37,10 @@ class EspeakWordAligner(Aligner):
         self.asr_model = asr_model
 
     def fingerprint(self) -> str:
-        from dubforge.models.espeak_tts import _info
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
         return fingerprint(self.name, _ALGORITHM, _info()[1], FasterWhisperTranscriber(model=self.asr_model).fingerprint())
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.models.espeak_tts import EspeakSynthesizer
 
         try:
             voice = EspeakSynthesizer(language)
@@ -70,7 +71,6 @@ class EspeakWordAligner(Aligner):
 
     def _heard_span(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> tuple[float, float]:
         """Where Whisper hears speech inside a script segment (the segment itself when it hears nothing)."""
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
         audio, rate = read_wav(Path(speech_wav))
         mono = resample(to_channels(audio, 1), rate, SPEECH_RATE)
@@ -91,7 +91,6 @@ FRAME = 0.01  # seconds per envelope frame
 
 def _envelope(mono) -> "np.ndarray":
     """RMS per 10 ms frame."""
-    import numpy as np
 
     hop = int(FRAME * SPEECH_RATE)
     frames = len(mono) // hop
@@ -101,7 +100,6 @@ def _envelope(mono) -> "np.ndarray":
 def _snap_to_sound(spans: list[tuple[float, float]], envelope) -> list[tuple[float, float]]:
     """Whisper's word times are loose at the edges of speech (often the segment start, silence included):
     move the first word's start and the last word's end onto the sound inside them (10% of the loud level)."""
-    import numpy as np
 
     if not spans or not len(envelope):
         return spans
