@@ -34,7 +34,7 @@ from dubforge.lipsync.visemes import (
 )
 from dubforge.media.files import atomic_path, fingerprint
 
-VERSION = 2
+VERSION = 3  # 3: per-person units and visemes, segments, no fades at cuts or occluders
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
 SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
@@ -87,6 +87,7 @@ class MouthBankRenderer:
             desc = g.descriptor(canon)
             segment, identity = arrays["segment"], arrays["identity"]
             shot = arrays.get("shot", np.zeros(n, np.int64))
+            occluded = arrays.get("occluded", np.zeros(n, bool))
             targets = np.zeros((n, 3))
             closed = np.zeros(n, bool)
             path = np.full(n, -1, np.int64)
@@ -115,10 +116,11 @@ class MouthBankRenderer:
                     path[a:b] = units[select(bank.desc[units], targets[a:b], closed[a:b], rng, consecutive)]
                     ramp = np.ones(b - a)
                     k = min(FADE_FRAMES, (b - a) // 2)
-                    # Fade only where a face appears or leaves within a shot; at a cut the picture changes anyway.
-                    if a > 0 and k and shot[a] == shot[a - 1]:
+                    # Fade only where a face appears or leaves within a shot: at a cut the picture changes anyway,
+                    # and an occluder hides the switch itself.
+                    if a > 0 and k and shot[a] == shot[a - 1] and not occluded[a - 1]:
                         ramp[:k] = np.arange(1, k + 1) / (k + 1)
-                    if b < n and k and shot[b] == shot[b - 1]:
+                    if b < n and k and shot[b] == shot[b - 1] and not occluded[b]:
                         ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
                     fade[a:b] = ramp
             if visemes == "generic" and source_phonemes:
