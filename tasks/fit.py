@@ -23,8 +23,9 @@ import numpy as np
 
 from dubforge.core.contracts import DubTrack, FittedLine, Line, Phoneme, Speech
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint, write_json_atomic
+from dubforge.core.registry import UnknownBackend, load_class
 from dubforge.media.audio import MIX_RATE, read_wav, resample, write_wav
-from dubforge.media.files import fingerprint, write_json_atomic
 from dubforge.media.stretch import time_stretch
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ def speaker_voices(language: str, voices: Mapping[str, Voice], speakers: set[str
     for speaker, voice in voices.items():
         if not voice.clone:
             chosen[speaker] = make(speaker, voice, None)
+            if speaker == "*" and voice.name is None:  # several speakers on a default voice: one voice each
+                names = _voice_names(voice.backend, language)
+                for i, who in enumerate(sorted(speakers - voices.keys())[1:len(names)], 1):
+                    chosen[who] = make(who, voice.model_copy(update={"name": names[i]}), None)
             continue
         for who in ([speaker] if speaker != "*" else sorted(speakers - voices.keys())):
             if who not in references:
@@ -70,6 +75,15 @@ def speaker_voices(language: str, voices: Mapping[str, Voice], speakers: set[str
                                  f"clean solo speech; give them a voice without clone (voices: {{{who}: ...}})")
             chosen[who] = make(who, voice, references[who])
     return chosen
+
+
+def _voice_names(backend: str, language: str) -> tuple[str, ...]:
+    """The distinct voices a backend offers for `language`, best first (`voice_names`), else none."""
+    try:
+        listing = getattr(load_class("tts", backend), "voice_names", None)
+    except (UnknownBackend, ImportError):
+        return ()
+    return tuple(listing(language)) if listing else ()
 
 
 def _pick(synthesizers: Mapping[str, Synthesizer], speaker: str) -> Synthesizer:

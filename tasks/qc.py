@@ -1,4 +1,10 @@
-"""Delivery QC: measure what ships (the muxed file, decoded back), not the WAVs that went in."""
+"""Delivery QC: measure what ships (the muxed file, decoded back), not the WAVs that went in.
+
+`back_transcribe` is the intelligibility check: the delivered audio is transcribed by Whisper base in the
+dub's own language, the words are given to the dubbed line playing when they were heard, and each line is
+scored against its text (WER, CER after `dubforge.core.textscore.normalise`). A flagged line can be a voice
+that mispronounces, a dub buried under music, or a bad translation: listen to it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,13 @@ from pathlib import Path
 import av
 import numpy as np
 import srt
-from scipy.signal import resample_poly
 
+from dubforge.core.contracts import BackTranscription, FittedLine, LineCheck, Word
 from dubforge.core.errors import StageError
+from dubforge.core.textscore import error_rates
+from dubforge.media import loudness
+from dubforge.media.audio import SPEECH_RATE, decode_audio, resample, to_channels, write_wav
+from dubforge.models.base import create_transcriber
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -57,18 +67,6 @@ def _track(i: int, stream) -> TrackInfo:
         channels=int(ctx.channels) if is_audio else 0,
         sample_rate=int(ctx.sample_rate) if is_audio else 0,
     )
-
-
-def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
-    """(integrated loudness in LUFS per BS.1770 via pyloudnorm, true peak in dBTP with 4x oversampling)."""
-    import pyloudnorm
-
-    if data.shape[0] < int(0.4 * rate):  # shorter than one gating block
-        lufs = float("-inf")
-    else:
-        lufs = float(pyloudnorm.Meter(rate).integrated_loudness(data))
-    peak = float(np.max(np.abs(resample_poly(data, _OVERSAMPLE, 1, axis=0)))) if data.size else 0.0
-    return lufs, (float(20 * np.log10(peak)) if peak > 0 else float("-inf"))
 
 
 class _Span:
@@ -135,7 +133,7 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
     used = [span for span in spans.values() if span.packets]
     lufs = peak = float("-inf")
     if chunks:
-        lufs, peak = loudness(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
+        lufs, peak = loudness.measure(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
     v = spans[video_index]
     return Delivery(
         path=path,
@@ -159,3 +157,46 @@ def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) 
     return all(
         0 <= c.start.total_seconds() <= c.end.total_seconds() <= duration + tolerance for c in cues
     )
+
+
+EAR = {"backend": "faster-whisper", "model": "base"}  # the independent ear: multilingual, never the source ASR's tiny.en
+WORD_SLACK = 0.3  # seconds: a word heard this close outside a line's span still belongs to it
+
+
+def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: str, max_cer: float, work: Path,
+                    ear: dict | None = None) -> BackTranscription:
+    """Transcribe the audio of `delivered` (any file with an audio stream) in `language` and score every
+    dubbed line (placed spans in `lines`) against its text; lines with CER above `max_cer` are flagged."""
+    options = dict(ear or EAR)
+    asr = create_transcriber(options.pop("backend"), **options)
+    audio, rate = decode_audio(Path(delivered), key="outputs")
+    speech = write_wav(Path(work) / "back-transcription.wav",
+                       resample(to_channels(audio, 1), rate, SPEECH_RATE), SPEECH_RATE)
+    words = [w for seg in asr.transcribe(speech, language).segments for w in seg.words]
+    heard = _assign(words, lines)
+    checks = []
+    for line in lines:
+        if not line.text.strip():
+            continue
+        text = " ".join(heard[line.index])
+        wer, cer = error_rates(line.text, text, language)
+        checks.append(LineCheck(index=line.index, start=round(line.start, 3), end=round(line.end, 3), text=line.text,
+                                heard=text, wer=round(wer, 4), cer=round(cer, 4), flagged=cer > max_cer))
+    return BackTranscription(language=language, backend=f"{asr.name} {options.get('model', '')}".strip(),
+                             max_cer=max_cer, lines=tuple(checks))
+
+
+def _assign(words: list[Word], lines: tuple[FittedLine, ...]) -> dict[int, list[str]]:
+    """Each heard word goes to the line whose placed span holds its midpoint, else to the nearest line within
+    WORD_SLACK; words heard elsewhere (music, effects) belong to no line."""
+    heard: dict[int, list[str]] = {line.index: [] for line in lines}
+    for word in words:
+        middle = (word.start + word.end) / 2
+        best, distance = None, WORD_SLACK
+        for line in lines:
+            gap = max(line.start - middle, middle - line.end, 0.0)
+            if gap < distance:
+                best, distance = line.index, gap
+        if best is not None:
+            heard[best].append(word.text)
+    return heard

@@ -12,7 +12,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme

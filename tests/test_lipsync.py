@@ -97,9 +97,9 @@ def test_pixels_outside_the_mask_are_encoder_noise(run):
     """Compare with a bare re-encode of the source: outside the mask the render differs no more."""
     import cv2
 
+    from dubforge.lipsync import geometry as g
     from dubforge.lipsync.bank import canonical
     from dubforge.lipsync.compose import mask_polygon
-    from dubforge.lipsync import geometry as g
     from dubforge.lipsync.track import load_arrays
 
     arrays = load_arrays(run["track"])

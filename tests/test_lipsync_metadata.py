@@ -6,7 +6,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 
 from dubforge.core.contracts import Phoneme

@@ -7,9 +7,9 @@ import pytest
 
 from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import compose, visemes
+from dubforge.lipsync.geometry import best_lag
 from dubforge.lipsync.score import closure
 from dubforge.lipsync.select import viterbi
-from dubforge.models.mouth_bank import best_lag
 
 FPS = 30.0
 TIMES = np.arange(90) / FPS

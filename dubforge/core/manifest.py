@@ -38,7 +38,10 @@ class Source(Strict):
     video: Path | None = Field(None, description="source video, relative to the manifest's folder")
     image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
     audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
-    language: str = Field("en", description="BCP-47 code of the spoken language")
+    language: str = Field("en", description="BCP-47 code of the spoken language, or 'auto' to detect it (ASR)")
+    audio_stream: int | None = Field(
+        None, ge=0, description="the video's audio stream to dub (0 = first audio stream); default: the first one "
+        "tagged with `language`, else the first")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
 
@@ -90,8 +93,12 @@ def _backend_choice(value: Any) -> Any:
 
 
 class Voice(Strict):
-    backend: str = Field("auto", description="piper | espeak | kokoro | auto (piper for English, else espeak)")
-    name: str | None = Field(None, description="voice name within the backend (espeak voice, kokoro voice)")
+    backend: str = Field(
+        "auto", description="piper | espeak | kokoro | auto (piper for English, kokoro where it speaks best, else espeak)"
+    )
+    name: str | None = Field(
+        None, description="voice name within the backend (espeak voice; kokoro voice or blend such as 'jm_kumo+jf_alpha')"
+    )
     model: str | None = Field(
         None, description="piper: a .onnx voice file (its .onnx.json beside it); coqui: a model folder or a name in models.yaml"
     )
@@ -138,12 +145,32 @@ class MixOptions(Strict):
     duck_db: float = Field(-14.0, le=0.0, description="voice_over: gain on the original audio under dubbed speech")
 
 
+class QC(Strict):
+    back_transcription: bool = Field(
+        True, description="transcribe every delivered dub with Whisper base in its language and score each line"
+    )
+    max_cer: float = Field(0.25, ge=0.0, description="flag lines whose back-transcription character error rate is above this")
+
+
+class SubtitleStyle(Strict):
+    """Broadcast subtitle rules (Netflix/BBC-style defaults); cues are split and extended into gaps to meet them."""
+
+    max_cps: float = Field(17.0, ge=8.0, le=40.0, description="reading speed: characters per second at most")
+    max_chars: int = Field(42, ge=20, le=80, description="characters per line at most")
+    max_lines: int = Field(2, ge=1, le=3, description="lines per cue at most")
+    min_duration: float = Field(0.83, ge=0.2, le=3.0, description="seconds a cue stays on screen at least")
+    bilingual: bool = Field(False, description="also write <project>.<lang>.bilingual.srt: translation above source")
+    burn_in: bool = Field(False, description="also deliver <project>.<lang>.captioned.mp4 with the subtitles burned in")
+
+
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
     subtitles: list[Literal["srt", "vtt"]] = Field(
-        default_factory=lambda: ["srt", "vtt"], description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
+        default_factory=lambda: ["srt", "vtt"],  # type: ignore[arg-type,return-value]
+        description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
     )
+    subtitle_style: SubtitleStyle = Field(default_factory=SubtitleStyle)
     stems: bool = True
 
 
@@ -162,6 +189,14 @@ class Schedule(Strict):
         return value
 
 
+class Glossary(Strict):
+    """Project terms: names and brands never translated, and terms with a fixed translation per language."""
+
+    keep: list[str] = Field(default_factory=list, description="do-not-translate terms (names, brands, titles)")
+    fixed: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
+
+
 class Manifest(Strict):
     version: Literal[1]
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
@@ -172,7 +207,10 @@ class Manifest(Strict):
         default_factory=lambda: BackendChoice(backend="faster-whisper"),
         description="ASR backend, used when source.script is absent: a name, or {backend: NAME, option: value...}",
     )
-    alignment: str = Field("pocketsphinx", description="forced-alignment backend")
+    alignment: str = Field(
+        "auto", description="forced-alignment backend: auto (pocketsphinx for English, espeak-words otherwise) | "
+        "pocketsphinx | espeak-words"
+    )
     separation: BackendChoice = Field(
         default_factory=lambda: BackendChoice(backend="auto"),
         description="auto | provided | none | a separation backend (demucs), optionally {backend: NAME, option: value}",
@@ -180,7 +218,11 @@ class Manifest(Strict):
     timing: Timing = Field(default_factory=Timing)
     lipsync: Lipsync = Field(default_factory=Lipsync)
     mix: MixOptions = Field(default_factory=MixOptions)
+    qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
+    glossary: Glossary = Field(default_factory=Glossary)
+    voice_bank: Path | None = Field(
+        None, description="show-level voices.yaml (character -> voice per language); default: voices.yaml beside this file")
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML
@@ -299,7 +341,11 @@ def semantic_problems(manifest: Manifest) -> list[Problem]:
     """Checks beyond the schema that need no file system: language codes, the rights attestation."""
     file = str(manifest.path)
     problems = []
-    for key, code in [("source.language", manifest.source.language)] + [
+    source_codes = [] if manifest.source.language == "auto" else [("source.language", manifest.source.language)]
+    if manifest.source.language == "auto" and manifest.source.script:
+        problems.append(Problem(file, "source.language", "'auto' detects the language by ASR, but source.script skips "
+                                "ASR: give the script's language (e.g. 'pt-BR')"))
+    for key, code in source_codes + [
         (f"targets[{i}].language", t.language) for i, t in enumerate(manifest.targets)
     ]:
         try:
@@ -327,6 +373,18 @@ def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path
     if not resolved.is_file():
         return None, Problem(file, key, f"not a file: {resolved}")
     return resolved, None
+
+
+def outputs_problem(manifest: Manifest) -> Problem | None:
+    """`outputs.dir` must be a folder inside the manifest's folder: a run writes (and sweeps its own temporaries)
+    there, so a manifest must not point it at the user's other files. `--out` on the command line may go anywhere."""
+    raw = manifest.outputs.dir
+    root = manifest.root.resolve()
+    resolved = (root / raw).resolve()
+    if raw.is_absolute() or resolved == root or not resolved.is_relative_to(root):
+        return Problem(str(manifest.path), "outputs.dir", f"must be a folder inside the manifest's folder {root} (got "
+                       f"{str(raw)!r}); to write elsewhere, use --out on the command line")
+    return None
 
 
 def manifest_json_schema() -> dict[str, Any]:

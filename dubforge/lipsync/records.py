@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -62,3 +63,12 @@ class LipsyncResult(Record):
         default=None, description="correlation of the source mouth with its own phonemes (decides `visemes`)"
     )
     backend: str = "mouth-bank"
+
+
+class RenderedPicture(Record):
+    """What the lip-sync stage hands to delivery: the rendered picture, how it was rendered, and its scorecard."""
+
+    video: Path
+    result: LipsyncResult
+    scorecard: dict[str, Any] = Field(description="dubforge.lipsync.score, measured on the rendered output")
+    verdict: LipsyncVerdict

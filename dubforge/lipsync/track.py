@@ -21,17 +21,17 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import linear_sum_assignment
 
-from dubforge.lipsync import geometry as g
-from dubforge.lipsync.detect import FaceMesh
-from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
-from dubforge.media.audio import read_wav
-from dubforge.media.files import (
+from dubforge.core.files import (
     atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
 )
+from dubforge.lipsync import geometry as g
+from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.records import FaceTrack
+from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
+from dubforge.media.audio import read_wav
 
 TRACK_VERSION = 8  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
 MAX_FACES = 3

@@ -131,7 +131,7 @@ class H264Writer:
         self.stream.width, self.stream.height, self.stream.pix_fmt = info.width, info.height, "yuv420p"
         self.stream.time_base = info.time_base
         self.stream.codec_context.time_base = info.time_base
-        options = {"crf": str(crf), "preset": preset}
+        options: dict[str, str] = {"crf": str(crf), "preset": preset}
         pic, cc = info.picture, self.stream.codec_context
         # The picture is shown as the source's: display matrix, pixel aspect, colour tags, field order.
         if pic.rotation:
@@ -145,7 +145,7 @@ class H264Writer:
             options["x264-params"] = "interlaced=1:" + ("tff=1" if pic.field_order in (2, 4) else "bff=1")
         elif pic.field_order == 1:
             cc.field_order = 1
-        self.stream.options = options
+        self.stream.options = dict(options)
         self.info = info
         self.count = 0
 

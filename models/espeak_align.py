@@ -1,0 +1,147 @@
+"""Word + phoneme alignment for any language: Whisper word times, espeak-ng phonemes inside each word.
+
+Each word's span comes from Whisper's word timestamps (the ASR transcript's own words; for a script's
+segments, Whisper base transcribes the segment's audio and the script's words share the span it heard,
+by their espeak durations). Inside a word, espeak-ng's phonemes for that word are laid out in proportion
+to espeak's own phoneme durations. Coarser than pocketsphinx's acoustic alignment (English keeps that by
+default; docs/benchmarks.md compares them) but it gives lip-sync the source's phonemes in every language
+espeak-ng speaks.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from dubforge.core.contracts import Phoneme, Segment, Word
+from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
+from dubforge.core.languages import base_language
+from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.models.base import Aligner
+
+_ALGORITHM = 1
+PADDING = 0.15  # seconds of audio around a script segment when Whisper listens for its words
+
+
+class EspeakWordAligner(Aligner):
+    name = "espeak-words"
+
+    def __init__(self, asr_model: str = "base"):
+        self.asr_model = asr_model
+
+    def fingerprint(self) -> str:
+        from dubforge.models.espeak_tts import _info
+        from dubforge.models.whisper_asr import FasterWhisperTranscriber
+
+        return fingerprint(self.name, _ALGORITHM, _info()[1], FasterWhisperTranscriber(model=self.asr_model).fingerprint())
+
+    def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
+        from dubforge.models.espeak_tts import EspeakSynthesizer
+
+        try:
+            voice = EspeakSynthesizer(language)
+        except ValueError as exc:
+            raise StageError(f"espeak-words alignment: {exc}") from None
+        audio, rate = read_wav(Path(speech_wav))
+        envelope = _envelope(resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0])
+        out = []
+        with tempfile.TemporaryDirectory(prefix="dubforge-align-") as tmp:
+            for seg in segments:
+                tokens = [t for t in (_strip(raw) for raw in seg.text.split()) if t]
+                if not tokens:
+                    out.append(seg.model_copy(update={"words": ()}))
+                    continue
+                shapes = [_shape(voice, token, Path(tmp)) for token in tokens]
+                if seg.words and len(seg.words) == len(tokens):  # the ASR's own words and times
+                    spans = [(w.start, w.end) for w in seg.words]
+                else:
+                    first, last = self._heard_span(speech_wav, seg, language, Path(tmp))
+                    spans = _share(first, last, [sum(d for _, d in shape) or 0.1 for shape in shapes])
+                spans = _snap_to_sound(spans, envelope)
+                words = []
+                for token, (start, end), shape in zip(tokens, spans, shapes):
+                    words.append(Word(text=token, start=round(start, 3), end=round(end, 3),
+                                      phonemes=_lay_out(shape, start, end)))
+                out.append(seg.model_copy(update={"words": tuple(words)}))
+        return tuple(out)
+
+    def _heard_span(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> tuple[float, float]:
+        """Where Whisper hears speech inside a script segment (the segment itself when it hears nothing)."""
+        from dubforge.models.whisper_asr import FasterWhisperTranscriber
+
+        audio, rate = read_wav(Path(speech_wav))
+        mono = resample(to_channels(audio, 1), rate, SPEECH_RATE)
+        begin = max(0.0, seg.start - PADDING)
+        clip = mono[int(begin * SPEECH_RATE): int((seg.end + PADDING) * SPEECH_RATE)]
+        if len(clip) < SPEECH_RATE // 10:
+            return seg.start, seg.end
+        wav = write_wav(tmp / "segment.wav", clip, SPEECH_RATE)
+        heard = FasterWhisperTranscriber(model=self.asr_model, vad_filter=False).transcribe(wav, base_language(language))
+        words = [w for s in heard.segments for w in s.words]
+        if not words:
+            return seg.start, seg.end
+        return max(seg.start - PADDING, begin + words[0].start), min(seg.end + PADDING, begin + words[-1].end)
+
+
+FRAME = 0.01  # seconds per envelope frame
+
+
+def _envelope(mono) -> "np.ndarray":
+    """RMS per 10 ms frame."""
+    import numpy as np
+
+    hop = int(FRAME * SPEECH_RATE)
+    frames = len(mono) // hop
+    return np.sqrt(np.mean(mono[: frames * hop].reshape(frames, hop) ** 2, axis=1)) if frames else np.zeros(0)
+
+
+def _snap_to_sound(spans: list[tuple[float, float]], envelope) -> list[tuple[float, float]]:
+    """Whisper's word times are loose at the edges of speech (often the segment start, silence included):
+    move the first word's start and the last word's end onto the sound inside them (10% of the loud level)."""
+    import numpy as np
+
+    if not spans or not len(envelope):
+        return spans
+    a, b = int(spans[0][0] / FRAME), int(np.ceil(spans[-1][1] / FRAME))
+    inside = envelope[a:b]
+    if not len(inside):
+        return spans
+    loud = np.flatnonzero(inside > 0.1 * np.percentile(inside, 95))
+    if not len(loud):
+        return spans
+    first_end, last_start = spans[0][1], spans[-1][0]
+    onset = min((a + loud[0]) * FRAME, first_end - FRAME)
+    offset = max((a + loud[-1] + 1) * FRAME, last_start + FRAME)
+    spans = list(spans)
+    spans[0] = (max(spans[0][0], onset), spans[0][1])
+    spans[-1] = (spans[-1][0], min(spans[-1][1], offset))
+    return spans
+
+
+def _strip(raw: str) -> str:
+    return re.sub(r"^[^\w']+|[^\w']+$", "", raw)
+
+
+def _shape(voice, token: str, tmp: Path) -> list[tuple[str, float]]:
+    """espeak-ng's phonemes of one word and their durations (pauses before and after dropped)."""
+    speech = voice.synthesize(token, tmp / "word.wav")
+    return [(p.symbol, p.end - p.start) for p in speech.phonemes if p.symbol != "_"]
+
+
+def _share(start: float, end: float, weights: list[float]) -> list[tuple[float, float]]:
+    total, t, spans = sum(weights), start, []
+    for weight in weights:
+        step = (end - start) * weight / total
+        spans.append((t, t + step))
+        t += step
+    return spans
+
+
+def _lay_out(shape: list[tuple[str, float]], start: float, end: float) -> tuple[Phoneme, ...]:
+    if not shape or end <= start:
+        return ()
+    return tuple(Phoneme(symbol=symbol, start=round(a, 3), end=round(b, 3))
+                 for (symbol, _), (a, b) in zip(shape, _share(start, end, [d or 0.01 for _, d in shape])))
