@@ -52,7 +52,7 @@ class MouthBankRenderer(LipsyncRenderer):
     def fingerprint(self) -> str:
 
         return fingerprint(self.name, VERSION, bank.BANK_VERSION, self.feather, self.crossfade, select.HOLD,
-                           select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
+                           select.CLOSURE_WEIGHT, select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
                            portrait.BLINK_GAP, portrait.MOTION_PX)
 
     def render(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -380,7 +381,7 @@ def spans(segment: np.ndarray) -> list[tuple[int, int]]:
     out = []
     for a, b in runs(segment >= 0):
         cut = [a] + [i for i in range(a + 1, b) if segment[i] != segment[i - 1]] + [b]
-        out += list(zip(cut[:-1], cut[1:]))
+        out += list(pairwise(cut))
     return out
 
 
