@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -33,7 +34,7 @@ from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 6  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
+TRACK_VERSION = 8  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
@@ -42,8 +43,10 @@ MAX_GAP = 15  # frames a tracklet may miss and still continue (within a shot)
 CUT_JUMP, CUT_RATIO = 0.15, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
 RELINK = 1.0  # appearance distance below which two tracklets are one identity
 MIN_FRAMES = 3  # identities seen in fewer frames are false detections
-OCCLUDED_LAB = 8.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
-# (clean footage stays within ~6.5 in single frames; a grey bar is ~13 away, bare skin over the lips ~10)
+# Occlusion: a mouth sample whose colour minus the skin's (Lab a, b) is this far from its usual is off; this share
+# of the samples off in two consecutive frames means something covers the mouth (clean footage: at most ~0.15 in
+# single frames, 99% under 0.08; a bar over the mouth: 0.15-0.9 even where the mesh drifts under it).
+OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
 
 
 @dataclass
@@ -52,7 +55,7 @@ class _Tracklet:
     frames: list[int] = field(default_factory=list)
     points: list[np.ndarray] = field(default_factory=list)
     sigs: list[np.ndarray] = field(default_factory=list)
-    lips: list[np.ndarray] = field(default_factory=list)  # lip-minus-skin colour per frame (occlusion)
+    lips: list[np.ndarray] = field(default_factory=list)  # mouth-minus-skin colour samples per frame (occlusion)
 
     @property
     def box(self) -> np.ndarray:
@@ -123,7 +126,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     ids = sorted(set(identity_of))
     faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
     present = {f: np.zeros(n, bool) for f in ids}
-    lip_offset = {f: np.full((n, 2), np.nan, np.float32) for f in ids}
+    lip_offset = {f: np.full((n, _MOUTH_SAMPLES, 2), np.nan, np.float32) for f in ids}
     for t, f in zip(tracklets, identity_of):
         faces_points[f][t.frames] = np.stack(t.points)
         lip_offset[f][t.frames] = np.stack(t.lips)
@@ -134,6 +137,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
     identity = np.full(n, -1, np.int64)
+    covered = np.array([f >= 0 and bool(occluded[f][i]) for i, f in enumerate(chosen)], bool)
     for i, f in enumerate(chosen):
         if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
             points[i], identity[i] = faces_points[f][i], f
@@ -151,7 +155,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
                                 points=points.astype(np.float32), pose=pose, identity=identity,
-                                segment=segment, shot=shots.astype(np.int64))
+                                segment=segment, shot=shots.astype(np.int64), occluded=covered)
     main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
     track = FaceTrack(
         npz=npz_path, video_sha256=video_sha, frame_count=n, fps=info.fps, width=info.width,
@@ -159,7 +163,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         reason=reason if valid.any() or not ids else f"{reason}; but never usable (too small or turned away)",
         faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(turn or 0),
         speakers=sorted({int(f) for f in identity[valid]}),
-        frames_occluded=int(sum(1 for i, f in enumerate(chosen) if f >= 0 and occluded[f][i])),
+        frames_occluded=int(covered.sum()),
     )
     write_json_atomic(json_path, json.loads(track.model_dump_json()))
     return track
@@ -227,23 +231,28 @@ def _lab(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(patch.astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
 
 
+_MOUTH_SAMPLES = 2 * len(_LIP_OUTER)
+
+
 def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(a, b) of the lips (midway between outer and inner contours) minus the skin's: lips are redder than
-    skin; a hand, a microphone or a bar over the mouth is not. Relative to the skin, so it holds across
-    lighting and shots."""
-    lips = _lab(rgb, 0.5 * (points[_LIP_OUTER] + points[_LIP_INNER]))
-    skin = _lab(rgb, points[_SKIN])
-    return (np.median(lips, 0) - np.median(skin, 0))[1:]
+    """(a, b) minus the skin's at the lips (midway between outer and inner contours) and on a ring just outside
+    them, (_MOUTH_SAMPLES, 2): lips are redder than skin; a hand, a microphone or a bar over the mouth is not.
+    Relative to the skin, so it holds across lighting and shots."""
+    outer = points[_LIP_OUTER]
+    ring = outer + 0.35 * (outer - outer.mean(0))
+    samples = _lab(rgb, np.vstack([0.5 * (outer + points[_LIP_INNER]), ring]))
+    return samples[:, 1:] - np.median(_lab(rgb, points[_SKIN]), 0)[1:]
 
 
 def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Frames whose lip colour is far from this person's usual (their median) in two consecutive frames or
-    more: the mouth is covered. A single odd frame is noise."""
+    """Frames where a share of the mouth samples is far from this person's usual (each sample's median), in
+    two consecutive frames or more: the mouth is covered. A single odd frame is noise."""
     far = np.zeros(len(present), bool)
     if present.sum() < 5:
         return far
     usual = np.median(offset[present], axis=0)
-    far[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
+    off = np.linalg.norm(offset[present] - usual, axis=2) > OCCLUDED_LAB
+    far[present] = off.mean(1) > OCCLUDED_SHARE
     neighbour = np.zeros_like(far)
     neighbour[1:] |= far[:-1]
     neighbour[:-1] |= far[1:]
@@ -372,7 +381,7 @@ def spans(segment: np.ndarray) -> list[tuple[int, int]]:
     out = []
     for a, b in runs(segment >= 0):
         cut = [a] + [i for i in range(a + 1, b) if segment[i] != segment[i - 1]] + [b]
-        out += list(zip(cut[:-1], cut[1:]))
+        out += list(pairwise(cut))
     return out
 
 
