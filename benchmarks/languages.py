@@ -208,7 +208,7 @@ def main() -> None:
     print("|---|---|---|")
     english = [
         "The committee postponed its decision until the next meeting in October.",
-        "Could you bring two bottles of water and a blanket for the children?",
+        "The children need warm blankets and some water tonight.",
         "Honestly, I never expected the old bridge to survive the flood.",
         "Our neighbours grow tomatoes, peppers and beans behind the garage.",
     ]
