@@ -251,3 +251,14 @@ def test_cli_validate_exits_2_naming_the_key(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "targets[0].translation" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_auto_voice_follows_the_measured_table():
+    from dubforge.core.manifest import Voice
+    from dubforge.core.plan import resolve_voice_backend
+
+    assert resolve_voice_backend(Voice(), "en-US") == "piper"
+    assert [resolve_voice_backend(Voice(), lang) for lang in ("es", "fr", "it", "pt-BR", "de")] == ["kokoro"] * 5
+    assert resolve_voice_backend(Voice(), "fi") == "espeak" and resolve_voice_backend(Voice(), "hi") == "espeak"
+    assert resolve_voice_backend(Voice(name="es"), "es") == "espeak"
+    assert resolve_voice_backend(Voice(backend="espeak"), "fr") == "espeak"
