@@ -149,12 +149,12 @@ def main() -> None:
     parser.add_argument("--no-espeak", action="store_true", help="Kokoro voices only (a second pass over more voices)")
     args = parser.parse_args()
 
+    import onnxruntime
+
     from dubforge.core.textscore import error_rates
     from dubforge.models import kokoro_tts
     from dubforge.models.espeak_tts import EspeakSynthesizer
     from dubforge.models.whisper_asr import FasterWhisperTranscriber
-
-    import onnxruntime
     print(f"# {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}; Whisper base int8 beam 1 as the ear")
     whisper = FasterWhisperTranscriber(model="base")
     voices = args.voices.split(",")

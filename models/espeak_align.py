@@ -119,7 +119,7 @@ def _match(tokens: list[str], heard: list[Word], weights: list[float], seg: Segm
 FRAME = 0.01  # seconds per envelope frame
 
 
-def _envelope(mono) -> "np.ndarray":
+def _envelope(mono):
     """RMS per 10 ms frame."""
     import numpy as np
 
