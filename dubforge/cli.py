@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from dubforge.core import model_store
-from dubforge.core.errors import InputError
+from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
 from dubforge.demo.project import make_demo
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
-from dubforge.media.files import write_text_atomic
 from dubforge.runner import run_with_display
 from dubforge.service.local_server import prefect_home
 from dubforge.service.stack import StackConfig, run_foreground
@@ -35,10 +35,6 @@ from dubforge.summary import plan_summary
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
 out_console = Console()
-
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
 
 def _fail_input(error: InputError) -> None:
     console.print(f"[bold red]Invalid input[/] ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):")
@@ -96,14 +92,73 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     report = run_with_display(plan, manifest, languages, out, ephemeral, console)
     if report is None:
         return 1
-    failed = {lang: r for lang, r in report["languages"].items() if r["status"] != "completed"}
+    failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
+              if r["status"] not in ("completed", "skipped") and not r.get("previous_run")}
     published = report.get("published")
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    for lang, r in report["languages"].items():
+        if r.get("lipsync") == "degraded":
+            console.print(f"[yellow]! {lang}[/]: lip-sync degraded (coverage {r.get('lipsync_coverage', 0):.0%}); "
+                          "see its qc.json", highlight=False)
     if failed:
         for lang, r in failed.items():
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
         return 1
     return 0
+
+
+@app.command()
+def init(
+    video: Annotated[Path, typer.Argument(help="the source video; the manifest is written beside it")],
+    to: Annotated[str, typer.Option("--to", help="comma-separated target languages, e.g. es,de")],
+    source_language: Annotated[str, typer.Option("--from", help="language spoken in the video")] = "en",
+    project: Annotated[Optional[str], typer.Option(help="project name (default: from the video's file name)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
+):
+    """Write a commented starter manifest for VIDEO (VIDEO's folder/<project>.yaml) and print its path."""
+    from dubforge.core.scaffold import manifest_text, project_name
+
+    if not video.is_file():
+        _fail_input(InputError(Problem(str(video), "VIDEO", "no such file")))
+    try:
+        text = manifest_text(Path(video.name), _languages(to) or [], source_language, project)
+    except InputError as error:
+        _fail_input(error)
+    target = video.parent / f"{project or project_name(video)}.yaml"
+    if target.exists() and not force:
+        _fail_input(InputError(Problem(str(target), "", "already exists; use --force to overwrite")))
+    write_text_atomic(target, text)
+    out_console.print(str(target), highlight=False)
+
+
+@app.command()
+def prepare(
+    manifest: Annotated[Path, typer.Argument(help="manifest file")],
+    languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
+):
+    """Proofread checkpoint: run up to translation and write a review sheet (CSV + XLSX) per language."""
+    from dubforge.flows.prepare import prepare as prepare_sheets
+
+    plan, _local = _plan(str(manifest), languages, None if out is None else str(out))
+
+    def report(language: str, result: dict) -> None:
+        out_console.print(
+            f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
+            f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
+            f"{result['xlsx']} (and .csv)", highlight=False)
+
+    try:
+        prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)
+    except InputError as error:
+        _fail_input(error)
+    except StageError as error:
+        console.print(f"[bold red]prepare failed[/]: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    out_console.print("Edit the sheets, then point each target at its sheet and run, e.g.\n"
+                      "  translation: {from: file, path: <out>/review/<project>.<lang>.review.xlsx}", highlight=False)
 
 
 @app.command()
@@ -117,7 +172,7 @@ def demo(
     """Make the demo media (a real talking-head clip, English voice-over, music bed) and dub it."""
 
     try:
-        manifest = make_demo(out, seconds=seconds, languages=_languages(languages), lipsync=lipsync)
+        manifest = make_demo(out, seconds=seconds, languages=_languages(languages) or [], lipsync=lipsync)
     except ValueError as error:
         console.print(f"[red]{error}[/]")
         raise typer.Exit(2) from None
@@ -224,20 +279,23 @@ def status(
 
     try:
         current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
-    except Exception as error:
-        console.print(f"[red]Could not read flow run {run_id}:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
+    except Exception as exc:  # the API is unreachable or the run unknown: not invalid input, so exit 1
+        console.print(f"[red]Could not read flow run {run_id}:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     if not wait:
         show(current)
     for lang, state in current.languages.items():
-        error = f" - {current.errors[lang]}" if lang in current.errors else ""
-        out_console.print(f"  {lang}: {state}{error}", highlight=False, markup=False, soft_wrap=True)
+        why = f" - {current.errors[lang]}" if lang in current.errors else ""
+        out_console.print(f"  {lang}: {state}{why}", highlight=False, markup=False, soft_wrap=True)
     out_console.print(current.url, highlight=False, markup=False)
     failed = [lang for lang, state in current.languages.items() if state != "completed"]
     raise typer.Exit(0 if current.completed and not failed else 1)
 
 
 def main() -> None:
+    # Offline machines: no telemetry from the Prefect servers this process starts (they inherit the environment).
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 

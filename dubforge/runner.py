@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import State
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from dubforge.core import progress
+from dubforge.core.errors import RunError
 from dubforge.core.plan import Plan
 from dubforge.flows.dub import dub_project
+from dubforge.flows.report import LANE_STAGES, SHARED_STAGES
 from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
 
-SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
-LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
-STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red"}
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta"}
 
 
 class LiveView:
@@ -64,13 +70,70 @@ class LiveView:
         return outer
 
 
+class _NoFailureDetail(logging.Filter):
+    """On the terminal the CLI reports failures itself, one line per run or language; Prefect's own error records
+    and tracebacks still reach the API and the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR and record.exc_info is None
+
+
 def _quiet_prefect_console() -> None:
-    """Prefect's console log lines would tear the live view; they still go to the API/UI."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("prefect"):
-            for handler in logging.getLogger(name).handlers:
-                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                    handler.setLevel(logging.WARNING)
+    """Prefect's console log lines would tear the live view and repeat failures; they still go to the API/UI."""
+    loggers = [logging.root] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
+    for logger in loggers:  # Prefect's console handler sits on the root logger
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
+                if not any(isinstance(f, _NoFailureDetail) for f in handler.filters):
+                    handler.addFilter(_NoFailureDetail())
+
+
+def failure_line(error: BaseException | Any) -> str:
+    """One line for a failed run: a RunError's own message; otherwise the exception's type and last line."""
+    text = str(error).strip()
+    if isinstance(error, RunError):
+        return " ".join(text.split())
+    last = text.splitlines()[-1] if text else ""
+    return f"{type(error).__name__}: {last}" if last else type(error).__name__
+
+
+STOP_GRACE_S = 1.5  # after the first Ctrl-C, stages get this long to reach their next frame/line
+
+
+def _exit_now(code: int) -> None:
+    """Leave without joining worker threads or flushing Prefect's event queue (that is what hung for 90 s).
+    Safe: every output is written to a temporary name and renamed, and the next run sweeps the temporaries."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def _interruptible(console: Console) -> Iterator[None]:
+    """Ctrl-C once: running stages stop at their next progress point and the process exits within 2 s; twice: at once."""
+
+    def on_interrupt(_signum, _frame) -> None:
+        if progress.cancelled():
+            _exit_now(130)
+        progress.cancel()
+        console.print("[yellow]Interrupted[/]: stopping (Ctrl-C again to quit at once); finished stages are kept "
+                      "for the next run", highlight=False, soft_wrap=True)
+        threading.Timer(STOP_GRACE_S, _exit_now, args=(130,)).start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _exit_now(130)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.reset()
 
 
 def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
@@ -79,29 +142,38 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
     settings: dict = {}
     api = PREFECT_API_URL.value()
     if not api and not ephemeral:
-        with console.status("Starting the local Prefect server (first run only)..."):
-            api = ensure_local_server()
+        try:
+            with console.status("Starting the local Prefect server (first run only)..."):
+                api = ensure_local_server()
+        except RuntimeError as exc:
+            console.print(f"[red]The run failed:[/] {escape(failure_line(exc))}", highlight=False, soft_wrap=True)
+            return None
         settings[PREFECT_API_URL] = api
     if api:
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
 
+    for warning in plan.warnings:
+        console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
     view = LiveView([lp.language for lp in plan.languages])
     interactive = console.is_terminal
-    listener = view if interactive else (lambda e: e.status != "running" and console.print(
-        f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+
+    def print_line(e: progress.Event) -> None:
+        if e.status != "running":
+            console.print(f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False)
+
+    listener = view if interactive else print_line
     unsubscribe = progress.subscribe(listener)
     try:
         with temporary_settings(updates=settings):
-            if interactive:
-                _quiet_prefect_console()
+            _quiet_prefect_console()
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
-            with display:
-                state = dub_project(manifest=location(manifest), languages=languages,
-                                    out_dir=location(out) if out else None, return_state=True)
+            with _interruptible(console), display:  # Live restores the terminal before an interrupted exit
+                state = cast(State, dub_project(manifest=location(manifest), languages=languages,
+                                                out_dir=location(out) if out else None, return_state=True))
     finally:
         unsubscribe()
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        console.print(f"[red]The run failed:[/] {error}", highlight=False)
-        return None
-    return state.result()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict) and "languages" in result:
+        return result  # a run with a failed language ends Failed; its state still carries the report
+    console.print(f"[red]The run failed:[/] {escape(failure_line(result))}", highlight=False, soft_wrap=True)
+    return None

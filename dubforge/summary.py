@@ -7,6 +7,12 @@ from rich.table import Table
 from rich.text import Text
 
 from dubforge.core.plan import Plan
+from dubforge.tasks.mux import delivery_suffix
+
+
+def _container(codec: str) -> str:
+    suffix = delivery_suffix(codec)
+    return "MP4" if suffix == ".mp4" else f"MOV ({codec} picture stream-copied: MP4 cannot carry it)"
 
 
 def plan_summary(plan: Plan) -> Group:
@@ -21,7 +27,7 @@ def plan_summary(plan: Plan) -> Group:
         f"  separation: {plan.separation}; mix: {plan.mix_mode}, loudness {m.mix.loudness}; "
         f"timing: max speed-up x{m.timing.max_speedup}\n",
         f"  lip-sync: {'on' if m.lipsync.enabled else 'off'}; rights: consent={m.rights.consent} {m.rights.note}\n",
-        f"  outputs: {plan.out_dir}",
+        f"  outputs: {plan.out_dir}; deliverables: {_container(media.video_codec)}",
     )
     table = Table(title=None, show_edge=False)
     for column in ("language", "translation", "voice", "lines"):
@@ -33,4 +39,5 @@ def plan_summary(plan: Plan) -> Group:
         )
         lines = str(len(lp.translation_segments)) if lp.translation_segments is not None else "from transcript"
         table.add_row(lp.language, lp.translation, voices, lines)
-    return Group(head, table)
+    warnings = Text("".join(f"\n  ⚠ {w}" for w in plan.warnings), style="yellow")
+    return Group(head, table, warnings) if plan.warnings else Group(head, table)

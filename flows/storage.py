@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fsspec import AbstractFileSystem
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
@@ -28,9 +29,9 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from dubforge.core import model_store
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.files import atomic_path, write_json_atomic
 from dubforge.core.manifest import FileTranslation, read_manifest
 from dubforge.core.model_store import FILE_NAME
-from dubforge.media.files import atomic_path, write_json_atomic
 
 INDEX = ".dubforge/remote-index.json"  # rel path -> what was last synced (local size/mtime, remote key)
 SKIPPED = (".dubforge/lock", INDEX)
@@ -89,7 +90,7 @@ def manifest_inputs(manifest) -> list[str]:
 class Mirror:
     """A local copy of a remote folder, synced both ways by content key (ETag, generation...)."""
 
-    fs: object
+    fs: AbstractFileSystem
     remote: str  # the folder's path on fs (no protocol)
     local: Path
 
@@ -171,7 +172,7 @@ def _content_key(info: dict) -> str:
 
 def _skipped(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    return rel in SKIPPED or (name.startswith(".") and ".part" in name)
+    return rel in SKIPPED or rel.startswith(".dubforge/temporaries/") or (name.startswith(".") and ".part" in name)
 
 
 def stage_manifest(url: str, into: Path | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""Names of the `dub-project` deployments and the parameters of a flow run of them (shared by submit and the inbox)."""
+"""What the flow and the service share: the `dub-project` deployments, the parameters of a run of them (submit and
+the inbox), and the `gpu` tag whose concurrency limit is the number of lip-sync renders at once."""
 
 from __future__ import annotations
 
@@ -6,12 +7,29 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 
 from dubforge.flows.storage import location
 
 DUB_FLOW = "dub-project"
 DUB_CPU = f"{DUB_FLOW}/cpu"
 DUB_GPU = f"{DUB_FLOW}/gpu"
+GPU_TAG = "gpu"  # the tag on `lipsync-<lang>` tasks (flows/dub.py)
+
+
+def ensure_tag_limit(tag: str, slots: int, *, replace: bool) -> None:
+    """Prefect ignores a tag limit that does not exist, so it is created before any run needs it. `replace`:
+    the service's setup (an admin's choice) sets it; a run (replace=False) only creates a missing one, so a
+    manifest's `lipsync.slots` never overrides the team's limit."""
+    with get_client(sync_client=True) as client:
+        if not replace:
+            try:
+                client.read_concurrency_limit_by_tag(tag)
+                return
+            except ObjectNotFound:
+                pass
+        client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
 
 
 def deployment_for(manifest: Path) -> str:

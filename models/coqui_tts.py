@@ -22,10 +22,11 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Speech
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
-from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.base import Synthesizer
 from dubforge.models.espeak_tts import EspeakSynthesizer
 from dubforge.models.sphinx_align import PocketsphinxAligner
 
@@ -79,8 +80,9 @@ def _fetch(name: str) -> Path:
     return path if path.is_dir() else path.parent
 
 
-class CoquiSynthesizer:
+class CoquiSynthesizer(Synthesizer):
     name = "coqui"
+    needs_weights = True
 
     def __init__(self, language: str, name: str | None = None, model: str | Path = "xtts_v2", rate: float = 1.0,
                  clone: bool = False, reference: Path | Sequence[Path] | None = None, registry: Path | None = None,
@@ -176,7 +178,7 @@ def _xtts_speak(synth, text: str, language: str | None, voice, speed: float) -> 
     model = synth.tts_model
     config = model.config
     latents, embedding = voice
-    pieces = []
+    pieces: list[Any] = []
     for sentence in synth.split_into_sentences(text, language):
         out = model.inference(sentence, language, latents, embedding, temperature=config.temperature,
                               length_penalty=config.length_penalty, repetition_penalty=config.repetition_penalty,

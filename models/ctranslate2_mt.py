@@ -23,7 +23,8 @@ from typing import Any
 import langcodes
 
 from dubforge.core.errors import StageError
-from dubforge.media.files import fingerprint
+from dubforge.core.files import fingerprint
+from dubforge.models.base import Translator
 
 BEAM_SIZE = 4
 MAX_DECODING_LENGTH = 256
@@ -113,7 +114,7 @@ def _codes(language: str) -> dict[str, str]:
     alpha3 = tag.to_alpha3()
     script = tag.maximize().script or "Latn"
     return {
-        "alpha2": tag.language,
+        "alpha2": tag.language or "",
         "alpha3": alpha3,
         "individual": _INDIVIDUAL.get(alpha3, alpha3),
         "region": f"{tag.language}_{tag.territory}" if tag.territory else "",
@@ -177,8 +178,9 @@ def _load(folder: ModelFolder) -> tuple[Any, Any, Any]:
         return _CACHE[key]
 
 
-class CTranslate2Translator:
+class CTranslate2Translator(Translator):
     name = "ctranslate2"
+    needs_weights = True
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):
         if not model:

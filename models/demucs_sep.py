@@ -28,9 +28,10 @@ from scipy.signal import resample_poly
 
 from dubforge.core.contracts import Stems
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import MIX_RATE
-from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.base import Separator
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -87,8 +88,9 @@ def _fetch_published(name: str) -> Path:
     return folder
 
 
-class DemucsSeparator:
+class DemucsSeparator(Separator):
     name = "demucs"
+    needs_weights = True
 
     def __init__(self, model: str = "htdemucs", repo: Path | None = None, registry: Path | None = None,
                  dialogue: str = "vocals", window: float = 30.0, overlap: float = 1.0, shifts: int = 0,
@@ -145,7 +147,7 @@ class DemucsSeparator:
             stems["dialogue"] = dialogue_path
         return Stems(**stems)
 
-    def _dialogue_blocks(self, mix: np.ndarray, scale: float):
+    def _dialogue_blocks(self, mix: np.ndarray | WavBlocks, scale: float):
         """Yield (start, mix block, dialogue block) in order, covering the mix exactly once."""
 
         import torch
@@ -229,7 +231,7 @@ def _full_scale(dtype: np.dtype) -> float:
     return {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}.get(np.dtype(dtype), 1.0)
 
 
-def _stats(mix: np.ndarray, scale: float, block: int = 1 << 20) -> tuple[float, float]:
+def _stats(mix: np.ndarray | WavBlocks, scale: float, block: int = 1 << 20) -> tuple[float, float]:
     """Mean and std of the mono mix, streamed (demucs normalises each track by these)."""
     total = total_sq = 0.0
     for i in range(0, len(mix), block):

@@ -18,15 +18,16 @@ from pathlib import Path
 
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Aligner
 
 _ALGORITHM = 1
 PADDING = 0.15  # seconds of audio around a script segment when Whisper listens for its words
 
 
-class EspeakWordAligner:
+class EspeakWordAligner(Aligner):
     name = "espeak-words"
 
     def __init__(self, asr_model: str = "base"):

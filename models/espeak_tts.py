@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Synthesizer
 
 DEFAULT_WPM = 175
 MIN_WPM, MAX_WPM = 80, 900
@@ -210,7 +211,7 @@ def resolve_voice(language: str, voices: dict[str, str]) -> str:
     )
 
 
-class EspeakSynthesizer:
+class EspeakSynthesizer(Synthesizer):
     """Formant TTS in ~130 languages with exact phoneme event times."""
 
     name = "espeak"
@@ -299,7 +300,7 @@ def _prepare_text(text: str, language: str) -> str:
         import pyopenjtalk
     except ImportError:
         return text
-    return pyopenjtalk.g2p(text, kana=True)
+    return str(pyopenjtalk.g2p(text, kana=True))
 
 
 def _phonemes(events: list[tuple[int, str]], duration: float) -> tuple[Phoneme, ...]:

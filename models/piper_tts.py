@@ -20,9 +20,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dubforge.core.contracts import Phoneme, Speech
+from dubforge.core.files import fingerprint, sha256_file
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.media.audio import write_wav
-from dubforge.media.files import fingerprint, sha256_file
+from dubforge.models.base import Synthesizer
 
 _NOISE_TABLE = 1 << 18  # floats per table; longer requests tile it
 _STRESS = {"ˈ", "ˌ"}
@@ -102,7 +103,7 @@ def _load(model: str, config: str):
     return PiperVoice(session=session, config=piper_config)
 
 
-class PiperSynthesizer:
+class PiperSynthesizer(Synthesizer):
     """Piper voice; speaks the language of its config (refuses others)."""
 
     name = "piper"

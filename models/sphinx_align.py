@@ -21,9 +21,10 @@ import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Aligner
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ _DECODERS: dict[tuple[str | None, str | None], Any] = {}
 _LOCK = threading.Lock()
 
 
-class PocketsphinxAligner:
+class PocketsphinxAligner(Aligner):
     name = "pocketsphinx"
 
     def __init__(self, model: str | None = None, dictionary: str | None = None, padding: float = 0.15):

@@ -13,16 +13,16 @@ Weights: non-commercial (see models.yaml licence note). GPU when present, CPU ot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
-import librosa
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint, sha256_file
 from dubforge.core.model_store import resolve
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
@@ -31,7 +31,7 @@ from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 from dubforge.lipsync.track import load_arrays
 from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import atomic_path, fingerprint, sha256_file
+from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
 VERSION = 1
 SIZE = 96
@@ -141,6 +141,8 @@ def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
     """Wav2Lip's audio features: 16 kHz, pre-emphasis 0.97, 800-point STFT every 200 samples, 80 Slaney
     mel bands 55-7600 Hz, dB - 20, scaled symmetrically to [-4, 4]. Returns (80, frames) at 80 fps."""
 
+    import librosa  # heavy, and only in the neural venv
+
     emphasised = np.append(audio[0], audio[1:] - 0.97 * audio[:-1]).astype(np.float32)
     spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT))
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
@@ -168,9 +170,9 @@ def crop_square(canon: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float
     return centre, side
 
 
-class Wav2LipRenderer:
+class Wav2LipRenderer(LipsyncRenderer):
     name = "wav2lip"
-    needs_audio = True  # render() takes the dub audio: the network is driven by sound, not phonemes
+    needs_weights = True
 
     def __init__(self, model: str = "wav2lip", registry: Path | None = None, feather: float = 0.07,
                  batch: int = 16, device: str = "auto"):
@@ -183,10 +185,14 @@ class Wav2LipRenderer:
         return fingerprint(self.name, VERSION, sha256_file(self.checkpoint), self.feather)
 
     def render(self, video: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
-               source_phonemes: Sequence[Phoneme], out_video: Path, preset: str = "veryfast", crf: int = 18,
-               progress: Callable[[int, int], None] | None = None, audio: Path | None = None) -> LipsyncResult:
+               source_phonemes: Sequence[Phoneme], out_video: Path, *, audio: Path | None = None, preset: str = "veryfast",
+               crf: int = 18, progress: ProgressCallback | None = None, portrait: bool = False) -> LipsyncResult:
         import torch
 
+        if portrait:  # `dubforge validate` refuses this pairing; a direct call gets the same answer
+            raise StageError("wav2lip cannot animate a still photo (source.image): use lipsync.backend mouth-bank")
+        if audio is None:
+            raise StageError("wav2lip renders from the dub audio: pass audio=<the language's dialogue WAV>")
         if audio is None:
             raise StageError("wav2lip renders from the dub audio: pass audio=<the language's dialogue WAV>")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device_option == "auto" else self.device_option

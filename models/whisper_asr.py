@@ -22,9 +22,10 @@ from typing import Any
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint, sha256_file, user_cache_dir
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import atomic_path, fingerprint, sha256_file, user_cache_dir
+from dubforge.models.base import Transcriber
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
@@ -106,7 +107,7 @@ def _bundled_fingerprint(name: str) -> str:
     return fingerprint(name, found)
 
 
-class FasterWhisperTranscriber:
+class FasterWhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
     def __init__(self, model: str | None = None, compute_type: str = "int8", beam_size: int = 1,

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.core.contracts import Segment, Transcript, Word
+from dubforge.core.contracts import DEFAULT_SPEAKER, Segment, Transcript, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.core.model_store import content_hash, resolve
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
-from dubforge.media.files import fingerprint
+from dubforge.models.base import Transcriber
 
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
@@ -77,8 +78,9 @@ def check_diarization_model(path: Path) -> str:
     return f"pyannote pipeline {type(pipeline).__name__}"
 
 
-class WhisperXTranscriber:
+class WhisperXTranscriber(Transcriber):
     name = "whisperx"
+    needs_weights = True
 
     def __init__(self, model: str | None = None, align_models: dict[str, str] | None = None,
                  diarize: bool = False, diarization_model: str | None = None, num_speakers: int | None = None,
@@ -95,8 +97,9 @@ class WhisperXTranscriber:
         if self.diarize and not self.diarization_model:
             raise ValueError("whisperx: diarize needs diarization_model (a registered pyannote pipeline folder)")
 
-    def _path(self, name: str, kind: str) -> Path:
-
+    def _path(self, name: str | None, kind: str) -> Path:
+        if not name:
+            raise StageError(f"whisperx: no {kind} model configured (models.yaml name or folder)")
         return resolve(name, kind, self.registry)
 
     def _whisper_dir(self) -> str:
@@ -209,5 +212,5 @@ def _segments(raw: list[dict], duration: float) -> list[Segment]:
         if words:
             start, end = min(start, words[0].start), max(end, words[-1].end)
         out.append(Segment(start=start, end=max(start, end), text=str(seg["text"]).strip(), words=tuple(words),
-                           speaker=str(seg.get("speaker") or "speaker")))
+                           speaker=str(seg.get("speaker") or DEFAULT_SPEAKER)))
     return out

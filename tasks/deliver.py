@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shutil
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
 from dubforge.core.contracts import (
+    DEFAULT_SPEAKER,
     BackTranscription,
     DubTrack,
     Mix,
@@ -25,13 +26,16 @@ from dubforge.core.contracts import (
     Transcript,
     Translation,
 )
+from dubforge.core.files import STAGING, atomic_path, sha256_file, staged_folder, write_json_atomic
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
+from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues
+from dubforge.lipsync.records import RenderedPicture
 from dubforge.media.audio import decode_audio
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
 from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
+from dubforge.media.probe import probe
 from dubforge.tasks.mix import dialogue_mask
-from dubforge.tasks.mux import mux_language, mux_master, write_provenance
+from dubforge.tasks.mux import burn_subtitles, delivery_suffix, master_audio, mux_language, mux_master, write_provenance
 from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
@@ -65,16 +69,24 @@ def _provenance(source: Path, info: dict[str, Any], actions: list[dict[str, Any]
     }
 
 
-def _subtitle_segments(translation: Translation, dub: DubTrack, duration: float) -> list[Segment]:
-    """Cues follow the dubbed speech as placed (clamped to the picture), carrying the translated text."""
-    speakers = {line.index: line.speaker for line in translation.lines}
+def _spoken_segments(translation: Translation, dub: DubTrack, duration: float) -> list[tuple[Segment, str]]:
+    """The dubbed speech as placed (clamped to the picture) with its translated text, and each line's source text."""
+    by_index = {line.index: line for line in translation.lines}
     segments = []
     for line in dub.lines:
         start = min(max(line.start, 0.0), duration)
         end = min(max(line.end, start + 0.2), duration)
+        source = by_index.get(line.index)
         if end > start:
-            segments.append(Segment(start=start, end=end, text=line.text, speaker=speakers.get(line.index, "speaker")))
+            segments.append((Segment(start=start, end=end, text=line.text,
+                                     speaker=source.speaker if source else DEFAULT_SPEAKER),
+                             source.source_text if source else ""))
     return segments
+
+
+def _rules(info: dict[str, Any]) -> SubtitleRules:
+    style = info.get("subtitle_style") or {}
+    return SubtitleRules(**{k: style[k] for k in ("max_cps", "max_chars", "max_lines", "min_duration") if k in style})
 
 
 def _finite(value: float) -> float | None:
@@ -96,6 +108,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     integrated = delivered.integrated_lufs
     if target.dialogue_gated:
         integrated = _dialogue_gated_lufs(mp4, dub)
+    warnings = {line.index: list(line.warnings) for line in translation.lines}
     lines = [
         {
             "index": line.index,
@@ -109,6 +122,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "borrowed": round(line.borrowed, 3),
             "overflow": round(line.overflow, 3),
             "text": line.text,
+            "warnings": warnings.get(line.index, []),
         }
         for line in dub.lines
     ]
@@ -125,6 +139,7 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
             "lines_sped_up": sum(1 for l in lines if l["speed"] > 1.001),
             "lines_overflowing": sum(1 for l in lines if l["overflow"] > 0.0),
             "total_overflow": round(sum(l["overflow"] for l in lines), 3),
+            "warnings": sum(len(l["warnings"]) for l in lines),
         },
         "loudness": {
             "preset": info["loudness"],
@@ -178,57 +193,51 @@ def _review_columns(translation: Translation, checks: BackTranscription | None) 
     }
 
 
-def _publish_qc(language: str, qc: dict[str, Any]) -> None:
-
-    key = "qc-" + "".join(c if c.isalnum() else "-" for c in language.lower())
-    create_table_artifact(table=qc["segments"], key=key, description=f"QC {language}: per-line timing fit")
-    loud, summary = qc["loudness"], qc["summary"]
-    create_markdown_artifact(
-        key=f"{key}-summary",
-        markdown="\n".join([
-            f"# {language}: {qc['deliverable']}",
-            f"- loudness: {loud['integrated_lufs']} LUFS (target {loud['target_lufs']}), true peak {loud['true_peak_dbtp']} dBTP"
-            f" — {'pass' if loud['pass'] else 'FAIL'}",
-            f"- lines: {summary['lines']}, sped up: {summary['lines_sped_up']} (max x{summary['max_speed']}),"
-            f" overflowing: {summary['lines_overflowing']} ({summary['total_overflow']} s)",
-            *([f"- heard back ({qc['back_transcription']['backend']}): median CER "
-               f"{qc['back_transcription']['median_cer']}, flagged lines (CER > {qc['back_transcription']['max_cer']}): "
-               + (", ".join(str(f["index"] + 1) for f in qc["back_transcription"]["flagged"]) or "none")]
-              if "back_transcription" in qc else []),
-            "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
-        ]),
-    )
-    if "lipsync" in qc:
-        card = {k: v for k, v in qc["lipsync"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        create_table_artifact(table=[{"metric": k, "value": v} for k, v in card.items()], key=f"{key}-lipsync",
-                              description=f"Lip-sync scorecard {language} (re-detected on the rendered output)")
-
-
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
-                     picture: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture."""
+                     picture: RenderedPicture | None = None) -> dict[str, Any]:
+    """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture.
 
+    The language's files are built in a staging folder and replace `OUT/<lang>/` as a whole once all of them
+    (MP4, QC, provenance, sidecars) are written: a failure leaves the previous set or none, never a part."""
+
+    final = Path(out_dir) / language
+    with staged_folder(final, Path(out_dir) / STAGING) as folder:
+        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
+    return {k: str(final / Path(v).name) if k in _FILES else v for k, v in written.items()}
+
+
+_FILES = ("mp4", "srt_for_master", "qc", "provenance", "srt", "vtt", "csv", "dialogue_stem", "bilingual_srt", "captioned_mp4")
+
+
+def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
+                    translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
+                    picture: RenderedPicture | None) -> dict[str, Any]:
     project = info["project"]
-    folder = Path(out_dir) / language
-    folder.mkdir(parents=True, exist_ok=True)
     stem = f"{project}.{language}"
-    cues = _subtitle_segments(translation, dub, media.duration)
+    style, rules = info.get("subtitle_style") or {}, _rules(info)
+    spoken = _spoken_segments(translation, dub, media.duration)
+    cues = broadcast_cues([seg for seg, _ in spoken], media.duration, rules)
     srt_path = write_srt(folder / f"{stem}.srt", cues)
     outputs = {"srt": srt_path}
     if "vtt" in info["subtitles"]:
         outputs["vtt"] = write_vtt(folder / f"{stem}.vtt", cues)
+    if style.get("bilingual"):
+        outputs["bilingual_srt"] = write_srt(folder / f"{stem}.bilingual.srt", bilingual_cues(
+            [seg for seg, _ in spoken], [source for _, source in spoken], media.duration, rules))
     if info["stems"]:
         dialogue = folder / f"{stem}.dialogue.wav"
         with atomic_path(dialogue) as tmp:
             shutil.copyfile(dub.wav, tmp)
         outputs["dialogue_stem"] = dialogue
 
-    mp4 = folder / f"{stem}.mp4"
-    provenance_path = folder / f"{stem}.mp4.provenance.json"  # write_provenance's naming
-    video = Path(picture["video"]) if picture else media.video
+    video = picture.video if picture else media.video
+    mp4 = folder / f"{stem}{delivery_suffix(probe(video, key='deliver.video').video_codec)}"  # MOV for ProRes/DNxHD
+    provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
+    if style.get("burn_in"):
+        outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
     delivered = measure_delivery(mp4)
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
     checks = None
@@ -240,12 +249,12 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
     ], extra=_review_columns(translation, checks))
     if picture:
-        result = picture["result"]
-        qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
-                         "warnings": list(result["warnings"])}
-        qc["backends"]["lipsync"] = result["backend"]
-    write_json_atomic(folder / "qc.json", qc)
-    _publish_qc(language, qc)
+        result, verdict = picture.result, picture.verdict
+        qc["lipsync"] = {**picture.scorecard, "status": verdict.status, "min_coverage": verdict.min_coverage,
+                         "backend": result.backend, "visemes": result.visemes,
+                         "warnings": list(result.warnings) + ([verdict.message] if verdict.message else [])}
+        qc["backends"]["lipsync"] = result.backend
+    write_json_atomic(folder / "qc.json", qc)  # the flow publishes it to the Prefect UI (flows/artifacts.py)
     actions = [
         {"action": "transcribed", "by": transcript.backend},
         {"action": "translated", "by": translation.backend},
@@ -253,7 +262,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         {"action": f"mixed ({mix.mode}, {info['loudness']})", "by": stems.backend},
     ]
     if picture:
-        actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture["result"]["backend"]})
+        actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture.result.backend})
     write_provenance(mp4, _provenance(Path(info["video"]), info, actions))
     return {
         "mp4": str(mp4),
@@ -265,6 +274,7 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         "true_peak_dbtp": qc["loudness"]["true_peak_dbtp"],
         "lines": qc["summary"]["lines"],
         "max_speed": qc["summary"]["max_speed"],
+        **({"lipsync": qc["lipsync"]["status"], "lipsync_coverage": qc["lipsync"]["coverage"]} if picture else {}),
         **({"median_cer": qc["back_transcription"]["median_cer"],
             "flagged_lines": qc["back_transcription"]["flagged"]} if checks is not None else {}),
         **{k: str(v) for k, v in outputs.items()},
@@ -278,12 +288,20 @@ def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[st
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, Path(d["mp4"]), Path(d["srt_for_master"]) if d.get("srt_for_master") else None)  # AAC copied
+        (lang, master_audio(Path(d["mp4"]), Path(d["mix_wav"]), media.video),
+         Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied
-    mux_master(media.video, original, info["source_language"], tracks, out,
-               metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name))
-    actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
-    write_provenance(out, _provenance(Path(info["video"]), info, actions))
+    staging = Path(out_dir) / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="master.", dir=staging) as tmp:  # the pair appears together
+        built = Path(tmp) / out.name
+        mux_master(media.video, original, info["source_language"], tracks, built,
+                   metadata=_metadata("synthetic dubbed speech tracks", None, provenance_path.name),
+                   original_stream=media.audio_stream)
+        actions = [{"action": "multi-track master", "languages": [t[0] for t in tracks]}]
+        sidecar = write_provenance(built, _provenance(Path(info["video"]), info, actions))
+        os.replace(sidecar, provenance_path)
+        os.replace(built, out)  # last: the flow takes an existing master as delivered
     return {"mkv": str(out), "languages": [t[0] for t in tracks], "provenance": str(provenance_path)}

@@ -23,9 +23,9 @@ import numpy as np
 
 from dubforge.core.contracts import DubTrack, FittedLine, Line, Phoneme, Speech
 from dubforge.core.errors import StageError
+from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.registry import UnknownBackend, load_class
 from dubforge.media.audio import MIX_RATE, read_wav, resample, write_wav
-from dubforge.media.files import fingerprint, write_json_atomic
 from dubforge.media.stretch import time_stretch
 
 if TYPE_CHECKING:

@@ -6,8 +6,6 @@ so all later times (ASR, cues, the dub) line up with the picture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -15,114 +13,21 @@ import numpy as np
 
 from dubforge.core.contracts import SourceMedia
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.files import fingerprint
 from dubforge.core.languages import LanguageError, normalise_language
 from dubforge.media.audio import MIX_RATE, SPEECH_RATE, resample, write_wav
-from dubforge.media.files import fingerprint
+from dubforge.media.probe import open_media, probe
 
 _EXTRACT_VERSION = "ingest-1"
 
 
-@dataclass(frozen=True)
-class MediaInfo:
-    path: Path
-    duration: float  # of the video stream, seconds
-    has_video: bool
-    width: int
-    height: int
-    fps: float
-    fps_fraction: str  # exact average rate, "num/den"
-    frame_count: int
-    video_codec: str
-    start_time: float  # of the video stream, seconds on the container clock
-    has_audio: bool
-    audio_channels: int
-    audio_rate: int
-    audio_codec: str
-    audio_language: str  # ISO 639 tag of the first audio stream as stored, "und" if none
-    audio_start_time: float  # of the first audio stream, seconds on the container clock
-
-
-def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
-    if value is None or time_base is None:
-        return None
-    return float(value * time_base)
-
-
-def _tag_seconds(value: str | None) -> float | None:
-    """'00:01:02.500000000' -> 62.5; None if absent or malformed."""
-    try:
-        h, m, sec = (value or "").split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
-    except ValueError:
-        return None
-
-
-def _first(value: float | None, default: float) -> float:
-    return default if value is None else value
-
-
-def _open(path: Path, key: str):
-
-    if not path.is_file():
-        raise InputError(Problem(str(path), key, "file not found"))
-    try:
-        return av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)")) from exc
-
-
-def probe(path: Path, key: str = "source.video") -> MediaInfo:
-    """Read stream headers (no decoding). Raise InputError naming `key` for unusable input."""
-    path = Path(path)
-    with _open(path, key) as container:
-        if not container.streams.video and not container.streams.audio:
-            raise InputError(Problem(str(path), key, "not a media file (could not be read as audio/video)"))
-        if not container.streams.video:
-            raise InputError(Problem(str(path), key, "no video stream (expected a video file, got audio only)"))
-        video = container.streams.video[0]
-        rate = video.average_rate or video.guessed_rate or video.base_rate
-        if not rate:
-            raise InputError(Problem(str(path), key, "video stream has no frame rate"))
-        rate = Fraction(rate)
-        start = _first(_seconds(video.start_time, video.time_base), 0.0)
-        duration = _seconds(video.duration, video.time_base)
-        if not duration:  # Matroska: the muxer's DURATION tag holds the stream's end time
-            end = _tag_seconds(video.metadata.get("DURATION") or video.metadata.get("duration"))
-            duration = end - start if end else None
-        if not duration and container.duration:  # the container's may include audio codec delay
-            container_start = (container.start_time or 0) / 1e6
-            duration = container.duration / 1e6 - (start - container_start)
-        frames = int(video.frames or 0) or (round((duration or 0.0) * rate) if duration else 0)
-        if not duration or duration <= 0 or frames <= 0:
-            raise InputError(Problem(str(path), key, "video has zero duration (no frames)"))
-
-        audio = container.streams.audio[0] if container.streams.audio else None
-        return MediaInfo(
-            path=path,
-            duration=float(duration),
-            has_video=True,
-            width=int(video.codec_context.width),
-            height=int(video.codec_context.height),
-            fps=float(rate),
-            fps_fraction=f"{rate.numerator}/{rate.denominator}",
-            frame_count=int(frames),
-            video_codec=video.codec_context.name,
-            start_time=start,
-            has_audio=audio is not None,
-            audio_channels=int(audio.codec_context.channels) if audio else 0,
-            audio_rate=int(audio.codec_context.sample_rate) if audio else 0,
-            audio_codec=audio.codec_context.name if audio else "",
-            audio_language=(audio.metadata.get("language") or "und") if audio else "und",
-            audio_start_time=_first(_seconds(audio.start_time, audio.time_base), start) if audio else 0.0,
-        )
-
-
-def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video") -> tuple[np.ndarray, int]:
-    """Decode the first audio stream at its own rate as float32 (samples, channels<=2), placed so that
+def decode_source_audio(path: Path, video_start: float, duration: float, key: str = "source.video",
+                        index: int = 0) -> tuple[np.ndarray, int]:
+    """Decode audio stream `index` (among the audio streams) at its own rate as float32 (samples, channels<=2), placed so that
     sample 0 is at `video_start` on the container clock, padded/trimmed to `duration` seconds."""
 
-    with _open(Path(path), key) as container:
-        stream = container.streams.audio[0]
+    with open_media(Path(path), key) as container:
+        stream = container.streams.audio[index]
         rate = int(stream.codec_context.sample_rate)
         layout = "mono" if stream.codec_context.channels == 1 else "stereo"
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
@@ -161,22 +66,24 @@ def _fit(data: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([data, np.zeros((length - data.shape[0], data.shape[1]), data.dtype)])
 
 
-def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedia:
+def ingest(video: Path, work_dir: Path, key: str = "source.video", language: str | None = None,
+           audio_stream: int | None = None) -> SourceMedia:
     """Probe `video` and write its audio as a 16 kHz mono WAV (speech) and a 48 kHz stereo WAV (mix).
 
-    Both start at the first video frame and last exactly the video duration. The WAVs are named by the
-    video's content hash and reused. Without an audio stream both are None.
+    The audio stream is `audio_stream` if given, else the first tagged `language`, else the first. Both WAVs
+    start at the first video frame and last exactly the video duration. The WAVs are named by the video's
+    content hash and the stream, and reused. Without an audio stream both are None.
     """
     video = Path(video).absolute()
-    info = probe(video, key)
+    info = probe(video, key, language=language, audio_stream=audio_stream)
     speech_wav = mix_wav = None
     if info.has_audio:
         work_dir = Path(work_dir)
-        tag = fingerprint(video, _EXTRACT_VERSION)[:16]
+        tag = fingerprint(video, _EXTRACT_VERSION, info.audio_index)[:16]
         speech_wav = work_dir / f"source-{tag}-speech16k.wav"
         mix_wav = work_dir / f"source-{tag}-mix48k.wav"
         if not (speech_wav.is_file() and mix_wav.is_file()):
-            data, rate = decode_source_audio(video, info.start_time, info.duration, key)
+            data, rate = decode_source_audio(video, info.start_time, info.duration, key, info.audio_index)
             stereo = data if data.shape[1] == 2 else np.repeat(data, 2, axis=1)
             mono = data.mean(axis=1, keepdims=True)
             write_wav(mix_wav, _fit(resample(stereo, rate, MIX_RATE), round(info.duration * MIX_RATE)), MIX_RATE)
@@ -192,6 +99,7 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video") -> SourceMedi
         speech_wav=speech_wav,
         mix_wav=mix_wav,
         audio_language=_bcp47(info.audio_language),
+        audio_stream=info.audio_index,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
@@ -20,13 +20,20 @@ import langcodes
 import srt
 
 from dubforge.core.errors import StageError
-from dubforge.core.languages import iso639_2
+from dubforge.core.files import atomic_path, sha256_file, write_json_atomic
+from dubforge.core.languages import LanguageError, iso639_2, normalise_language
 from dubforge.media import ffmpeg
-from dubforge.media.files import atomic_path, sha256_file, write_json_atomic
-from dubforge.tasks.ingest import probe
+from dubforge.media.probe import probe
 
 AUDIO_RATE = 48_000
-_DELIVERED = (".mp4", ".m4a")
+_DELIVERED = (".mp4", ".mov", ".m4a")
+# Picture codecs an MP4 carries; any other (ProRes, DNxHD/HR, raw...) is delivered stream-copied in a MOV.
+MP4_VIDEO_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4", "mpeg2video", "mpeg1video"})
+
+
+def delivery_suffix(video_codec: str) -> str:
+    """The deliverable's container for a picture codec: MP4 when it can carry the picture, else MOV."""
+    return ".mp4" if video_codec in MP4_VIDEO_CODECS else ".mov"
 AUDIO_BITRATE = "192k"
 
 # Tags the MP4 muxer writes in iTunes form; any other key needs QuickTime 'mdta' tags to survive.
@@ -62,7 +69,7 @@ def _clipped_srt(srt_path: Path, duration: float, tmp_dir: Path) -> Path | None:
     except (OSError, UnicodeDecodeError, srt.SRTParseError) as exc:
         raise StageError(f"mux: cannot read subtitles {srt_path}: {exc}") from exc
     end = timedelta(seconds=duration)
-    kept = []
+    kept: list[Any] = []
     for cue in cues:
         if cue.start >= end or not cue.content.strip():
             continue
@@ -90,7 +97,7 @@ def mux_language(
     subtitles: Path | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """One deliverable MP4: the source picture copied, `audio_wav` as AAC 48 kHz stereo tagged with
+    """One deliverable MP4 (or MOV, by `out_mp4`'s suffix: see `delivery_suffix`): the source picture copied, `audio_wav` as AAC 48 kHz stereo tagged with
     `language` (ISO 639-2/T), optional SRT as a mov_text track, container `metadata`, faststart."""
     video, audio_wav, out_mp4 = Path(video).absolute(), Path(audio_wav).absolute(), Path(out_mp4).absolute()
     metadata = dict(metadata or {})
@@ -112,7 +119,68 @@ def mux_language(
         args += _metadata_args(metadata) + ["-movflags", flags]
         with atomic_path(out_mp4) as part:
             ffmpeg.run([*args, part], what=f"mux {out_mp4.name}")
+            if srt_file:
+                disable_subtitle_tracks(part)
     return out_mp4
+
+
+def burn_subtitles(mp4: Path, srt_path: Path, out_mp4: Path, preset: str = "veryfast", crf: int = 18) -> Path:
+    """A captioned copy of a deliverable: the SRT rendered into the picture (libass), the audio copied."""
+    mp4, out_mp4 = Path(mp4).absolute(), Path(out_mp4).absolute()
+    with tempfile.TemporaryDirectory(prefix="dubforge-burn-") as tmp:
+        cues = Path(tmp) / "cues.srt"  # a plain path: the filter's argument syntax reserves ':' ',' and quotes
+        cues.write_bytes(Path(srt_path).read_bytes())
+        args = ["-i", mp4, "-map", "0:v:0", "-map", "0:a?", "-vf", f"subtitles={cues}", "-c:v", "libx264",
+                "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-c:a", "copy", "-map_metadata", "0",
+                "-movflags", "+faststart+use_metadata_tags"]
+        with atomic_path(out_mp4) as part:
+            ffmpeg.run([*args, part], what=f"burn subtitles into {out_mp4.name}")
+    return out_mp4
+
+
+def _boxes(data: bytearray | memoryview, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISO BMFF boxes in data[start:end]: (type, payload start, box end)."""
+    while start + 8 <= end:
+        size = int.from_bytes(data[start:start + 4], "big")
+        kind, header = bytes(data[start + 4:start + 8]), 8
+        if size == 1:
+            size, header = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def disable_subtitle_tracks(mp4: Path) -> None:
+    """Clear the 'enabled' flag of the MP4's subtitle tracks. FFmpeg's MP4 muxer enables the first track of each
+    kind when none is marked default, so players showed the subtitles on; viewers now turn them on themselves."""
+    with open(mp4, "r+b") as handle:
+        data = bytearray(handle.read())
+        for kind, body, end in _boxes(data, 0, len(data)):
+            if kind != b"moov":
+                continue
+            for trak_kind, trak, trak_end in _boxes(data, body, end):
+                if trak_kind != b"trak":
+                    continue
+                children = {k: (b, e) for k, b, e in _boxes(data, trak, trak_end)}
+                media = children.get(b"mdia")
+                handler = next((data[b + 8:b + 12] for k, b, _ in _boxes(data, *media) if k == b"hdlr"), b"") if media else b""
+                if bytes(handler) in (b"sbtl", b"text", b"subt") and b"tkhd" in children:
+                    flags_at = children[b"tkhd"][0] + 3  # version (1 byte), then 24-bit flags; bit 0 = enabled
+                    handle.seek(flags_at)
+                    handle.write(bytes([data[flags_at] & ~1 & 0xFF]))
+
+
+def _matroska_tag(code: str) -> str:
+    """ISO 639-2/B ('ger') for a BCP-47 code or a stored tag ('deu', 'de'); an unknown tag as it is."""
+    if code == "und":
+        return code
+    try:
+        return iso639_2(normalise_language(code), bibliographic=True)
+    except (LanguageError, LookupError, ValueError):
+        return code
 
 
 def _title(language: str, suffix: str = "") -> str:
@@ -125,6 +193,21 @@ def _title(language: str, suffix: str = "") -> str:
     return f"{name} ({suffix})" if suffix else name
 
 
+def _first_frame_time(video: Path) -> float:
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        return float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
+
+
+def master_audio(delivered_mp4: Path, mix_wav: Path, video: Path) -> Path:
+    """The audio a master track takes from a language: the delivered MP4 (its AAC copied) when its picture is the
+    source's stream-copied picture, on the same clock; else (a lip-sync render, whose picture starts at 0) the
+    language's mix WAV, placed on the master's picture like any WAV, so the source's A/V offset is kept."""
+    info = probe(video, key="mux.video")
+    same_clock = abs(_first_frame_time(delivered_mp4) - _first_frame_time(video)) < 0.5 / info.fps
+    return Path(delivered_mp4) if same_clock else Path(mix_wav)
+
+
 def mux_master(
     video: Path,
     original_audio: Path | None,
@@ -132,9 +215,11 @@ def mux_master(
     tracks: Sequence[tuple[str, Path, Path | None]],
     out_mkv: Path,
     metadata: Mapping[str, Any] | None = None,
+    original_stream: int = 0,
 ) -> Path:
     """One MKV master: the picture copied; the original audio first (title "Original", default track; copied
-    untouched when `original_audio` is the video itself);
+    untouched when `original_audio` is the video itself, and then every other audio stream of the source follows
+    with its own language tag; `original_stream` is the one dubbed);
     then per language (code, audio WAV or delivered MP4 whose AAC is copied, SRT or None) an AAC track titled "<Language> (dubbed)" and a subtitle
     track, all tagged with ISO 639-2/B codes (Matroska convention)."""
     video, out_mkv = Path(video).absolute(), Path(out_mkv).absolute()
@@ -145,11 +230,19 @@ def mux_master(
     maps: list[str] = ["-map", "0:v:0"]
     codecs: list[Any] = ["-c:v", "copy", "-c:s", "srt"]
     tags: list[str] = ["-disposition:v:0", "default"]
-    audio = [(source_language, Path(original_audio), "Original")] if original_audio else []
-    audio += [(lang, Path(wav), _title(lang, "dubbed")) for lang, wav, _ in tracks]
-    for i, (lang, source, title) in enumerate(audio):
+    audio: list[tuple[str, Path, str, int]] = []  # (ISO 639-2/B tag, file, title, audio stream in the file)
+    if original_audio and Path(original_audio).absolute() == video:  # every source stream, the one dubbed first
+        stored = probe(video, key="mux.video").audio_languages
+        for k in [original_stream] + [k for k in range(len(stored)) if k != original_stream]:
+            tag = source_language if k == original_stream and stored[k] == "und" else stored[k]
+            title = "Original" if k == original_stream else _title(tag, "original") if tag != "und" else f"Original {k + 1}"
+            audio.append((_matroska_tag(tag), video, title, k))
+    elif original_audio:
+        audio.append((_matroska_tag(source_language), Path(original_audio), "Original", 0))
+    audio += [(_matroska_tag(lang), Path(wav), _title(lang, "dubbed"), 0) for lang, wav, _ in tracks]
+    for i, (lang, source, title, stream) in enumerate(audio):
         if source.absolute() == video:  # the source's own audio: copied untouched, in sync by construction
-            maps += ["-map", "0:a:0"]
+            maps += ["-map", f"0:a:{stream}"]
             codecs += [f"-c:a:{i}", "copy"]
         elif source.suffix.lower() in _DELIVERED:  # a delivered MP4: its AAC is already on the picture's clock
             inputs += ["-i", source.absolute()]
@@ -160,7 +253,7 @@ def mux_master(
         if source.absolute() != video:
             maps += ["-map", f"{n_inputs}:a:0"]
             n_inputs += 1
-        tags += [f"-metadata:s:a:{i}", f"language={iso639_2(lang, bibliographic=True)}",
+        tags += [f"-metadata:s:a:{i}", f"language={lang}",
                  f"-metadata:s:a:{i}", f"title={title}", f"-disposition:a:{i}", "default" if i == 0 else "0"]
     with tempfile.TemporaryDirectory(prefix="dubforge-mux-") as tmp:
         n_subs = 0

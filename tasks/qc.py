@@ -14,13 +14,13 @@ from pathlib import Path
 import av
 import numpy as np
 import srt
-from scipy.signal import resample_poly
 
 from dubforge.core.contracts import BackTranscription, FittedLine, LineCheck, Word
 from dubforge.core.errors import StageError
-from dubforge.core.registry import create
 from dubforge.core.textscore import error_rates
+from dubforge.media import loudness
 from dubforge.media.audio import SPEECH_RATE, decode_audio, resample, to_channels, write_wav
+from dubforge.models.base import create_transcriber
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -67,18 +67,6 @@ def _track(i: int, stream) -> TrackInfo:
         channels=int(ctx.channels) if is_audio else 0,
         sample_rate=int(ctx.sample_rate) if is_audio else 0,
     )
-
-
-def loudness(data: np.ndarray, rate: int) -> tuple[float, float]:
-    """(integrated loudness in LUFS per BS.1770 via pyloudnorm, true peak in dBTP with 4x oversampling)."""
-    import pyloudnorm
-
-    if data.shape[0] < int(0.4 * rate):  # shorter than one gating block
-        lufs = float("-inf")
-    else:
-        lufs = float(pyloudnorm.Meter(rate).integrated_loudness(data))
-    peak = float(np.max(np.abs(resample_poly(data, _OVERSAMPLE, 1, axis=0)))) if data.size else 0.0
-    return lufs, (float(20 * np.log10(peak)) if peak > 0 else float("-inf"))
 
 
 class _Span:
@@ -145,7 +133,7 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
     used = [span for span in spans.values() if span.packets]
     lufs = peak = float("-inf")
     if chunks:
-        lufs, peak = loudness(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
+        lufs, peak = loudness.measure(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
     v = spans[video_index]
     return Delivery(
         path=path,
@@ -180,7 +168,7 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
     """Transcribe the audio of `delivered` (any file with an audio stream) in `language` and score every
     dubbed line (placed spans in `lines`) against its text; lines with CER above `max_cer` are flagged."""
     options = dict(ear or EAR)
-    asr = create("asr", options.pop("backend"), **options)
+    asr = create_transcriber(options.pop("backend"), **options)
     audio, rate = decode_audio(Path(delivered), key="outputs")
     speech = write_wav(Path(work) / "back-transcription.wav",
                        resample(to_channels(audio, 1), rate, SPEECH_RATE), SPEECH_RATE)

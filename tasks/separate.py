@@ -14,18 +14,18 @@ import numpy as np
 
 from dubforge.core.contracts import SourceMedia, Stems
 from dubforge.core.errors import StageError
-from dubforge.core.registry import create
-from dubforge.media.audio import decode_audio, resample, to_channels, write_wav
+from dubforge.media.audio import MIX_RATE, decode_audio, resample, to_channels, write_wav
+from dubforge.models.base import create_separator
 
 
 def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir: Path,
-             options: dict[str, Any] | None = None) -> Stems:
+             options: dict[str, Any] | None = None, models_file: Path | None = None) -> Stems:
     """`mode`: provided | none | the name of a separation backend (demucs), built with `options`."""
     if mode not in ("provided", "none"):
 
         if media.mix_wav is None:
             raise StageError(f"{mode} separation needs the source's audio, and the video has none")
-        return create("separate", mode, **(options or {})).separate(media.mix_wav, Path(work_dir))
+        return create_separator(mode, models_file, **(options or {})).separate(media.mix_wav, Path(work_dir))
     if mode == "none":
         return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
     if music_effects is None:

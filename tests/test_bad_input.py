@@ -76,6 +76,11 @@ CASES = {
         ["empty.csv", "row 3", "empty line"],
     ),
     "lipsync-without-consent": ({"lipsync": {"enabled": True}}, ["rights.consent", "lipsync is enabled"]),
+    "outputs-parent": ({"outputs": {"dir": ".."}}, ["outputs.dir", "inside the manifest's folder", "--out"]),
+    "outputs-sibling": ({"outputs": {"dir": "../elsewhere"}}, ["outputs.dir", "inside the manifest's folder"]),
+    "outputs-absolute": ({"outputs": {"dir": "/tmp/dubforge-elsewhere"}}, ["outputs.dir", "inside the manifest's folder"]),
+    "outputs-manifest-folder": ({"outputs": {"dir": "media/.."}}, ["outputs.dir", "inside the manifest's folder"]),
+    "audio-stream-out-of-range": ({"source__audio_stream": 3}, ["source.audio_stream", "no audio stream 3", "0..0"]),
     "speedup-over-cap": ({"timing": {"max_speedup": 1.6}}, ["timing.max_speedup", "at most 1.4"]),
 }
 
@@ -120,3 +125,16 @@ def test_valid_manifest_prints_plan(project):
 def test_languages_option_must_name_targets(project):
     result = runner.invoke(app, ["validate", str(manifest(project, "langs")), "--languages", "de"])
     assert result.exit_code == 2 and "not a target" in result.output
+
+
+def test_validate_warns_when_the_audio_tag_disagrees(project, tmp_path):
+    from tests.test_ingest import two_language_video
+
+    two_language_video(project / "media" / "two.mp4")
+    chosen = runner.invoke(app, ["validate", str(manifest(project, "by-tag", source__video="media/two.mp4"))])
+    assert chosen.exit_code == 0 and "⚠" not in chosen.output, chosen.output  # English found by its tag
+    forced = manifest(project, "forced", source__video="media/two.mp4", source__audio_stream=0)
+    result = runner.invoke(app, ["validate", str(forced)])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "source.language is 'en' but the audio stream used (0) is tagged 'fra' (audio streams 0: fra, 1: eng)" in message

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav
+from dubforge.core.manifest import parse_manifest, resolve_input
 from dubforge.demo.project import FPS, RATE, frame_count, make_demo, read_demo_lines
 from dubforge.demo.script import LINES
-from dubforge.core.manifest import parse_manifest, resolve_input
+from dubforge.media.audio import read_wav
 
 SECONDS = 8.0
 

@@ -13,8 +13,9 @@ import av
 import numpy as np
 import pytest
 import srt
+
+from dubforge.core.files import sha256_file
 from dubforge.demo.project import make_demo
-from dubforge.media.files import sha256_file
 
 LANGUAGES = ["es", "pt-BR"]
 
@@ -162,3 +163,133 @@ def test_second_run_is_all_cached_and_adding_a_language_runs_only_it(demo):
     assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Cached"
     assert (root / "out" / "pt-BR" / "demo.pt-BR.mp4").is_file() and mp4.stat().st_mtime_ns == mtime
     assert not partial.exists()
+
+
+def test_moved_project_reruns_all_cached(demo, tmp_path):
+    """A copied project folder re-runs from its own cache: every stage Cached, report paths relative to OUT."""
+    import shutil
+
+    root, manifest, _, _ = demo
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved, symlinks=True)
+    os.chmod(moved / "out" / ".dubforge", 0o755)
+    dubforge_run(moved / manifest.name)
+    report = json.loads((moved / "out" / "report.json").read_text())
+    assert report["all_cached"], report
+    assert str(root) not in json.dumps(report) and str(moved) not in json.dumps(report)
+    es = report["languages"]["es"]
+    assert (moved / "out" / es["mp4"]).is_file() and (moved / "out" / report["master"]["mkv"]).is_file()
+
+
+def test_a_language_subset_keeps_the_other_languages(demo):
+    """`--languages es` re-delivers es only; pt-BR stays in report.json and in the master's tracks."""
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    (root / "out" / "es" / "demo.es.mp4").unlink()  # es is re-delivered; the master must still carry pt-BR
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--languages", "es"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert set(report["languages"]) == {"es", "pt-BR"}
+    assert report["languages"]["pt-BR"]["previous_run"] and report["languages"]["pt-BR"]["status"] == "completed"
+    assert report["languages"]["es"]["stages"]["deliver"]["state"] == "Completed"
+    with av.open(str(root / "out" / "demo.master.mkv")) as mkv:
+        assert [s.metadata.get("language") for s in mkv.streams.audio] == ["eng", "spa", "por"]
+
+
+def test_prepare_review_sheet_then_fix_one_line(demo):
+    """`dubforge prepare` writes review sheets; an edited line in the XLSX is the only one synthesised again."""
+    import openpyxl
+    import yaml
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    result = subprocess.run([sys.executable, "-m", "dubforge", "prepare", str(manifest)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    review = root / "out" / "review"
+    csv_bytes = (review / "demo.es.review.csv").read_bytes()
+    assert csv_bytes.startswith(b"\xef\xbb\xbfline_id,speaker,start_time,end_time,transcription,translation,characters,"
+                                b"spoken_seconds,window_seconds,fit,glossary")
+    book = openpyxl.load_workbook(review / "demo.es.review.xlsx")
+    sheet = book.active
+    header = [c.value for c in sheet[1]]
+    rows = [dict(zip(header, (c.value for c in row))) for row in sheet.iter_rows(min_row=2)]
+    assert [r["line_id"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    assert all(r["transcription"] and r["translation"] and r["spoken_seconds"] > 0 for r in rows)  # source by time
+    assert all(r["fit"] == "fits" or r["fit"].startswith(("needs x", "overflow")) for r in rows)
+    tts = root / "out" / ".dubforge" / "work" / "voice" / "tts-es"
+    before = set(tts.glob("*.wav"))  # prepare reused the run's per-line audio: nothing new at the natural rate
+
+    edited = "Hola, gracias a todos."
+    sheet.cell(2, header.index("translation") + 1).value = edited
+    book.save(review / "demo.es.review.xlsx")
+    data = yaml.safe_load(manifest.read_text())
+    data["targets"][0]["translation"] = {"from": "file", "path": "out/review/demo.es.review.xlsx"}
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--languages", "es"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = set(tts.glob("*.wav")) - before
+    assert 1 <= len(new) <= 2  # the edited line at its natural rate (and sped up, if it needs it); no other line
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["languages"]["es"]["stages"]["voice"]["state"] == "Completed"
+    assert report["languages"]["pt-BR"]["previous_run"]
+    cues = list(srt.parse((root / "out" / "es" / "demo.es.srt").read_text()))
+    assert " ".join(c.content.replace("\n", " ") for c in cues).startswith(edited)
+
+
+def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
+    """A language that fails (no bundled en->fr model) ends the run Failed, not green; the summary still prints;
+    every task is tagged and named by its language (blocked ones too); QC artifacts are published on cache hits,
+    keyed by project, in readable units."""
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    original = manifest.read_text()
+    data = yaml.safe_load(original)
+    data["targets"].append({"language": "fr", "translation": {"from": "machine"}, "voice": {"backend": "espeak"}})
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+        result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest)], capture_output=True, text=True,
+                                env=env)
+    finally:
+        manifest.write_text(original)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "report.json" in result.stdout and "fr" in result.stderr
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert {lang: r["status"] for lang, r in report["languages"].items()} == {
+        "es": "completed", "pt-BR": "completed", "fr": "failed"}
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert run.name == "demo" and run.state.is_failed() and "fr" in run.state.message
+    names = {t.name: t for t in tasks}
+    for lang in ("es", "pt-BR", "fr"):
+        for stage in ("translate", "voice", "mix", "deliver"):
+            # tasks blocked by the failed translation are never renamed: `voice-fr-7af`, still with the language
+            task = next((t for name, t in names.items() if name == f"{stage}-{lang}" or
+                         re.fullmatch(rf"{stage}-{lang}-[0-9a-f]+", name)), None)
+            assert task is not None, (stage, lang, sorted(names))
+            assert {"project:demo", f"lang:{lang}"} <= set(task.tags), task.tags
+    assert {"project:demo", "lang:all"} <= set(names["ingest"].tags)
+    assert names["voice-es"].state.name == "Cached" and names["translate-fr"].state.is_failed()
+
+    artifacts = {a.key: a for a in found if a.key}
+    assert {"demo-qc-es", "demo-qc-pt-br", "demo-qc-es-summary", "demo-stages", "demo-dub-report"} <= set(artifacts)
+    rows = artifacts["demo-qc-es"].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d - \d\d:\d\d:\d\d\.\d\d", rows[0]["window"]), rows[0]
+    assert re.fullmatch(r"x\d+\.\d\d", rows[0]["speed"]) and rows[0]["result"].split(":")[0] in ("pass", "FAIL")
+    matrix = artifacts["demo-stages"].data
+    matrix = {r["language"]: r for r in (json.loads(matrix) if isinstance(matrix, str) else matrix)}
+    assert matrix["fr"]["translate"] == "Failed" and matrix["es"]["voice"] == "Cached"

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav, write_wav
 from dubforge.core.contracts import Line, Phoneme, Speech
 from dubforge.core.manifest import Timing
+from dubforge.media.audio import read_wav, write_wav
 from dubforge.media.stretch import time_stretch
 from dubforge.tasks.fit import fit_track
 
@@ -46,7 +46,7 @@ def text(seconds: float) -> str:
     return "x" * int(round(seconds / SEC_PER_CHAR))
 
 
-def line(i: int, start: float, end: float, seconds: float, speaker: str = "speaker") -> Line:
+def line(i: int, start: float, end: float, seconds: float, speaker: str = "speaker 1") -> Line:
     body = text(seconds)
     return Line(index=i, start=start, end=end, source_text=f"src {i}", text=body, speaker=speaker)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav
 from dubforge.core.errors import InputError
+from dubforge.media.audio import read_wav
 from dubforge.tasks.ingest import ingest, probe
 
 
@@ -23,8 +23,9 @@ def make_video(
     audio_delay: float = 0.0,
     language: str | None = None,
     preset: str = "ultrafast",
+    codec: str = "libx264",
 ) -> Path:
-    """Write an H.264 MP4 (moving gradient) of round(seconds*fps) frames, with optional AAC audio
+    """Write an H.264 MP4 (or ProRes/DNxHR in a MOV: `codec`) (moving gradient) of round(seconds*fps) frames, with optional AAC audio
     (float array (samples, channels)) whose first sample sits `audio_delay` seconds after the first frame
     (negative: before it). Returns `path`."""
     import av
@@ -33,9 +34,10 @@ def make_video(
     frames = round(seconds * fps)
     width, height = size
     with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        v.options = {"preset": preset}
+        v = out.add_stream(codec, rate=fps)
+        v.width, v.height = width, height
+        v.pix_fmt = {"libx264": "yuv420p", "prores_ks": "yuv422p10le", "dnxhd": "yuv422p"}[codec]
+        v.options = {"libx264": {"preset": preset}, "prores_ks": {}, "dnxhd": {"profile": "dnxhr_lb"}}[codec]
         a = None
         if audio is not None:
             a = out.add_stream("aac", rate=audio_rate)
@@ -173,3 +175,60 @@ def test_ingest_without_audio(tmp_path):
     media = ingest(make_video(tmp_path / "silent.mp4", 1.0, 25), tmp_path)
     assert media.speech_wav is None and media.mix_wav is None and media.audio_language == "und"
     assert media.frame_count == 25
+
+
+def two_language_video(path: Path, seconds: float = 2.0) -> Path:
+    """A French commentary (300 Hz) as the first audio stream and English (700 Hz) as the second."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    fr = make_video(path.with_name("fr-part.mp4"), seconds, audio=tone(seconds, 48_000, 300.0))
+    en = make_video(path.with_name("en-part.mp4"), seconds, audio=tone(seconds, 48_000, 700.0))
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(fr), "-i", str(en), "-map", "0:v",
+                    "-map", "0:a", "-map", "1:a", "-c", "copy", "-metadata:s:a:0", "language=fra",
+                    "-metadata:s:a:1", "language=eng", str(path)], check=True)
+    return path
+
+
+def dominant_hz(data: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(data[:, 0]))
+    return float(np.argmax(spectrum) * rate / len(data))
+
+
+def test_audio_stream_by_language_tag_or_index(tmp_path):
+    path = two_language_video(tmp_path / "two.mp4")
+    assert probe(path).audio_index == 0  # no language asked: the first
+    info = probe(path, language="en")
+    assert (info.audio_index, info.audio_language, info.audio_languages) == (1, "eng", ("fra", "eng"))
+    assert probe(path, language="fr-CA").audio_index == 0
+    assert probe(path, language="en", audio_stream=0).audio_index == 0  # source.audio_stream wins
+    with pytest.raises(InputError, match=r"source\.audio_stream: no audio stream 2: the file has audio streams 0\.\.1"):
+        probe(path, audio_stream=2)
+
+    english = ingest(path, tmp_path / "work", language="en")
+    assert english.audio_stream == 1
+    data, rate = read_wav(english.mix_wav)
+    assert dominant_hz(data, rate) == pytest.approx(700.0, abs=2.0)
+    french = ingest(path, tmp_path / "work", language="en", audio_stream=0)
+    assert french.mix_wav != english.mix_wav
+    data, rate = read_wav(french.mix_wav)
+    assert dominant_hz(data, rate) == pytest.approx(300.0, abs=2.0)
+
+
+def test_cover_art_is_not_a_video(tmp_path):
+    """An .m4a with an attached picture is audio only: a clear InputError, not a 90000 fps video."""
+    import subprocess
+
+    import cv2
+    import imageio_ffmpeg
+
+    song = make_video(tmp_path / "song.mp4", 2.0, audio=tone(2.0, 48_000))
+    cover = tmp_path / "cover.jpg"
+    cv2.imwrite(str(cover), np.full((144, 176, 3), 128, np.uint8))
+    m4a = tmp_path / "song.m4a"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(song), "-i", str(cover),
+                    "-map", "0:a", "-map", "1:v", "-c:a", "copy", "-c:v", "mjpeg", "-disposition:v:0", "attached_pic",
+                    str(m4a)], check=True)
+    with pytest.raises(InputError, match=r"source\.video: no video stream \(its only picture is attached cover art"):
+        probe(m4a)

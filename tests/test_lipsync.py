@@ -69,15 +69,37 @@ def test_scorecard_meets_the_sync_targets(run):
     assert card["preservation_db"] >= 40  # outside the mask only encoder noise
     assert card["seam_ratio"] <= 1.15
     assert card["frames_rendered"] == N and card["frames_passed_through"] == 0
+    assert card["coverage"] == 1.0 and card["frames_scored"] >= 0.5 * N
+
+
+def test_scorecard_control_a_mouth_from_another_sentence_scores_low(run):
+    """Known answer: the same render scored against a different sentence's phonemes."""
+    other = speak_english("Will you show me where the rooms are?", run["work"] / "other.wav", lead=0.3, tail=0.2)
+    phonemes = [Phoneme(symbol=p, start=s, end=e) for w in other.words for p, s, e in w.phonemes]
+    card = score_lipsync(run["result"].out_video, run["src"], run["track"], phonemes)
+    assert card["correlation"] < 0.35 and card["correlation"] < run["card"]["correlation"] - 0.3
+
+
+def test_a_bare_reencode_scores_zero_coverage(run):
+    """Known answer: a picture passed through untouched covers nothing and does not close on p/b/m."""
+    from dubforge.lipsync.video import H264Writer, yuv_planes
+
+    bare = run["work"] / "bare.mp4"
+    with H264Writer(bare, probe(run["src"])) as writer:
+        for frame in frames(run["src"]):
+            writer.write(yuv_planes(frame)[0], frame.pts)
+    card = score_lipsync(bare, run["src"], run["track"], run["dub"])
+    assert card["coverage"] == 0.0 and card["frames_scored"] == run["card"]["frames_scored"]
+    assert card["closure"] < 0.5 and card["correlation"] < 0.3
 
 
 def test_pixels_outside_the_mask_are_encoder_noise(run):
     """Compare with a bare re-encode of the source: outside the mask the render differs no more."""
     import cv2
 
+    from dubforge.lipsync import geometry as g
     from dubforge.lipsync.bank import canonical
     from dubforge.lipsync.compose import mask_polygon
-    from dubforge.lipsync import geometry as g
     from dubforge.lipsync.track import load_arrays
 
     arrays = load_arrays(run["track"])

@@ -7,9 +7,9 @@ import pytest
 
 from dubforge.core.contracts import Phoneme
 from dubforge.lipsync import compose, visemes
+from dubforge.lipsync.geometry import best_lag
 from dubforge.lipsync.score import closure
 from dubforge.lipsync.select import viterbi
-from dubforge.models.mouth_bank import best_lag
 
 FPS = 30.0
 TIMES = np.arange(90) / FPS
@@ -147,17 +147,36 @@ def _mouths(openings: np.ndarray) -> np.ndarray:
     return pts
 
 
-def test_several_faces_the_one_moving_with_the_speech_is_chosen():
-    from dubforge.lipsync.track import _choose
+def test_the_face_moving_with_the_speech_is_chosen_in_each_shot():
+    """Two people taking turns, one shot each: each shot renders its own speaker."""
+    from dubforge.lipsync.track import _choose_per_shot
 
     rng = np.random.default_rng(4)
-    speaking, other = rng.random(60), rng.random(60)
-    present = np.ones(60, bool)
-    curves = {0: (_mouths(other), present), 1: (_mouths(speaking), present)}
-    face, reason, corr = _choose(curves, np.log(speaking + 0.05))
-    assert face == 1 and corr > 0.8 and "correlates best" in reason
-    face, reason, corr = _choose(curves, None)
-    assert face in (0, 1) and "no source speech" in reason and corr is None
+    a, b = rng.random(120), rng.random(120)
+    speech = np.concatenate([a[:60], b[60:]])  # A speaks in shot 0, B in shot 1
+    present = {0: np.ones(120, bool), 1: np.ones(120, bool)}
+    curves = {0: _mouths(a), 1: _mouths(b)}
+    shots = np.repeat([0, 1], 60)
+    chosen, reason, corr = _choose_per_shot(curves, present, shots, np.log(speech + 0.05))
+    assert chosen[:60] == [0] * 60 and chosen[60:] == [1] * 60 and corr > 0.8
+    assert "speaking: face 0, face 1" in reason
+    chosen, reason, corr = _choose_per_shot(curves, present, np.zeros(120, np.int64), None)
+    assert len(set(chosen)) == 1 and "no source speech" in reason and corr is None
+
+
+def test_duplicate_meshes_merge_and_tracklets_relink_by_appearance():
+    from dubforge.lipsync.track import _Tracklet, merge_duplicates, relink
+
+    face = np.random.default_rng(1).random((50, 2)) * 100
+    assert len(merge_duplicates([face, face + 3, face + 300])) == 2  # a near copy of one face is one face
+    sig_a, sig_b = np.zeros(10, np.float32), np.full(10, 3.0, np.float32)
+    tracklets = [_Tracklet(0, [0, 1, 2], [face] * 3, [sig_a] * 3),
+                 _Tracklet(0, [0, 1, 2], [face + 300] * 3, [sig_b] * 3),
+                 _Tracklet(1, [5, 6, 7], [face] * 3, [sig_a + 0.05] * 3),  # A again after a cut
+                 _Tracklet(1, [5, 6, 7], [face + 300] * 3, [sig_b - 0.05] * 3)]
+    assert relink(tracklets) == [0, 1, 0, 1]
+    # Two look-alikes on screen together stay two people.
+    assert relink(tracklets[:1] + [_Tracklet(0, [1, 2, 3], [face] * 3, [sig_a] * 3)]) == [0, 1]
 
 
 def test_source_sync_tells_matching_audio_from_a_voice_over():
@@ -172,3 +191,18 @@ def test_source_sync_tells_matching_audio_from_a_voice_over():
     unrelated = np.random.default_rng(5).random(90)
     assert source_sync(phones, times, unrelated, valid) < 0.35
     assert source_sync(phones[:5], times, own, valid) is None  # too little speech to judge
+
+
+def test_coverage_verdict_degrades_or_fails_below_the_minimum():
+    from dubforge.core.errors import StageError
+    from dubforge.core.manifest import Lipsync
+    from dubforge.tasks.lipsync import coverage_verdict
+
+    options = Lipsync()
+    assert options.min_coverage == 0.9 and options.strict is False
+    assert coverage_verdict({"coverage": 0.95, "frames_scored": 100}).status == "ok"
+    low = coverage_verdict({"coverage": 0.27, "frames_scored": 300}, 0.9)
+    assert low.status == "degraded" and "27%" in low.message and "300" in low.message
+    with pytest.raises(StageError, match="lipsync.strict"):
+        coverage_verdict({"coverage": 0.27, "frames_scored": 300}, 0.9, strict=True)
+    assert coverage_verdict({"coverage": None}).status == "unscored"

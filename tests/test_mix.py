@@ -9,10 +9,10 @@ import pyloudnorm
 import pytest
 from scipy.signal import butter, resample_poly, sosfilt
 
-from dubforge.media import loudness
-from dubforge.media.audio import read_wav, write_wav
 from dubforge.core.contracts import DubTrack, FittedLine, Stems
 from dubforge.core.errors import StageError
+from dubforge.media import loudness
+from dubforge.media.audio import read_wav, write_wav
 from dubforge.tasks.mix import duck_envelope, mix
 
 RATE = 48_000

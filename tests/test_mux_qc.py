@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav, write_wav
 from dubforge.core.errors import StageError
-from dubforge.tasks.ingest import probe
-from dubforge.tasks.mux import mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import loudness, measure_delivery, subtitles_inside
+from dubforge.media import loudness
+from dubforge.media.audio import read_wav, write_wav
+from dubforge.media.probe import probe
+from dubforge.tasks.mux import master_audio, mux_language, mux_master, write_provenance
+from dubforge.tasks.qc import measure_delivery, subtitles_inside
 from tests.test_ingest import clicks, make_video, onset, tone
 
 METADATA = {"comment": "AI-modified: synthetic dubbed speech (dubforge)", "ai_modified": "true"}
@@ -82,6 +83,8 @@ def test_mux_language(tmp_path, source):
         assert a.metadata["language"] == "spa"
         (s,) = c.streams.subtitles
         assert s.codec_context.name == "mov_text" and s.metadata["language"] == "spa"
+        # players show a track whose MP4 'enabled' flag is set (FFmpeg reads it back as 'default'): subtitles off
+        assert a.disposition & av.stream.Disposition.default and not s.disposition & av.stream.Disposition.default
         cues = [(p.pts * p.time_base, (p.pts + p.duration) * p.time_base) for p in c.demux(s) if p.size]
         assert float(cues[-1][1]) <= info.duration + 1e-3  # the long cue was cut at the end of the picture
         assert abs(c.duration / 1e6 - info.duration) <= 1 / info.fps
@@ -92,7 +95,7 @@ def test_mux_language(tmp_path, source):
     assert abs(qc.duration - info.duration) <= 1 / info.fps
     assert qc.frame_count == info.frame_count == 90 and qc.video_duration == pytest.approx(info.duration, abs=1e-3)
     assert qc.languages == ("spa",) and qc.subtitles[0].language == "spa"
-    ref_lufs, ref_peak = loudness(*read_wav(dub))
+    ref_lufs, ref_peak = loudness.measure(*read_wav(dub))
     assert qc.integrated_lufs == pytest.approx(ref_lufs, abs=0.5)
     assert qc.true_peak_dbtp == pytest.approx(ref_peak, abs=1.0)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["film.es.mp4"]  # no temporaries left
@@ -126,7 +129,7 @@ def test_mux_master(tmp_path, source):
     assert [(t.language, t.title, t.default, t.codec) for t in qc.subtitles] == [("ger", names["de"], False, "srt")]
     assert qc.frame_count == 90 and abs(qc.duration - info.duration) <= 1 / info.fps
     assert qc.measured_audio == 1
-    assert qc.integrated_lufs == pytest.approx(loudness(*read_wav(de))[0], abs=0.5)
+    assert qc.integrated_lufs == pytest.approx(loudness.measure(*read_wav(de))[0], abs=0.5)
 
 
 def click_after_first_frame(path: Path, audio_index: int = 0) -> float:
@@ -190,3 +193,55 @@ def test_ffmpeg_wrapper_takes_ffmpeg_python_streams(tmp_path, source):
     assert rate == 16_000 and data.shape[1] == 1 and abs(data.shape[0] / rate - 3.0) < 0.05
     with pytest.raises(StageError, match="(?s)status.*nothing.mp4"):
         ffmpeg.run(ffmpeg_python.input(str(tmp_path / "nothing.mp4")).output(str(wav)))
+
+
+@pytest.mark.parametrize("audio_delay", [-0.5, 0.5, 2.0])
+def test_every_deliverable_keeps_the_source_av_offset(tmp_path, audio_delay):
+    """Source audio starting before/after its picture: the language MP4 (source picture or a lip-sync render whose
+    picture starts at 0) and every track of the master keep the source's sync to one frame."""
+    seconds, fps = 4.0, 25
+    src = make_video(tmp_path / "src.mp4", seconds, fps, audio=np.repeat(clicks(seconds, 48_000, [2.2]), 2, axis=1),
+                     audio_delay=audio_delay, language="eng")
+    original = click_after_first_frame(src)
+    assert original == pytest.approx(2.2 + audio_delay, abs=0.03)  # AAC priming of the test encoder
+    info = probe(src)
+    dub = write_wav(tmp_path / "dub.wav", clicks(info.duration, 48_000, [0.7]), 48_000)
+    rendered = make_video(tmp_path / "render.mp4", info.duration, fps)  # a lip-sync render: picture from t=0
+    srt_path = tmp_path / "de.srt"
+    srt_path.write_text("1\n00:00:00,700 --> 00:00:01,000\nJetzt\n", encoding="utf-8")
+
+    plain = mux_language(src, dub, "de", tmp_path / "de.mp4", srt_path)
+    synced = mux_language(rendered, dub, "fr", tmp_path / "fr.mp4", srt_path)
+    for mp4 in (plain, synced):
+        assert click_after_first_frame(mp4) == pytest.approx(0.7, abs=0.002)
+    assert master_audio(plain, dub, src) == plain  # the source's picture: its AAC is copied
+    tracks = [(lang, master_audio(mp4, dub, src), srt_path) for lang, mp4 in [("de", plain), ("fr", synced)]]
+    mkv = mux_master(src, src, "en", tracks, tmp_path / "master.mkv")
+    assert click_after_first_frame(mkv, 0) == pytest.approx(original, abs=1 / fps)
+    assert click_after_first_frame(mkv, 1) == pytest.approx(0.7, abs=1 / fps)
+    assert click_after_first_frame(mkv, 2) == pytest.approx(0.7, abs=1 / fps)
+
+
+def test_master_carries_every_source_audio_stream_with_its_tag(tmp_path):
+    from tests.test_ingest import dominant_hz, two_language_video
+
+    src = two_language_video(tmp_path / "two.mp4")
+    dub = write_wav(tmp_path / "es.wav", tone(probe(src).duration, 48_000, 500.0), 48_000)
+    mkv = mux_master(src, src, "en", [("es", dub, None)], tmp_path / "master.mkv", original_stream=1)
+    qc = measure_delivery(mkv)
+    names = "Français (original)" if find_spec("language_data") else "fra (original)"
+    assert [(t.language, t.title, t.default) for t in qc.audio] == [
+        ("eng", "Original", True), ("fre", names, False), ("spa", _title_of("es"), False)]
+    import av
+
+    with av.open(str(mkv)) as c:  # each track is the stream it says: English 700 Hz, French 300 Hz
+        for index, hz in [(0, 700.0), (1, 300.0)]:
+            samples = np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[index])], axis=1).T
+            assert dominant_hz(samples, 48_000) == pytest.approx(hz, abs=3.0)
+            c.seek(0)
+
+
+def _title_of(lang: str) -> str:
+    from dubforge.tasks.mux import _title
+
+    return _title(lang, "dubbed")

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dubforge.media.audio import write_wav
 from dubforge.cli import app
-from dubforge.tasks.ingest import probe
-from dubforge.tasks.portrait import probe_portrait, still_video
+from dubforge.media.audio import write_wav
+from dubforge.media.probe import probe, probe_portrait
+from dubforge.tasks.portrait import still_video
 
 
 @pytest.fixture()

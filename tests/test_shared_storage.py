@@ -15,8 +15,8 @@ from pathlib import Path
 import av
 import pytest
 
+from dubforge.core.files import sha256_file
 from dubforge.demo.project import make_demo
-from dubforge.media.files import sha256_file
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -126,8 +126,8 @@ def test_staging_fetches_the_weights_that_models_yaml_keeps_beside_the_manifest(
 
 
 def test_storage_errors_are_input_errors_naming_the_url(monkeypatch, tmp_path):
-    from dubforge.flows import storage as shared_storage
     from dubforge.core.errors import InputError
+    from dubforge.flows import storage as shared_storage
 
     class Denied:
         def isfile(self, path):

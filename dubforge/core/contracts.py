@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_SPEAKER = "speaker 1"  # when neither a script's speaker column nor diarization names the speaker
+
 
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,7 +38,7 @@ class Segment(Record):
     start: float
     end: float
     text: str
-    speaker: str = "speaker"
+    speaker: str = DEFAULT_SPEAKER
     words: tuple[Word, ...] = ()
 
     @property
@@ -64,6 +66,7 @@ class SourceMedia(Record):
     speech_wav: Path | None = Field(description="16 kHz mono copy for ASR/alignment")
     mix_wav: Path | None = Field(description="48 kHz stereo copy for separation and the mix")
     audio_language: str
+    audio_stream: int = Field(0, description="the source audio stream used (index among its audio streams)")
 
 
 class Stems(Record):
@@ -83,7 +86,8 @@ class Line(Record):
     end: float
     source_text: str
     text: str
-    speaker: str = "speaker"
+    speaker: str = DEFAULT_SPEAKER
+    warnings: tuple[str, ...] = Field((), description="for the reviewer, e.g. a glossary term missing")
 
 
 class Translation(Record):
@@ -136,6 +140,29 @@ class Mix(Record):
     preset: str
     integrated_lufs: float
     true_peak_dbtp: float
+
+
+class MediaInfo(Record):
+    """Stream headers of a source (probed, nothing decoded)."""
+
+    path: Path
+    duration: float  # of the video stream, seconds
+    has_video: bool
+    width: int
+    height: int
+    fps: float
+    fps_fraction: str  # exact average rate, "num/den"
+    frame_count: int
+    video_codec: str
+    start_time: float  # of the video stream, seconds on the container clock
+    has_audio: bool
+    audio_channels: int
+    audio_rate: int
+    audio_codec: str
+    audio_language: str  # ISO 639 tag of the chosen audio stream as stored, "und" if none
+    audio_start_time: float  # of the chosen audio stream, seconds on the container clock
+    audio_index: int = 0  # the chosen audio stream, among the audio streams (source.audio_stream / language tag)
+    audio_languages: tuple[str, ...] = ()  # tag of every audio stream, in order
 
 
 class LineCheck(Record):

@@ -26,3 +26,12 @@ class InputError(Exception):
 
 class StageError(Exception):
     """A stage failed on valid input (a backend crashed, a model is missing...)."""
+
+
+class TransientError(StageError):
+    """A stage failed for a reason that may pass (a network error, a busy or restarting server): worth a retry."""
+
+
+class RunError(Exception):
+    """The run as a whole cannot go on (its OUT is locked by another run, a project file moved, shared storage
+    failed...). The CLI prints the message as one line and exits 1."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dubforge.media.files import sha256_file, write_json_atomic
+from dubforge.core.files import sha256_file, write_json_atomic
 
 RECORDS = ".dubforge-inbox"
 SUFFIXES = (".yaml", ".yml")

@@ -23,7 +23,7 @@ def normalise_language(code: str) -> str:
 
 def base_language(code: str) -> str:
     """'pt-BR' -> 'pt'."""
-    return langcodes.Language.get(code).language
+    return langcodes.Language.get(code).language or code
 
 
 def iso639_2(code: str, bibliographic: bool = False) -> str:

@@ -39,6 +39,9 @@ class Source(Strict):
     image: Path | None = Field(None, description="a still photo instead of a video: a talking portrait (with `audio`)")
     audio: Path | None = Field(None, description="with `image`: the source speech (WAV/FLAC/MP3...)")
     language: str = Field("en", description="BCP-47 code of the spoken language, or 'auto' to detect it (ASR)")
+    audio_stream: int | None = Field(
+        None, ge=0, description="the video's audio stream to dub (0 = first audio stream); default: the first one "
+        "tagged with `language`, else the first")
     script: Path | None = Field(None, description="known transcript (SRT, VTT or dubbing CSV): skips ASR")
     music_effects: Path | None = Field(None, description="M&E stem delivered by the studio (WAV/FLAC/...)")
 
@@ -129,6 +132,11 @@ class Lipsync(Strict):
     preset: str = Field("veryfast", description="x264 preset of the rendered picture")
     crf: int = Field(18, ge=0, le=51, description="x264 quality of the rendered picture (lower is better)")
     slots: int = Field(1, ge=1, description="renders at once (Prefect 'gpu' tag limit: 1 per GPU; CPU slots)")
+    min_coverage: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="share of the frames where the dub speaks over a detectable face that must be re-rendered; "
+                    "below it the language is 'lip-sync degraded'")
+    strict: bool = Field(False, description="a lip-sync-degraded language fails instead of being delivered with a warning")
 
 
 class MixOptions(Strict):
@@ -144,12 +152,25 @@ class QC(Strict):
     max_cer: float = Field(0.25, ge=0.0, description="flag lines whose back-transcription character error rate is above this")
 
 
+class SubtitleStyle(Strict):
+    """Broadcast subtitle rules (Netflix/BBC-style defaults); cues are split and extended into gaps to meet them."""
+
+    max_cps: float = Field(17.0, ge=8.0, le=40.0, description="reading speed: characters per second at most")
+    max_chars: int = Field(42, ge=20, le=80, description="characters per line at most")
+    max_lines: int = Field(2, ge=1, le=3, description="lines per cue at most")
+    min_duration: float = Field(0.83, ge=0.2, le=3.0, description="seconds a cue stays on screen at least")
+    bilingual: bool = Field(False, description="also write <project>.<lang>.bilingual.srt: translation above source")
+    burn_in: bool = Field(False, description="also deliver <project>.<lang>.captioned.mp4 with the subtitles burned in")
+
+
 class Outputs(Strict):
     dir: Path = Path("out")
     master: bool = True
     subtitles: list[Literal["srt", "vtt"]] = Field(
-        default_factory=lambda: ["srt", "vtt"], description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
+        default_factory=lambda: ["srt", "vtt"],  # type: ignore[arg-type,return-value]
+        description="sidecar formats; SRT is always written (it feeds the embedded tracks)"
     )
+    subtitle_style: SubtitleStyle = Field(default_factory=SubtitleStyle)
     stems: bool = True
 
 
@@ -166,6 +187,14 @@ class Schedule(Strict):
         except CronSimError as exc:
             raise ValueError(f"not a cron expression: {exc}") from None
         return value
+
+
+class Glossary(Strict):
+    """Project terms: names and brands never translated, and terms with a fixed translation per language."""
+
+    keep: list[str] = Field(default_factory=list, description="do-not-translate terms (names, brands, titles)")
+    fixed: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
 
 
 class Manifest(Strict):
@@ -191,6 +220,9 @@ class Manifest(Strict):
     mix: MixOptions = Field(default_factory=MixOptions)
     qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
+    glossary: Glossary = Field(default_factory=Glossary)
+    voice_bank: Path | None = Field(
+        None, description="show-level voices.yaml (character -> voice per language); default: voices.yaml beside this file")
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
 
     # set by load_manifest, not by the YAML
@@ -341,6 +373,18 @@ def resolve_input(manifest: Manifest, key: str, value: Path | str) -> tuple[Path
     if not resolved.is_file():
         return None, Problem(file, key, f"not a file: {resolved}")
     return resolved, None
+
+
+def outputs_problem(manifest: Manifest) -> Problem | None:
+    """`outputs.dir` must be a folder inside the manifest's folder: a run writes (and sweeps its own temporaries)
+    there, so a manifest must not point it at the user's other files. `--out` on the command line may go anywhere."""
+    raw = manifest.outputs.dir
+    root = manifest.root.resolve()
+    resolved = (root / raw).resolve()
+    if raw.is_absolute() or resolved == root or not resolved.is_relative_to(root):
+        return Problem(str(manifest.path), "outputs.dir", f"must be a folder inside the manifest's folder {root} (got "
+                       f"{str(raw)!r}); to write elsewhere, use --out on the command line")
+    return None
 
 
 def manifest_json_schema() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from dubforge.core.errors import InputError, Problem, StageError
-from dubforge.media.files import sha256_file, write_text_atomic
+from dubforge.core.files import sha256_file, write_text_atomic
 
 ENV = "DUBFORGE_MODELS"
 FILE_NAME = "models.yaml"

@@ -12,22 +12,23 @@ from pathlib import Path
 
 import av
 
-from dubforge.core.contracts import Segment
+from dubforge.core.contracts import MediaInfo, Segment
 from dubforge.core.errors import InputError, Problem
-from dubforge.core.languages import base_language, normalise_language
+from dubforge.core.languages import LanguageError, base_language, normalise_language
 from dubforge.core.manifest import (
     FileTranslation,
     MachineTranslation,
     Manifest,
     Voice,
+    outputs_problem,
     read_manifest,
     resolve_input,
     semantic_problems,
 )
 from dubforge.core.registry import UnknownBackend, available, load_class
 from dubforge.core.scripts import read_script
-from dubforge.tasks.ingest import probe
-from dubforge.tasks.portrait import probe_portrait
+from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
+from dubforge.media.probe import probe, probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
@@ -48,7 +49,7 @@ class Plan:
     manifest: Manifest
     video: Path  # the source video, or the photo of a portrait
     portrait_audio: Path | None  # the speech of a portrait (source.image)
-    media: object  # tasks.ingest.MediaInfo
+    media: MediaInfo
     script: Path | None
     script_segments: list[Segment] | None
     music_effects: Path | None
@@ -56,6 +57,7 @@ class Plan:
     mix_mode: str  # replace | voice_over
     out_dir: Path
     languages: list[LanguagePlan] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown by `validate` and at the start of a run
 
     @property
     def duration(self) -> float:
@@ -123,7 +125,9 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
     media = None
     if video and (audio or not portrait):
         try:
-            media = probe_portrait(video, audio) if portrait else probe(video, key="source.video")
+            media = (probe_portrait(video, audio) if portrait and audio else
+                     probe(video, key="source.video", language=manifest.source.language,
+                           audio_stream=manifest.source.audio_stream))
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None
@@ -144,6 +148,11 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         _check_backend(problems, file, "align", manifest.alignment, "alignment")
     if manifest.lipsync.enabled:
         _check_backend(problems, file, "lipsync", manifest.lipsync.backend, "lipsync.backend")
+        if portrait and manifest.lipsync.backend in available("lipsync"):
+            renderer = load_class("lipsync", manifest.lipsync.backend)
+            if not getattr(renderer, "supports_portrait", False):
+                problems.append(Problem(file, "lipsync.backend", f"{manifest.lipsync.backend!r} cannot animate a still "
+                                        "photo (source.image); use mouth-bank"))
 
     if music_effects:
         problem = _check_audio_file(music_effects, file, "source.music_effects")
@@ -178,6 +187,14 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                 problems.append(Problem(file, "targets", f"--languages names {code!r}, which is not a target of this manifest"))
         targets = [t for t in targets if _normalised(t.language) in wanted]
 
+    bank: dict[str, dict[str, Voice]] = {}
+    voices_file = bank_path(manifest)
+    if voices_file is not None:
+        try:
+            bank = read_voice_bank(voices_file)
+        except InputError as exc:
+            problems.extend(exc.problems)
+
     plans: list[LanguagePlan] = []
     for index, target in enumerate(manifest.targets):
         key = f"targets[{index}]"
@@ -210,15 +227,17 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                                             f"ctranslate2 needs a model folder (got {translation.model!r}, not a folder)"))
                 else:
                     machine = translation.model_copy(update={"model": str(folder)})
-        voices = {"*": target.voice, **target.voices}
+        voices = {"*": target.voice, **bank_voices(bank, language), **target.voices}
         resolved_voices, models = {}, {}
         for speaker, voice in voices.items():
             vkey = f"{key}.voice" if speaker == "*" else f"{key}.voices.{speaker}"
+            if speaker != "*" and speaker not in target.voices:
+                vkey = f"voice_bank {bank_path(manifest)}: {speaker}.{language}"
             backend = resolve_voice_backend(voice, language)
             _check_backend(problems, file, "tts", backend, f"{vkey}.backend")
             local = manifest.root / voice.model if voice.model else None
-            if voice.model and (backend == "piper" or local.exists()):  # a file or folder beside the manifest
-                model = resolve(f"{vkey}.model", voice.model) if backend == "piper" else local.resolve()
+            if voice.model and (backend == "piper" or (local is not None and local.exists())):  # a file or folder beside the manifest
+                model = resolve(f"{vkey}.model", voice.model) if backend == "piper" or local is None else local.resolve()
                 if model:
                     models[speaker] = model
             if voice.clone and separation in ("provided", "none"):
@@ -227,7 +246,10 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             resolved_voices[speaker] = voice.model_copy(update={"backend": backend})
         plans.append(LanguagePlan(language, label, tfile, segments, machine, resolved_voices, models))
 
-    if problems:
+    warnings = _audio_warnings(manifest, media) if media and not portrait else []
+    if out_dir is None and (problem := outputs_problem(manifest)):
+        problems.append(problem)
+    if problems or video is None or media is None:  # no problem listed means both were found
         raise InputError(problems)
     out = Path(out_dir) if out_dir else manifest.root / manifest.outputs.dir
     return Plan(
@@ -242,7 +264,23 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
         mix_mode=mix_mode,
         out_dir=out.absolute(),
         languages=plans,
+        warnings=warnings,
     )
+
+
+def _audio_warnings(manifest: Manifest, media: MediaInfo) -> list[str]:
+    """The chosen audio stream's language tag disagrees with source.language (a commentary or another dub?)."""
+    if not media.has_audio or media.audio_language == "und":
+        return []
+    try:
+        tagged = base_language(normalise_language(media.audio_language))
+    except LanguageError:
+        tagged = media.audio_language
+    if tagged == base_language(manifest.source.language):
+        return []
+    streams = ", ".join(f"{i}: {tag}" for i, tag in enumerate(media.audio_languages))
+    return [f"source.language is {manifest.source.language!r} but the audio stream used ({media.audio_index}) is tagged "
+            f"{media.audio_language!r} (audio streams {streams}); set source.audio_stream or source.language"]
 
 
 def _check_audio_file(path: Path, file: str, key: str) -> Problem | None:

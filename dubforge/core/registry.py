@@ -1,6 +1,7 @@
 """Backends per stage, discovered by name.
 
-Built-in backends are listed here as import paths so that listing them imports nothing heavy.
+Built-in backends are listed here as import paths so that listing them imports nothing heavy; the typed
+`create_*` functions in `dubforge.models.base` build them.
 Other packages add backends through the `dubforge.backends` entry-point group, with names of the
 form `<stage>.<name>` (for example `tts.my-voice = "my_pkg.voice:MyVoice"`).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
 
 STAGES = ("asr", "align", "translate", "tts", "separate", "lipsync")
 
@@ -63,7 +63,3 @@ def load_class(stage: str, name: str) -> type:
     module, _, attr = backends[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 
-
-def create(stage: str, backend: str, /, **options: Any) -> Any:
-    """Instantiate `backend` of `stage` with manifest options."""
-    return load_class(stage, backend)(**options)

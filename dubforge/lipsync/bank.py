@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import load_arrays, runs
 from dubforge.lipsync.video import frames, yuv_planes
-from dubforge.media.files import atomic_path, fingerprint
 
 BANK_VERSION = 2
 MAX_UNITS = 360

@@ -173,13 +173,11 @@ def blend(planes: tuple[np.ndarray, np.ndarray, np.ndarray], warped, alpha: np.n
                            for reg, lay, m in zip(regions, layers, (ring, ring_c, ring_c))])
         prev = state.get("offset")
         state["offset"] = offset if prev is None else 0.7 * prev + 0.3 * offset
-    offset = state.get("offset")
-    if offset is None:
-        offset = np.zeros(3)
-    for reg, lay, a, off in zip(regions, layers, (alpha, alpha_c, alpha_c), offset):
+    offsets = state.get("offset")
+    for reg, lay, a, off in zip(regions, layers, (alpha, alpha_c, alpha_c), np.zeros(3) if offsets is None else offsets):
         # reg + a * (layer + off - reg); where a == 0 this rounds back to reg exactly.
         base = reg.astype(np.float32)
-        mixed = cv2.add(base, cv2.multiply(a, cv2.subtract(cv2.add(lay, float(off)), base)))
+        mixed = cv2.add(base, cv2.multiply(a, cv2.subtract(cv2.add(lay, float(off)), base)))  # type: ignore[call-overload]
         np.clip(mixed + 0.5, 0, 255, out=mixed)
         reg[...] = mixed
 
@@ -231,7 +229,7 @@ def encode_loss(buffers: list[np.ndarray], boxes: list[tuple[int, int, int, int]
         for packet in stream.encode():
             out.mux(packet)
     data.seek(0)
-    with av.open(data, format="h264") as back:
+    with av.open(data, "r", format="h264") as back:
         decoded = [f.to_ndarray()[:h] for f in back.decode(video=0)]
 
     def lap(y: np.ndarray, box) -> float:

@@ -85,7 +85,9 @@ def _quiet_python_logging() -> None:
 
 
 class FaceMesh:
-    def __init__(self, max_faces: int = 1):
+    """static=True: every frame is detected afresh (no tracking, no temporal smoothing): the scorecard's mode."""
+
+    def __init__(self, max_faces: int = 1, static: bool = False):
         _quiet_python_logging()
         try:
             _patch_protobuf()
@@ -93,7 +95,7 @@ class FaceMesh:
             import mediapipe as mp
 
             self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=False, max_num_faces=max_faces, refine_landmarks=True,
+                static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
                 min_detection_confidence=0.5, min_tracking_confidence=0.5,
             )
         except ImportError as exc:  # pragma: no cover - depends on the install

@@ -97,7 +97,7 @@ def poses(points: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def yaw_ratio(points: np.ndarray) -> float:
     """Nose-to-cheek distance ratio left/right; 1 for a frontal face."""
     nose, left, right = points[_POS[1]], points[_POS[234]], points[_POS[454]]
-    return float(np.linalg.norm(nose - left) / max(np.linalg.norm(right - nose), 1e-6))
+    return float(np.linalg.norm(nose - left)) / max(float(np.linalg.norm(right - nose)), 1e-6)
 
 
 def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
@@ -109,3 +109,21 @@ def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
         width = np.linalg.norm(points[..., _POS[upper[0]], :] - points[..., _POS[upper[-1]], :], axis=-1)
         out.append(gap / np.maximum(width, 1e-6))
     return 0.5 * (out[0] + out[1])
+
+
+def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """(lag, r): curve[t] best matches ref[t - lag]; positive lag = the curve comes late."""
+    best = (0, -1.0)
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        a = np.arange(len(curve))
+        b = a - lag
+        ok = (b >= 0) & (b < len(ref))
+        ok[ok] &= mask[a[ok]]
+        x, y = curve[a[ok]], ref[b[ok]]
+        if len(x) < 5 or np.std(x) < 1e-9 or np.std(y) < 1e-9:
+            r = 0.0
+        else:
+            r = float(np.corrcoef(x, y)[0, 1])
+        if r > best[1]:
+            best = (lag, r)
+    return best

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical
@@ -19,7 +20,6 @@ from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 from dubforge.lipsync.track import load_arrays
 from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
 from dubforge.lipsync.visemes import Range, generic_shapes, trajectory
-from dubforge.media.files import atomic_path
 
 OPEN_OF_WIDTH = 0.45  # widest inner-lip gap (an "ah") as a share of the mouth width
 BLINK_GAP = (2.0, 6.0)  # seconds between blinks

@@ -1,112 +1,144 @@
-"""The automatic lip-sync scorecard: landmarks re-detected on the rendered output, compared with what
-the dub's phonemes demand and with the source (definitions in docs/notes lipsync.md).
+"""The automatic lip-sync scorecard, independent of the renderer (definitions in docs/lipsync.md).
 
-Cost: one face-mesh pass over the output's usable frames on a fixed face crop; the source's openings are
-detected once per source video and cached beside the face track (every language reuses them). Pixel
-measures work on boxes around the mouth; PSNR outside the mask is the whole-frame error minus the
-error inside the dilated mask, so no full-frame mask is ever built."""
+What it does not share with the renderer:
+- landmarks come from the face mesh in static-image mode, detected afresh on every frame (no tracking, no
+  smoothing), on the source and on the rendered output alike;
+- the reference mouth opening comes from its own phone-class table (`lipsync/phoneclass.py`), not from the
+  renderer's visemes;
+- sharpness is measured over the whole lower face (jaw line to nose), not the box the renderer sharpens;
+- whether a frame was re-rendered is read from the pixels (the output's mouth differs from the source's by
+  more than re-encoding does), not from the renderer's record.
+
+Every measure counts the frames where the dub speaks and the source shows a detectable face (`frames_scored`):
+a frame passed through unrendered is a miss for `coverage`, keeps the source's mouth for closure and
+correlation, and a frame whose output has no detectable face is a miss for both.
+
+Cost: a static face-mesh pass over the source frames the dub speaks over (cached beside the face track: every
+language reuses them and adds what it needs) and over the output's. PSNR outside the render mask is the whole-frame
+error minus the error inside the dilated mask, so no full-frame mask is ever built."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.compose import mask_polygon
 from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.phoneclass import bilabials, openness, speaking
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import MAX_FACES, load_arrays
-from dubforge.lipsync.video import frames
-from dubforge.lipsync.visemes import BILABIAL, SIL, reference_opening, segments
-from dubforge.media.files import atomic_path, fingerprint
-from dubforge.models.mouth_bank import best_lag
+from dubforge.lipsync.video import frames, rotation, upright, upright_to_stored
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
 MAX_LAG = 5
 DILATE_PX = 8  # the render mask grows by this before "outside" is compared (encoder blocks bleed)
 RING_PX = 2
-SCORE_VERSION = 2
+RENDERED_DIFF = 4.0  # mean |luma| difference in the mouth box (0..255) above which a frame was re-rendered
+SCORE_VERSION = 4
+LOWER_FACE = g.sub([132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
+                    2, 98, 327])
 
 
-def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme]) -> dict:
+def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence[Phoneme],
+          per_frame: dict | None = None) -> dict:
+    """The scorecard (JSON-ready). `per_frame`, when given, receives the boolean arrays `scored` and
+    `covered` (which frames counted, which of those were re-rendered)."""
 
     arrays = load_arrays(track)
     times, valid, points = arrays["times"], arrays["valid"], np.nan_to_num(arrays["points"])
     canon = canonical(arrays)
     n = len(times)
+    speak = speaking(dub_phonemes, times)
     cache = _source_cache(track, Path(source))
-    src_open = _load_source(cache, n)
-    detect_src = src_open is None
-    if detect_src:
-        src_open = np.full(n, np.nan)
-    out_open = np.full(n, np.nan)
+    src_faces, src_done = _load_source(cache, n)
+    detect_src = bool((speak & ~src_done).any())
+    anchor = _anchors(points, valid, arrays.get("shot", np.zeros(n, np.int64)))
+    src_open, out_open = np.full(n, np.nan), np.full(n, np.nan)
+    face_ok, redone = np.zeros(n, bool), np.zeros(n, bool)
     sq_err, sq_count = 0.0, 0
     seam_out = seam_src = sharp_out = sharp_src = 0.0
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * DILATE_PX + 1, 2 * DILATE_PX + 1))
     ring_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_PX + 1, 2 * RING_PX + 1))
-    crop = _face_region(points[valid], track.width, track.height)
-    with FaceMesh(MAX_FACES) as mesh_out, (FaceMesh(MAX_FACES) if detect_src else nullcontext()) as mesh_src:
+    with FaceMesh(MAX_FACES, static=True) as mesh:
         for i, (fo, fs) in enumerate(zip(frames(rendered), frames(source))):
             if i >= n:
                 break
             out, src = fo.to_ndarray(format="rgb24"), fs.to_ndarray(format="rgb24")
+            if speak[i] and not src_done[i]:
+                for k, detected in enumerate(_detect(mesh, src, rotation(fs))[:MAX_FACES]):
+                    src_faces[i, k] = detected
+                src_done[i] = True
             frame_err, frame_px = float(cv2.norm(out, src, cv2.NORM_L2SQR)), out.shape[0] * out.shape[1]
+            face = _pick(src_faces[i], anchor[i])
+            if speak[i] and face is not None:
+                face_ok[i] = True
+                src_open[i] = float(g.opening(face))
+                mine = _pick(np.stack(_detect(mesh, out, rotation(fo)) or [np.full_like(face, np.nan)]),
+                             face.mean(0), limit=0.5 * _width(face))
+                out_open[i] = float(g.opening(mine)) if mine is not None else np.nan
+                lips = face[g.sub(g.LIPS)]
+                mx0, my0, mx1, my1 = _box(lips, out.shape, int(0.15 * _width(lips)))
+                gray_o = cv2.cvtColor(out[my0:my1, mx0:mx1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+                gray_s = cv2.cvtColor(src[my0:my1, mx0:mx1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+                redone[i] = gray_o.size > 0 and float(np.mean(np.abs(gray_o - gray_s))) > RENDERED_DIFF
+                lx0, ly0, lx1, ly1 = _box(face[LOWER_FACE], out.shape, 0)
+                sharp_out += _laplacian_var(out[ly0:ly1, lx0:lx1])
+                sharp_src += _laplacian_var(src[ly0:ly1, lx0:lx1])
             if valid[i]:
-                centre = points[i].mean(0)
-                out_open[i] = _opening(_detect(mesh_out, out, crop), centre)
-                if detect_src:
-                    src_open[i] = _opening(_detect(mesh_src, src, crop), centre)
                 poly = g.apply(g.invert(arrays["pose"][i]), mask_polygon(canon[i]))
                 x0, y0, x1, y1 = _box(poly, out.shape, DILATE_PX + 4 * RING_PX + 2)
-                mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+                mask: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.uint8)
                 cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
                 band = (cv2.dilate(mask, ring_k) - cv2.erode(mask, ring_k)).astype(bool)
                 go, gs = (_gradient(im[y0:y1, x0:x1]) for im in (out, src))
                 seam_out, seam_src = seam_out + go[band].mean(), seam_src + gs[band].mean()
-                lips = points[i][g.sub(g.LIPS)]
-                mx0, my0, mx1, my1 = _box(lips, out.shape, int(0.15 * np.ptp(lips[:, 0])))
-                sharp_out += _laplacian_var(out[my0:my1, mx0:mx1])
-                sharp_src += _laplacian_var(src[my0:my1, mx0:mx1])
                 mask = cv2.dilate(mask, grow)
                 frame_err -= float(cv2.norm(out[y0:y1, x0:x1], src[y0:y1, x0:x1], cv2.NORM_L2SQR, mask))
                 frame_px -= int(cv2.countNonZero(mask))
             sq_err += frame_err
             sq_count += 3 * frame_px
     if detect_src:
-        _save_source(cache, src_open)
+        _save_source(cache, src_faces, src_done)
     rendered_n = int(valid.sum())
-    result = {"closure": closure(out_open, times, dub_phonemes, valid)}
-    ref = _reference(dub_phonemes, times)
-    span = valid & ~np.isnan(out_open) & _speech_span(dub_phonemes, times)
-    lag, corr = _lag(np.nan_to_num(out_open), ref, span)
-    both = valid & ~np.isnan(out_open) & ~np.isnan(src_open)
-    result.update(
-        lag_frames=lag, correlation=corr,
-        preservation_db=_psnr(sq_err, sq_count),
-        seam_ratio=float(seam_out / seam_src) if seam_src > 0 else None,
-        range_ratio=(float(np.percentile(out_open[both], 95) / max(np.percentile(src_open[both], 95), 1e-6))
-                     if both.sum() >= 5 else None),
-        sharpness_ratio=float(sharp_out / sharp_src) if sharp_src > 0 else None,
-        frames_rendered=rendered_n, frames_passed_through=n - rendered_n,
-    )
-    return result
+    scored = face_ok
+    # A frame whose output lost the face is a miss: it gets the least helpful value, the median.
+    curve = np.where(np.isnan(out_open), np.nanmedian(out_open) if np.isfinite(out_open).any() else 0.0, out_open)
+    ref = openness(dub_phonemes, times)
+    lag, corr_any = best_lag(curve, ref, scored, MAX_LAG)
+    near = best_lag(curve, ref, scored, 1)[1]
+    both = scored & redone
+    if per_frame is not None:
+        per_frame.update(scored=scored, covered=both)
+    return {
+        "coverage": float(both.sum() / scored.sum()) if scored.any() else None,
+        "frames_scored": int(scored.sum()),
+        "frames_covered": int(both.sum()),
+        "closure": closure(out_open, times, dub_phonemes, scored),
+        "lag_frames": lag, "correlation": near, "correlation_any_lag": corr_any,
+        "preservation_db": _psnr(sq_err, sq_count),
+        "seam_ratio": float(seam_out / seam_src) if seam_src > 0 else None,
+        "range_ratio": (float(np.nanpercentile(out_open[both], 95) / max(np.nanpercentile(src_open[both], 95), 1e-6))
+                        if np.isfinite(out_open[both]).sum() >= 5 else None),
+        "sharpness_ratio": float(sharp_out / sharp_src) if sharp_src > 0 else None,
+        "frames_rendered": rendered_n, "frames_passed_through": n - rendered_n,
+    }
 
 
-def closure(opening: np.ndarray, times: np.ndarray, phonemes: Sequence[Phoneme], valid: np.ndarray) -> float | None:
-    """Share of the dub's bilabials at whose centre frame (+-1) the mouth is closed; None without any."""
+def closure(opening: np.ndarray, times: np.ndarray, phonemes: Sequence[Phoneme], scored: np.ndarray) -> float | None:
+    """Share of the dub's bilabials (at scored frames) at whose centre frame (+-1) the output mouth is
+    closed; no detectable mouth there is a miss. None without any."""
 
     hits = total = 0
-    for v, start, end in segments(phonemes):
-        if v != BILABIAL:
-            continue
-        c = int(np.argmin(np.abs(times - (start + end) / 2)))
-        if not valid[c]:
+    for t in bilabials(phonemes):
+        c = int(np.argmin(np.abs(times - t)))
+        if not scored[c]:
             continue
         total += 1
         near = opening[max(c - 1, 0): c + 2]
@@ -114,68 +146,81 @@ def closure(opening: np.ndarray, times: np.ndarray, phonemes: Sequence[Phoneme],
     return hits / total if total else None
 
 
-def _reference(phonemes, times):
-
-    return reference_opening(phonemes, times)
-
-
-def _speech_span(phonemes: Sequence[Phoneme], times: np.ndarray) -> np.ndarray:
-
-    speech = [s for s in segments(phonemes) if s[0] != SIL]
-    if not speech:
-        return np.zeros(len(times), bool)
-    return (times >= speech[0][1] - 0.3) & (times <= speech[-1][2] + 0.3)
-
-
-def _lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> tuple[int | None, float | None]:
-
+def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int) -> tuple[int | None, float | None]:
+    """(lag, r): curve[t] best matches ref[t - lag] over the masked frames; positive lag = the curve is late."""
     if mask.sum() < 5:
         return None, None
-    return best_lag(curve, ref, mask, MAX_LAG)
+    best: tuple[int | None, float] = (None, -1.0)
+    idx = np.arange(len(curve))
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        b = idx - lag
+        ok = (b >= 0) & (b < len(ref))
+        ok[ok] &= mask[idx[ok]]
+        x, y = curve[idx[ok]], ref[b[ok]]
+        r = float(np.corrcoef(x, y)[0, 1]) if len(x) >= 5 and np.std(x) > 1e-9 and np.std(y) > 1e-9 else 0.0
+        if r > best[1]:
+            best = (lag, r)
+    return best
+
+
+def _anchors(points: np.ndarray, valid: np.ndarray, shot: np.ndarray) -> np.ndarray:
+    """Per frame, where the dubbed speaker's face is expected: the tracked face's centre, else the nearest
+    tracked frame's in the same shot; NaN where the shot has none (then the largest face is scored)."""
+    n = len(valid)
+    out = np.full((n, 2), np.nan)
+    for s in np.unique(shot):
+        idx = np.flatnonzero(shot == s)
+        have = idx[valid[idx]]
+        if not len(have):
+            continue
+        nearest = have[np.abs(idx[:, None] - have[None, :]).argmin(1)]
+        out[idx] = points[nearest].mean(1)
+    return out
+
+
+def _pick(candidates: np.ndarray, centre: np.ndarray, limit: float | None = None) -> np.ndarray | None:
+    faces = [f for f in candidates if np.isfinite(f).all()]
+    if not faces:
+        return None
+    if centre is None or not np.isfinite(centre).all():
+        return max(faces, key=_width)
+    face = min(faces, key=lambda f: np.linalg.norm(f.mean(0) - centre))
+    if limit is not None and np.linalg.norm(face.mean(0) - centre) > limit:
+        return None
+    return face
+
+
+def _width(points: np.ndarray) -> float:
+    return float(np.ptp(points[:, 0]) + np.ptp(points[:, 1])) / 2 if len(points) > 20 else float(
+        np.linalg.norm(points.max(0) - points.min(0)))
+
+
+def _detect(mesh, rgb: np.ndarray, turn: int) -> list[np.ndarray]:
+    h, w = rgb.shape[:2]
+    return [upright_to_stored(f, turn, w, h) for f in mesh(upright(rgb, turn))]
 
 
 def _source_cache(track: FaceTrack, source: Path) -> Path:
-    """The source's openings depend only on the source video and its track: cached for every language."""
+    """The source's static detections depend only on the source video: cached for every language. Only the
+    frames some language's dub speaks over are detected; later languages add the frames they need."""
 
-    key = fingerprint(Path(track.npz), source, SCORE_VERSION)
-    return Path(track.npz).with_name(f"score-source-{key}.npy")
-
-
-def _load_source(path: Path, n: int) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    data = np.load(path)
-    return data if data.shape == (n,) else None
+    key = fingerprint(track.video_sha256, track.frame_count, SCORE_VERSION, MAX_FACES)
+    return Path(track.npz).with_name(f"score-source-{key}.npz")
 
 
-def _save_source(path: Path, src_open: np.ndarray) -> None:
+def _load_source(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_file():
+        with np.load(path) as data:
+            if data["faces"].shape[0] == n:
+                return data["faces"].copy(), data["done"].copy()
+    return np.full((n, MAX_FACES, len(g.SUBSET), 2), np.nan, np.float32), np.zeros(n, bool)
+
+
+def _save_source(path: Path, faces: np.ndarray, done: np.ndarray) -> None:
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, src_open)
-
-
-def _face_region(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
-    """Where faces are looked for: around everything the track saw (detection on a crop is faster)."""
-    if not len(points):
-        return 0, 0, width, height
-    lo, hi = points.reshape(-1, 2).min(0), points.reshape(-1, 2).max(0)
-    pad = 0.35 * (hi - lo).max()
-    x0, y0 = np.maximum(np.floor(lo - pad).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(hi + pad).astype(int), [width, height])
-    return int(x0), int(y0), int(x1), int(y1)
-
-
-def _detect(mesh, rgb: np.ndarray, crop: tuple[int, int, int, int]) -> list[np.ndarray]:
-    x0, y0, x1, y1 = crop
-    return [f + np.array([x0, y0], np.float32) for f in mesh(rgb[y0:y1, x0:x1])]
-
-
-def _opening(faces: list[np.ndarray], centre: np.ndarray | None) -> float:
-    if not faces:
-        return np.nan
-    face = min(faces, key=lambda f: np.linalg.norm(f.mean(0) - centre)) if centre is not None else faces[0]
-    return float(g.opening(face))
+            np.savez(handle, faces=faces, done=done)
 
 
 def _box(points: np.ndarray, shape, margin: int) -> tuple[int, int, int, int]:

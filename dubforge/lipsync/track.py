@@ -1,29 +1,65 @@
-"""Face tracking once per source video: landmarks, smoothing, pose; the speaking face is chosen."""
+"""Face tracking once per source video: one identity per physical face, the speaking face per shot.
+
+Per frame (decoded upright when a display matrix says so; landmarks are stored in the file's own pixel
+coordinates, which is where the render works): face-mesh detections, overlapping duplicates merged (box
+IoU), then assigned to the live tracklets by the Hungarian method on box overlap + appearance. A shot cut
+(a jump in a thumbnail frame difference) ends every tracklet and restarts the detector. Tracklets are then
+re-linked into identities by appearance (landmark shape + skin colour) when they never share a frame, so a
+face that leaves and re-enters, or a cut between two framings of one person, keeps one identity. In each
+shot the speaking identity is chosen (mouth opening vs the source speech envelope; the one on screen
+longest without speech). Nothing per frame is kept but landmarks and a small signature: memory grows only
+with those arrays, never with pixels."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
+from scipy.optimize import linear_sum_assignment
 
-from dubforge.lipsync import geometry as g
-from dubforge.lipsync.detect import FaceMesh
-from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.video import frame_time, frames, probe
-from dubforge.media.audio import read_wav
-from dubforge.media.files import (
+from dubforge.core.files import (
     atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
 )
+from dubforge.lipsync import geometry as g
+from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.records import FaceTrack
+from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
+from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 2  # 2: eyelid landmarks stored
+TRACK_VERSION = 6  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
+DUPLICATE_IOU = 0.4  # two meshes in one frame overlapping this much are one face
+MAX_GAP = 15  # frames a tracklet may miss and still continue (within a shot)
+CUT_JUMP, CUT_RATIO = 0.15, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
+RELINK = 1.0  # appearance distance below which two tracklets are one identity
+MIN_FRAMES = 3  # identities seen in fewer frames are false detections
+OCCLUDED_LAB = 8.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
+# (clean footage stays within ~6.5 in single frames; a grey bar is ~13 away, bare skin over the lips ~10)
+
+
+@dataclass
+class _Tracklet:
+    shot: int
+    frames: list[int] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
+    sigs: list[np.ndarray] = field(default_factory=list)
+    lips: list[np.ndarray] = field(default_factory=list)  # lip-minus-skin colour per frame (occlusion)
+
+    @property
+    def box(self) -> np.ndarray:
+        return _box(self.points[-1])
+
+    def signature(self) -> np.ndarray:
+        return np.median(np.stack(self.sigs), axis=0)
 
 
 def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> FaceTrack:
@@ -39,50 +75,91 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
 
     times: list[float] = []
     pts: list[int] = []
-    detections: list[tuple[int, int, np.ndarray]] = []  # (frame, face id, points)
-    last: dict[int, tuple[int, np.ndarray]] = {}  # face id -> (frame, centre)
-    next_id = 0
-    with FaceMesh(MAX_FACES) as mesh:
+    cuts: list[int] = []
+    done: list[_Tracklet] = []
+    live: list[_Tracklet] = []
+    diffs: list[float] = []
+    prev_thumb = None
+    turn = None
+    mesh = FaceMesh(MAX_FACES)
+    try:
         for index, frame in enumerate(frames(video)):
+            if turn is None:
+                turn = rotation(frame)
             times.append(frame_time(frame, index, info))
             pts.append(frame.pts if frame.pts is not None else -1)
-            for points in mesh(frame.to_ndarray(format="rgb24")):
-                centre, size = points.mean(0), np.ptp(points[:, 0])
-                best, best_d = None, 0.5 * size
-                for face_id, (seen, c) in last.items():
-                    d = float(np.linalg.norm(c - centre))
-                    if seen < index and index - seen <= 15 and d < best_d:
-                        best, best_d = face_id, d
-                if best is None:
-                    best, next_id = next_id, next_id + 1
-                last[best] = (index, centre)
-                detections.append((index, best, points))
-
+            rgb = upright(frame.to_ndarray(format="rgb24"), turn)
+            thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+            if prev_thumb is not None:
+                d = float(np.mean(np.abs(thumb.astype(np.float32) - prev_thumb))) / 255.0
+                recent = float(np.median(diffs[-10:])) if diffs else 0.0
+                if d > CUT_JUMP and d > CUT_RATIO * recent:
+                    cuts.append(index)
+                    done += live
+                    live = []
+                    mesh.close()  # tracking mode would follow the old face's box into the new shot
+                    mesh = FaceMesh(MAX_FACES)
+                diffs.append(d)
+            prev_thumb = thumb.astype(np.float32)
+            faces = merge_duplicates(mesh(rgb))
+            sigs = [signature(rgb, p) for p in faces]
+            lips = [lip_colour(rgb, p) for p in faces]
+            faces = [upright_to_stored(p, turn, info.width, info.height) for p in faces]
+            live, ended = _associate(live, faces, sigs, lips, index, len(cuts))
+            done += ended
+    finally:
+        mesh.close()
+    done += live
     n = len(times)
-    face_ids = sorted({d[1] for d in detections})
-    curves = {f: _face_arrays(detections, f, n) for f in face_ids}
+    # Short tracklets (a face across a run of quick cuts) join their person first; what stays short is noise.
+    linked = relink(done)
+    counts = np.bincount(linked, weights=[len(t.frames) for t in done]) if done else np.zeros(0)
+    keep = [k for k, f in enumerate(linked) if counts[f] >= MIN_FRAMES]
+    renumber = {f: k for k, f in enumerate(dict.fromkeys(linked[k] for k in keep))}
+    tracklets = [done[k] for k in keep]
+    identity_of = [renumber[linked[k]] for k in keep]
+    shots = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
+
+    ids = sorted(set(identity_of))
+    faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
+    present = {f: np.zeros(n, bool) for f in ids}
+    lip_offset = {f: np.full((n, 2), np.nan, np.float32) for f in ids}
+    for t, f in zip(tracklets, identity_of):
+        faces_points[f][t.frames] = np.stack(t.points)
+        lip_offset[f][t.frames] = np.stack(t.lips)
+        present[f][t.frames] = True
+    occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
-    face_id, reason, audio_corr = _choose(curves, envelope)
+    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope)
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
-    valid = np.zeros(n, bool)
-    if face_id is not None:
-        points, present = curves[face_id]
-        valid = present & np.array([_usable(p) if ok else False for p, ok in zip(points, present)])
-    points = _smooth(points, valid)
-    pose, template = g.poses(np.nan_to_num(points), valid)
-    pose = _smooth_pose(pose, valid)
+    identity = np.full(n, -1, np.int64)
+    for i, f in enumerate(chosen):
+        if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
+            points[i], identity[i] = faces_points[f][i], f
+    valid = identity >= 0
+    segment = _segments(identity, shots)
+    points = _smooth(points, segment)
+    pose = np.tile(np.eye(2, 3), (n, 1, 1))
+    for f in np.unique(identity[valid]):  # one rigid template per person
+        mine = identity == f
+        pose[mine] = g.poses(np.nan_to_num(points[mine]), np.ones(int(mine.sum()), bool))[0]
+    pose = _smooth_pose(pose, segment)
 
     npz_path = json_path.with_suffix(".npz")
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
-                                points=points.astype(np.float32), pose=pose, template=template)
+                                points=points.astype(np.float32), pose=pose, identity=identity,
+                                segment=segment, shot=shots.astype(np.int64))
+    main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
     track = FaceTrack(
         npz=npz_path, video_sha256=video_sha, frame_count=n, fps=info.fps, width=info.width,
-        height=info.height, frames_with_face=int(valid.sum()), face_id=face_id if valid.any() else None,
-        reason=reason if valid.any() or face_id is None else f"{reason}; but never usable (too small or turned away)",
-        faces_seen=len(face_ids), audio_correlation=audio_corr,
+        height=info.height, frames_with_face=int(valid.sum()), face_id=main,
+        reason=reason if valid.any() or not ids else f"{reason}; but never usable (too small or turned away)",
+        faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(turn or 0),
+        speakers=sorted({int(f) for f in identity[valid]}),
+        frames_occluded=int(sum(1 for i, f in enumerate(chosen) if f >= 0 and occluded[f][i])),
     )
     write_json_atomic(json_path, json.loads(track.model_dump_json()))
     return track
@@ -90,43 +167,213 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
 
 def load_arrays(track: FaceTrack) -> dict[str, np.ndarray]:
     with np.load(track.npz) as data:
-        return {k: data[k] for k in data.files}
+        arrays = {k: data[k] for k in data.files}
+    if "segment" not in arrays:  # a track from a renderer-built npz (portrait) has one segment
+        arrays["segment"] = np.where(arrays["valid"], 0, -1)
+        arrays["identity"] = arrays["segment"].copy()
+    return arrays
 
 
-def _face_arrays(detections, face_id: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
-    present = np.zeros(n, bool)
-    for index, fid, p in detections:
-        if fid == face_id:
-            points[index], present[index] = p, True
-    return points, present
+def _box(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points.min(0), points.max(0)])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def merge_duplicates(faces: list[np.ndarray]) -> list[np.ndarray]:
+    """Drop meshes whose box overlaps an earlier one by DUPLICATE_IOU or more (mediapipe's tracking mode
+    can return two meshes of one face)."""
+    kept: list[np.ndarray] = []
+    for p in faces:
+        if all(iou(_box(p), _box(q)) < DUPLICATE_IOU for q in kept):
+            kept.append(p)
+    return kept
+
+
+_SKIN = g.sub([205, 425, 207, 427, 187, 411, 4, 1, 2, 98, 327, 152, 148, 377])  # cheeks, nose, chin: no eyes, no lips
+_SHAPE = g.sub(g.FACE_OVAL + g.RIGID + g.NOSE)
+
+
+def signature(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Appearance of one detected face (upright coordinates): its eye-normalised landmark shape, made
+    mirror-symmetric (a mirrored close-up is the same person), and the colour of its skin (Lab a, b and
+    a lightness, sampled at cheeks, nose and chin)."""
+    canon = g.apply(g.eye_normalise(points), points[_SHAPE])
+    shape = np.sort(np.abs(canon[:, 0])), canon[:, 1]
+    h, w = rgb.shape[:2]
+    xy = np.clip(np.round(points[_SKIN]).astype(int), 0, [w - 1, h - 1])
+    patch = rgb[xy[:, 1], xy[:, 0]].reshape(-1, 1, 3)
+    lab = cv2.cvtColor(patch, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    colour = np.median(lab, axis=0) / np.array([60.0, 8.0, 8.0])  # scale: ~1 unit = a clearly different face
+    return np.concatenate([shape[0] * 6.0, shape[1] * 6.0, colour]).astype(np.float32)
+
+
+_LIP_OUTER = g.sub(g.UPPER_OUTER + g.LOWER_OUTER)
+_LIP_INNER = g.sub(g.UPPER_INNER + g.LOWER_INNER)
+
+
+def _lab(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Lab colour (OpenCV 8-bit scale) at each point, averaged over its 3x3 neighbourhood."""
+    h, w = rgb.shape[:2]
+    xy = np.clip(np.round(points).astype(int), 1, [w - 2, h - 2])
+    patch = np.stack([rgb[xy[:, 1] + dy, xy[:, 0] + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]).mean(0)
+    return cv2.cvtColor(patch.astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+
+
+def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(a, b) of the lips (midway between outer and inner contours) minus the skin's: lips are redder than
+    skin; a hand, a microphone or a bar over the mouth is not. Relative to the skin, so it holds across
+    lighting and shots."""
+    lips = _lab(rgb, 0.5 * (points[_LIP_OUTER] + points[_LIP_INNER]))
+    skin = _lab(rgb, points[_SKIN])
+    return (np.median(lips, 0) - np.median(skin, 0))[1:]
+
+
+def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Frames whose lip colour is far from this person's usual (their median) in two consecutive frames or
+    more: the mouth is covered. A single odd frame is noise."""
+    far = np.zeros(len(present), bool)
+    if present.sum() < 5:
+        return far
+    usual = np.median(offset[present], axis=0)
+    far[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
+    neighbour = np.zeros_like(far)
+    neighbour[1:] |= far[:-1]
+    neighbour[:-1] |= far[1:]
+    return far & neighbour
+
+
+def _appearance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.sqrt(len(a) / 10.0))
+
+
+def _associate(live: list[_Tracklet], faces, sigs, lips, index: int, shot: int):
+    """Hungarian assignment of this frame's faces to live tracklets; returns (live, ended)."""
+    ended = [t for t in live if index - t.frames[-1] > MAX_GAP]
+    live = [t for t in live if index - t.frames[-1] <= MAX_GAP]
+    cost = np.full((len(live), len(faces)), 1e6)
+    for i, t in enumerate(live):
+        ref = t.signature() if len(t.sigs) < 8 else np.median(np.stack(t.sigs[-8:]), axis=0)
+        for j, p in enumerate(faces):
+            overlap = iou(t.box, _box(p))
+            if overlap > 0.05:
+                cost[i, j] = (1.0 - overlap) + 0.5 * _appearance(ref, sigs[j])
+    matched = set()
+    if live and faces:
+        rows, cols = linear_sum_assignment(cost)
+        for i, j in zip(rows, cols):
+            if cost[i, j] < 1e5:
+                live[i].frames.append(index)
+                live[i].points.append(faces[j])
+                live[i].sigs.append(sigs[j])
+                live[i].lips.append(lips[j])
+                matched.add(j)
+    for j, p in enumerate(faces):
+        if j not in matched:
+            live.append(_Tracklet(shot, [index], [p], [sigs[j]], [lips[j]]))
+    return live, ended
+
+
+def relink(tracklets: list[_Tracklet]) -> list[int]:
+    """Identity per tracklet: tracklets that never share a frame and look alike (appearance distance below
+    RELINK) are joined, closest pairs first (single linkage, refusing any join that would put two
+    tracklets of one identity in the same frame)."""
+    k = len(tracklets)
+    sig = [t.signature() for t in tracklets]
+    span = [set(t.frames) for t in tracklets]
+    pairs = sorted((_appearance(sig[a], sig[b]), a, b) for a in range(k) for b in range(a + 1, k))
+    group = list(range(k))
+    members = {i: {i} for i in range(k)}
+    frames_of = {i: set(span[i]) for i in range(k)}
+    for d, a, b in pairs:
+        if d >= RELINK:
+            break
+        ga, gb = group[a], group[b]
+        if ga == gb or frames_of[ga] & frames_of[gb]:
+            continue
+        for m in members[gb]:
+            group[m] = ga
+        members[ga] |= members.pop(gb)
+        frames_of[ga] |= frames_of.pop(gb)
+    order = {gid: n for n, gid in enumerate(sorted(set(group), key=lambda x: min(tracklets[x].frames)))}
+    return [order[gid] for gid in group]
 
 
 def _usable(points: np.ndarray) -> bool:
-    width = float(np.ptp(points[g.sub(g.FACE_OVAL), 0]))
-    return width >= MIN_FACE_PX and 0.33 <= g.yaw_ratio(points) <= 3.0
+    return _face_width(points) >= MIN_FACE_PX and 0.33 <= g.yaw_ratio(points) <= 3.0
 
 
-def _choose(curves, envelope) -> tuple[int | None, str, float | None]:
+def _face_width(points: np.ndarray) -> float:
+    """Cheek to cheek, whatever the in-plane rotation."""
+    return float(np.linalg.norm(points[g.sub(234)[0]] - points[g.sub(454)[0]]))
+
+
+def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -> tuple[list[int], str, float | None]:
+    n = len(shots)
     if not curves:
-        return None, "no face detected in any frame", None
-    present = {f: int(c[1].sum()) for f, c in curves.items()}
-    if envelope is not None:
-        corr = {f: _masked_corr(g.opening(np.nan_to_num(c[0])), envelope, c[1]) for f, c in curves.items()}
-    if len(curves) == 1:
-        (face_id,) = curves
-        return face_id, "the only face", corr[face_id] if envelope is not None else None
-    # Ignore faces seen only briefly (false detections, people passing by).
-    candidates = [f for f in curves if present[f] >= 0.25 * max(present.values())]
-    if envelope is not None and len(candidates) > 1:
-        face_id = max(candidates, key=lambda f: corr[f])
-        others = ", ".join(f"face {f}: {corr[f]:.2f}" for f in candidates if f != face_id)
-        return face_id, (f"{len(curves)} faces; face {face_id} mouth opening correlates best with the source "
-                         f"speech ({corr[face_id]:.2f}; {others})"), corr[face_id]
-    sizes = {f: float(np.nanmedian(np.ptp(c[0][c[1]][:, :, 0], axis=1))) for f, c in curves.items()}
-    face_id = max(candidates, key=lambda f: (present[f], sizes[f]))
-    return face_id, (f"{len(curves)} faces and no source speech to compare with; face {face_id} is on screen "
-                     f"longest ({present[face_id]} frames)"), corr[face_id] if envelope is not None else None
+        return [-1] * n, "no face detected in any frame", None
+    chosen = np.full(n, -1, np.int64)
+    notes, corrs = [], []
+    for s in np.unique(shots):
+        idx = shots == s
+        here = {f: int(present[f][idx].sum()) for f in curves if present[f][idx].any()}
+        if not here:
+            continue
+        candidates = [f for f in here if here[f] >= 0.25 * max(here.values())]
+        if envelope is not None:
+            corr = {f: _masked_corr(g.opening(np.nan_to_num(curves[f])), envelope, present[f] & idx)
+                    for f in candidates}
+        if len(candidates) == 1:
+            (f,) = candidates
+        elif envelope is not None:
+            f = max(candidates, key=lambda c: corr[c])
+            notes.append(f"shot {s}: face {f} moves with the speech (r={corr[f]:.2f} vs "
+                         + ", ".join(f"{corr[c]:.2f}" for c in candidates if c != f) + ")")
+        else:
+            sizes = {c: float(np.nanmedian([_face_width(p) for p in curves[c][present[c] & idx]])) for c in candidates}
+            f = max(candidates, key=lambda c: (here[c], sizes[c]))
+            notes.append(f"shot {s}: no source speech to compare with; face {f} is on screen longest")
+        if envelope is not None:
+            corrs.append((here[f], corr[f]))
+        chosen[idx] = f
+    speakers = sorted({int(f) for f in chosen if f >= 0})
+    reason = (f"{len(curves)} face(s) over {len(np.unique(shots))} shot(s); speaking: "
+              + ", ".join(f"face {f}" for f in speakers)
+              + ("" if not notes else "; " + "; ".join(notes[:4]) + (" ..." if len(notes) > 4 else "")))
+    if len(curves) == 1 and len(np.unique(shots)) == 1:
+        reason = "the only face"
+    audio = (float(np.average([c for _, c in corrs], weights=[w for w, _ in corrs])) if corrs else None)
+    return chosen.tolist(), reason, audio
+
+
+def _segments(identity: np.ndarray, shots: np.ndarray) -> np.ndarray:
+    """Segment id per frame (-1: no face): a new segment wherever the shot or the person changes or the
+    face is lost. Smoothing, unit selection and fades never cross a segment boundary."""
+    seg = np.full(len(identity), -1, np.int64)
+    k = -1
+    for i in range(len(identity)):
+        if identity[i] < 0:
+            continue
+        if i == 0 or identity[i - 1] != identity[i] or shots[i - 1] != shots[i]:
+            k += 1
+        seg[i] = k
+    return seg
+
+
+def spans(segment: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each segment (see _segments)."""
+    out = []
+    for a, b in runs(segment >= 0):
+        cut = [a] + [i for i in range(a + 1, b) if segment[i] != segment[i - 1]] + [b]
+        out += list(zip(cut[:-1], cut[1:]))
+    return out
 
 
 def _speech_envelope(wav: Path, times: np.ndarray) -> np.ndarray:
@@ -154,13 +401,13 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
-def _smooth(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Zero-phase Gaussian smoothing along time within each run of usable frames (lips lighter)."""
+def _smooth(points: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Zero-phase Gaussian smoothing along time within each segment (lips lighter)."""
 
     out = points.copy()
     lips = np.zeros(points.shape[1], bool)
     lips[g.sub(g.LIPS)] = True
-    for a, b in runs(valid):
+    for a, b in spans(segment):
         if b - a < 3:
             continue
         out[a:b, lips] = gaussian_filter1d(points[a:b, lips], LIP_SIGMA, axis=0, mode="nearest")
@@ -168,10 +415,10 @@ def _smooth(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _smooth_pose(pose: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _smooth_pose(pose: np.ndarray, segment: np.ndarray) -> np.ndarray:
 
     out = pose.copy()
-    for a, b in runs(valid):
+    for a, b in spans(segment):
         if b - a >= 3:
             out[a:b] = gaussian_filter1d(pose[a:b], POSE_SIGMA, axis=0, mode="nearest")
     return out

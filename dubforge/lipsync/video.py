@@ -16,6 +16,19 @@ from dubforge.core.errors import InputError, Problem
 
 
 @dataclass(frozen=True)
+class Picture:
+    """How the stored pixels are meant to be shown: carried from the source onto every rendered picture."""
+
+    rotation: int = 0  # display matrix, degrees counter-clockwise
+    sample_aspect_ratio: Fraction | None = None
+    field_order: int = 0  # AVFieldOrder: 0 unknown, 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt
+    color_primaries: int = 2  # 2 = unspecified (AVColorPrimaries and friends)
+    color_trc: int = 2
+    colorspace: int = 2
+    color_range: int = 0  # 0 unspecified, 1 limited (tv), 2 full (pc)
+
+
+@dataclass(frozen=True)
 class StreamInfo:
     width: int
     height: int
@@ -23,6 +36,7 @@ class StreamInfo:
     rate: Fraction
     time_base: Fraction
     frame_count: int
+    picture: Picture = Picture()
 
 
 def probe(path: Path) -> StreamInfo:
@@ -33,8 +47,17 @@ def probe(path: Path) -> StreamInfo:
                 raise InputError(Problem(str(path), "", "expected a video stream, found none"))
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            cc = stream.codec_context
+            first = next(container.decode(stream), None)  # the display matrix arrives as frame side data
+            sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
+            picture = Picture(
+                rotation=rotation(first) if first is not None else 0,
+                sample_aspect_ratio=Fraction(sar) if sar and Fraction(sar) != 1 else None,
+                field_order=int(cc.field_order or 0), color_primaries=int(cc.color_primaries),
+                color_trc=int(cc.color_trc), colorspace=int(cc.colorspace), color_range=int(cc.color_range),
+            )
             return StreamInfo(stream.width, stream.height, float(rate), Fraction(rate),
-                              stream.time_base or Fraction(1, 90000), stream.frames)
+                              stream.time_base or Fraction(1, 90000), stream.frames, picture)
     except av.error.FFmpegError as exc:
         raise InputError(Problem(str(path), "", f"cannot read as video: {exc}")) from exc
 
@@ -46,6 +69,36 @@ def frames(path: Path) -> Iterator:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         yield from container.decode(stream)
+
+
+def rotation(frame) -> int:
+    """The display rotation of a decoded frame in degrees counter-clockwise (0, 90, 180 or 270): how far
+    a player turns the stored pixels to show them (the display matrix; ffprobe's side_data rotation)."""
+    try:
+        angle = float(frame.rotation or 0)
+    except (AttributeError, ValueError):  # pragma: no cover - older PyAV
+        return 0
+    return int(round(angle / 90.0)) % 4 * 90
+
+
+def upright(image: np.ndarray, turn: int) -> np.ndarray:
+    """Stored pixels -> as displayed (turned `turn` degrees counter-clockwise)."""
+    return np.ascontiguousarray(np.rot90(image, k=turn // 90)) if turn else image
+
+
+def upright_to_stored(points: np.ndarray, turn: int, width: int, height: int) -> np.ndarray:
+    """Pixel coordinates (x, y) in the upright image -> the same places in the stored frame (width x height)."""
+    x, y = points[..., 0], points[..., 1]
+    k = turn // 90 % 4
+    if k == 0:
+        return points
+    if k == 1:  # upright = stored turned 90 ccw: upright (x, y) is stored (width - y, x)
+        out = np.stack([width - y, x], axis=-1)
+    elif k == 2:
+        out = np.stack([width - x, height - y], axis=-1)
+    else:
+        out = np.stack([y, height - x], axis=-1)
+    return out.astype(points.dtype)
 
 
 def yuv_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -78,7 +131,21 @@ class H264Writer:
         self.stream.width, self.stream.height, self.stream.pix_fmt = info.width, info.height, "yuv420p"
         self.stream.time_base = info.time_base
         self.stream.codec_context.time_base = info.time_base
-        self.stream.options = {"crf": str(crf), "preset": preset}
+        options: dict[str, str] = {"crf": str(crf), "preset": preset}
+        pic, cc = info.picture, self.stream.codec_context
+        # The picture is shown as the source's: display matrix, pixel aspect, colour tags, field order.
+        if pic.rotation:
+            self.stream.set_display_rotation(pic.rotation)
+        if pic.sample_aspect_ratio:
+            cc.sample_aspect_ratio = pic.sample_aspect_ratio
+        cc.color_primaries, cc.color_trc, cc.colorspace = pic.color_primaries, pic.color_trc, pic.colorspace
+        cc.color_range = pic.color_range
+        if pic.field_order > 1:  # interlaced: x264 codes fields in the source's order (the decoder reads it back)
+            cc.field_order = pic.field_order
+            options["x264-params"] = "interlaced=1:" + ("tff=1" if pic.field_order in (2, 4) else "bff=1")
+        elif pic.field_order == 1:
+            cc.field_order = 1
+        self.stream.options = dict(options)
         self.info = info
         self.count = 0
 

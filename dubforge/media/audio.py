@@ -11,7 +11,7 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 from dubforge.core.errors import InputError, Problem
-from dubforge.media.files import atomic_path
+from dubforge.core.files import atomic_path
 
 MIX_RATE = 48_000
 SPEECH_RATE = 16_000

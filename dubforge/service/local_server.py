@@ -19,9 +19,10 @@ LOCAL_HOST, LOCAL_PORT = "127.0.0.1", 4200
 LOCAL_API = f"http://{LOCAL_HOST}:{LOCAL_PORT}/api"
 
 
-def healthy(api_url: str) -> bool:
+def healthy(api_url: str, timeout: float = 1.0) -> bool:
+    """The Prefect API at `api_url` answers its health check within `timeout` seconds."""
     try:
-        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=1.0).status_code == 200
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -13,12 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
+from dubforge.service.local_server import healthy
 from dubforge.service.postgres import Postgres
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -48,7 +49,7 @@ class StackConfig:
         return f"http://{host}:{self.port}/api"
 
 
-def check_exposure(host: str, env: dict[str, str] | None = None) -> None:
+def check_exposure(host: str, env: Mapping[str, str] | None = None) -> None:
     """Refuse to listen beyond loopback without Prefect's basic auth (PREFECT_SERVER_API_AUTH_STRING)."""
     env = os.environ if env is None else env
     if host not in LOOPBACK and not env.get("PREFECT_SERVER_API_AUTH_STRING"):
@@ -78,13 +79,6 @@ def base_env(config: StackConfig, database_url: str | None) -> dict[str, str]:
     else:
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     return env
-
-
-def healthy(api_url: str, timeout: float = 1.0) -> bool:
-    try:
-        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _prefect() -> str:

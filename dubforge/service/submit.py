@@ -19,6 +19,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
@@ -36,7 +37,7 @@ class RunStatus:
     message: str
     deployment: str | None
     url: str
-    languages: dict[str, str]  # language -> status, from the run's `dub-report` artifact once the flow wrote it
+    languages: dict[str, str]  # language -> status, from the run's `<project>-dub-report` artifact once written
     errors: dict[str, str]  # language -> why it failed
 
 
@@ -54,13 +55,14 @@ def submit(manifest: str | Path, languages: list[str] | None = None, out_dir: st
     deployment = deployment or deployment_for(local_copy or local_path(manifest))
     run = run_deployment(deployment, parameters=parameters_for(manifest, languages, out_dir),
                          timeout=0, as_subflow=False, idempotency_key=idempotency_key)
+    assert isinstance(run, FlowRun)  # the sync API returns the flow run itself
     return str(run.id)
 
 
 def _report_rows(client, flow_run_id: UUID) -> list[dict[str, Any]]:
 
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=["dub-report"])))
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(like_="%-dub-report")))
     for artifact in artifacts:
         if isinstance(artifact.data, str):
 
@@ -82,7 +84,7 @@ def status(flow_run_id: str) -> RunStatus:
         final = bool(state and state.is_final())
         completed = bool(state and state.is_completed())
         rows = _report_rows(client, run.id) if final else []
-        return RunStatus(id=str(run.id), name=run.name, state=state.name if state else "Unknown", final=final,
+        return RunStatus(id=str(run.id), name=run.name, state=(state.name or "Unknown") if state else "Unknown", final=final,
                          completed=completed, message=(state.message or "") if state else "", deployment=deployment,
                          url=ui_url_for(str(run.id)), languages={r["language"]: r["status"] for r in rows},
                          errors={r["language"]: r.get("detail", "") for r in rows if r["status"] != "completed"})

@@ -62,8 +62,13 @@ def speech_clip(tmp_path_factory) -> tuple[Path, str]:
 def wav2vec2_dir(tmp_path_factory) -> Path:
     """A random English wav2vec2 CTC aligner saved as a local Hugging Face folder."""
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     folder = tmp_path_factory.mktemp("wav2vec2-en")
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_synthesizer
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -38,13 +39,12 @@ def vits_dir(tmp_path_factory) -> Path:
 
 def test_vits_synthesises_with_durations(tmp_path, vits_dir):
     from dubforge.core import model_store
-    from dubforge.core import registry
     from dubforge.media.audio import read_wav
 
     models = tmp_path / "models.yaml"
     entry = model_store.add(models, "tiny-vits", vits_dir)
     assert entry.backend == "coqui"
-    tts = registry.create("tts", "coqui", language="en", model="tiny-vits", registry=models)
+    tts = create_synthesizer("coqui", language="en", model="tiny-vits", registry=models)
     speech = tts.synthesize("Hello there, general Kenobi.", tmp_path / "a.wav")
     audio, rate = read_wav(speech.wav)
     assert rate == speech.sample_rate == 16000 and audio.shape[1] == 1
@@ -62,8 +62,8 @@ def test_vits_synthesises_with_durations(tmp_path, vits_dir):
 
 
 def test_reference_clips_per_speaker(tmp_path):
-    from dubforge.media.audio import read_wav, write_wav
     from dubforge.core.contracts import Segment
+    from dubforge.media.audio import read_wav, write_wav
     from dubforge.models.coqui_tts import reference_clips
 
     rate = 48_000

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_separator
 from tests.neural.conftest import NEEDS, write_stereo_mix
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -25,11 +26,10 @@ def _models_yaml(tmp_path: Path, repo: Path) -> Path:
 
 
 def test_separates_into_stems_that_sum_to_the_mix(tmp_path, demucs_repo):
-    from dubforge.core import registry
     from dubforge.media.audio import read_wav
 
     mix_path = write_stereo_mix(tmp_path / "mix.wav", 7.3)
-    separator = registry.create("separate", "demucs", model="tiny", registry=_models_yaml(tmp_path, demucs_repo),
+    separator = create_separator("demucs", model="tiny", registry=_models_yaml(tmp_path, demucs_repo),
                                 window=3.0, overlap=0.5)  # several windows and cross-fades on a short clip
     stems = separator.separate(mix_path, tmp_path / "stems")
     assert stems.mode == "replace" and stems.backend == "demucs:tiny"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_transcriber
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -131,7 +132,6 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
     from pyannote.audio.telemetry.metrics import is_metrics_enabled
 
     from dubforge.core import model_store
-    from dubforge.core import registry
     from dubforge.media.audio import read_wav
     from dubforge.tasks.fit import _pick
     from dubforge.tasks.translate import translate_lines
@@ -141,17 +141,17 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
     model_store.add(models, "diarization", diarization_dir)
     options = {"align_models": {"en": "wav2vec2-en"}, "registry": models, "nltk_data": nltk_data}
     diarize = {"diarize": True, "diarization_model": "diarization", "num_speakers": 2}
-    plain = registry.create("asr", "whisperx", **options).transcribe(dialogue, "en")
-    asr = registry.create("asr", "whisperx", **diarize, **options)
+    plain = create_transcriber("whisperx", **options).transcribe(dialogue, "en")
+    asr = create_transcriber("whisperx", **diarize, **options)
     transcript = asr.transcribe(dialogue, "en")  # aligned: one segment per sentence
-    whole = registry.create("asr", "whisperx", **diarize, registry=models).transcribe(dialogue, "en")  # unaligned
+    whole = create_transcriber("whisperx", **diarize, registry=models).transcribe(dialogue, "en")  # unaligned
     assert not is_metrics_enabled(), "pyannote telemetry must stay off (dubforge runs offline)"
 
     # Diarization only adds labels: the segments, their words and timing are those of the plain run.
     assert transcript.backend == "whisperx" and len(transcript.segments) >= 2, transcript
-    assert [s.model_copy(update={"speaker": "speaker"}) for s in transcript.segments] == list(plain.segments)
-    assert {s.speaker for s in plain.segments} == {"speaker"}
-    assert asr.fingerprint() != registry.create("asr", "whisperx", **options).fingerprint()
+    assert [s.model_copy(update={"speaker": "speaker 1"}) for s in transcript.segments] == list(plain.segments)
+    assert {s.speaker for s in plain.segments} == {"speaker 1"}
+    assert asr.fingerprint() != create_transcriber("whisperx", **options).fingerprint()
 
     # The pipeline's own answer on the same audio: each segment carries the label that overlaps it most.
     audio, rate = read_wav(dialogue)
@@ -172,11 +172,10 @@ def test_diarization_labels_every_segment(tmp_path, diarization_dir, dialogue, w
 
 
 def test_a_folder_that_is_no_pipeline_is_a_clear_error(tmp_path, dialogue):
-    from dubforge.core import registry
     from dubforge.core.errors import StageError
 
     (tmp_path / "not-a-pipeline").mkdir()
     (tmp_path / "not-a-pipeline" / "config.yaml").write_text("pipeline: {name: nowhere.Pipeline}\n")
-    asr = registry.create("asr", "whisperx", diarize=True, diarization_model=str(tmp_path / "not-a-pipeline"))
+    asr = create_transcriber("whisperx", diarize=True, diarization_model=str(tmp_path / "not-a-pipeline"))
     with pytest.raises(StageError, match="not-a-pipeline"):
         asr.transcribe(dialogue, "en")

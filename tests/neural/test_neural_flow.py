@@ -16,8 +16,8 @@ pytest.importorskip("demucs", reason=NEEDS)
 
 
 def test_manifest_selects_demucs_and_the_mix_replaces_dialogue(tmp_path, demucs_repo, prefect_api):
-    from dubforge.media.audio import read_wav
     from dubforge.flows.dub import dub_project
+    from dubforge.media.audio import read_wav
 
     rate = 48_000
     t = np.arange(int(3.0 * rate)) / rate

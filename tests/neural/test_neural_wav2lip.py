@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_renderer
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -43,7 +44,6 @@ def test_network_shapes(checkpoint):
 
 def test_renders_through_the_registry(tmp_path, checkpoint):
     from dubforge.core import model_store
-    from dubforge.core import registry
     from dubforge.lipsync.testmedia import carphone_frames, write_clip
     from dubforge.lipsync.video import frames, probe
     from dubforge.models.piper_tts import PiperSynthesizer
@@ -56,8 +56,8 @@ def test_renders_through_the_registry(tmp_path, checkpoint):
     speech = PiperSynthesizer("en").synthesize("Maybe Bob prefers purple muffins.", tmp_path / "dub.wav")
     track = track_face(src, tmp_path / "cache")
     assert track.frames_with_face == N
-    renderer = registry.create("lipsync", "wav2lip", registry=models, batch=8)
-    assert renderer.needs_audio
+    renderer = create_renderer("wav2lip", registry=models, batch=8)
+    assert renderer.needs_weights and not renderer.supports_portrait
     result = renderer.render(src, track, speech.phonemes, [], tmp_path / "out.mp4", audio=speech.wav)
     assert result.frames_rendered == N and result.frames_passed_through == 0 and result.backend == "wav2lip"
     a, b = probe(src), probe(result.out_video)

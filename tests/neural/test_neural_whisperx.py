@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from dubforge.models.base import create_transcriber
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -13,13 +14,12 @@ pytest.importorskip("whisperx", reason=NEEDS)
 
 def test_transcribes_and_aligns_words(tmp_path, speech_clip, wav2vec2_dir, nltk_data):
     from dubforge.core import model_store
-    from dubforge.core import registry
     from dubforge.media.audio import read_wav
 
     wav, text = speech_clip
     models = tmp_path / "models.yaml"
     model_store.add(models, "wav2vec2-en", wav2vec2_dir)
-    asr = registry.create("asr", "whisperx", align_models={"en": "wav2vec2-en"}, registry=models, nltk_data=nltk_data)
+    asr = create_transcriber("whisperx", align_models={"en": "wav2vec2-en"}, registry=models, nltk_data=nltk_data)
     transcript = asr.transcribe(wav, "en")
     audio, rate = read_wav(wav)
     duration = len(audio) / rate

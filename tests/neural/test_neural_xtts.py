@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dubforge.models.base import create_synthesizer
 from tests.neural.conftest import NEEDS
 
 pytest.importorskip("torch", reason=NEEDS)
@@ -77,8 +78,8 @@ def models_file(tmp_path_factory, xtts_dir) -> Path:
 def dialogue(tmp_path_factory):
     """A 48 kHz stereo dialogue stem: anna and ben speak three lines each alone, then talk over each other.
     Returns (stem, segments, {speaker: [(start, end) of speech]}, (start, end) of the overlap)."""
-    from dubforge.media.audio import read_wav, write_wav
     from dubforge.core.contracts import Segment
+    from dubforge.media.audio import read_wav, write_wav
     from tests.media import speak_english
 
     folder = tmp_path_factory.mktemp("dialogue")
@@ -125,8 +126,8 @@ def references(tmp_path_factory, dialogue) -> dict[str, Path]:
 def test_models_check_loads_xtts(models_file, xtts_dir):
     from typer.testing import CliRunner
 
-    from dubforge.core import model_store
     from dubforge.cli import app
+    from dubforge.core import model_store
 
     (result,) = model_store.check(models_file)
     assert result.exists and result.sha_ok and result.loads, result.message
@@ -185,16 +186,15 @@ def test_xtts_clones_each_reference(tmp_path, monkeypatch, xtts_dir, models_file
     import torch
     import TTS.tts.models.xtts as coqui_xtts
 
-    from dubforge.core import registry
     from dubforge.media.audio import read_wav, resample, to_channels
     from dubforge.models.coqui_tts import _load, xtts_conditioning
 
     config_args = json.loads((xtts_dir / "config.json").read_text())["model_args"]
     codes = config_args["gpt_max_audio_tokens"] - 3  # every sentence runs to the cap (see xtts_dir)
     sentence = codes * config_args["gpt_code_stride_len"] / 22050  # seconds of audio for one sentence
-    anna = registry.create("tts", "coqui", language="en", model="xtts_v2", clone=True, reference=references["anna"],
+    anna = create_synthesizer("coqui", language="en", model="xtts_v2", clone=True, reference=references["anna"],
                            registry=models_file)
-    ben = registry.create("tts", "coqui", language="en", model="xtts_v2", clone=True, reference=[references["ben"]],
+    ben = create_synthesizer("coqui", language="en", model="xtts_v2", clone=True, reference=[references["ben"]],
                           registry=models_file)
     said = anna.synthesize(TEXT, tmp_path / "anna.wav")
     audio, rate = read_wav(said.wav)
@@ -239,7 +239,6 @@ def test_xtts_clones_each_reference(tmp_path, monkeypatch, xtts_dir, models_file
 
 
 def test_clone_needs_a_reference(models_file):
-    from dubforge.core import registry
 
     with pytest.raises(ValueError, match="clone needs reference clips"):
-        registry.create("tts", "coqui", language="en", model="xtts_v2", clone=True, registry=models_file)
+        create_synthesizer("coqui", language="en", model="xtts_v2", clone=True, registry=models_file)

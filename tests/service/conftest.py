@@ -75,7 +75,6 @@ def service():
         pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
     from dubforge.demo.project import make_demo
     from dubforge.service.stack import Stack, StackConfig
-
     from tests.s3server import s3_server
 
     root = Path(tempfile.mkdtemp(prefix="dubforge-service-", dir="/tmp"))  # the postgres user must reach it
@@ -143,7 +142,7 @@ def assert_deliverables_whole(out: Path) -> None:
 
     import av
 
-    from dubforge.media.files import sha256_file
+    from dubforge.core.files import sha256_file
 
     for path in sorted(out.rglob("*")):
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(out).parts):

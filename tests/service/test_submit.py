@@ -38,10 +38,11 @@ def test_submit_runs_to_completion_on_a_worker(service):
         assert states[name] == "Completed", states
 
     found = artifacts(run_id)
-    table = found["dub-report"].data
+    report_key = next(key for key in found if key.endswith("-dub-report"))  # scoped by project: <project>-dub-report
+    table = found[report_key].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert {r["language"]: r["status"] for r in rows} == {"es": "completed", "pt-BR": "completed"}
-    assert "dub-summary" in found
+    assert report_key.replace("-dub-report", "-dub-summary") in found
 
     out = service.demo / "out-submit"
     report = json.loads((out / "report.json").read_text())

@@ -1,0 +1,41 @@
+"""Lip-sync on footage nobody tuned it for: a fast, representative subset of the robustness cases
+(tests/lipsync_cases.py; the full matrix with figures is benchmarks/lipsync_robustness.py).
+
+Each case is rendered and graded by the independent scorecard (static landmarks, its own phone table):
+coverage of the frames where the dub speaks over a face, closure on p/b/m, correlation within one frame,
+frame count and timestamps kept, orientation kept, the decoy face untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lipsync_cases import CASES, dub, run
+
+FAST = ["mirrored-25fps", "rolled-20", "hard-cuts", "display-90", "two-faces", "occluded-1s", "leave-reenter"]
+
+
+@pytest.fixture(scope="module")
+def phonemes(tmp_path_factory):
+    return dub(tmp_path_factory.mktemp("robust-dub"))
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_case(name, phonemes, tmp_path):
+    case = CASES[name]
+    f = run(case, tmp_path, phonemes)
+    print(name, {k: v for k, v in f.items() if k != "reason"})
+    assert f["frames"][0] == f["frames"][1] and f["timestamps_max_error"] < 1e-6
+    assert f["rotation"][0] == f["rotation"][1] == case.rotation
+    assert f["coverage_outside_occlusion"] >= 0.95, f["reason"]
+    assert f["faces_seen"] == (2 if case.decoy else 1), f["reason"]  # one identity per physical face
+    if case.occlude:
+        # The mouth under the bar is left alone (a mouth painted over an occluder is worse than none),
+        # and those frames count against coverage, closure and correlation.
+        assert f["occluded_rendered"] <= 0.25 * f["occluded_frames"]
+        assert f["coverage"] < 0.8
+        return
+    assert f["closure"] >= 0.9 and f["correlation"] >= 0.6 and abs(f["lag_frames"]) <= 1
+    if case.decoy:
+        assert f["decoy_psnr_db"] >= 40
+    if case.cuts:
+        assert f["shots"] >= 3
