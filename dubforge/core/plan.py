@@ -66,8 +66,8 @@ class Plan:
 
 # `voice: auto` per base language where a neural voice back-transcribes better than espeak-ng
 # (benchmarks/languages.py, docs/benchmarks.md); every other language gets espeak-ng.
-AUTO_VOICES = {"en": "piper", "es": "kokoro", "fr": "kokoro", "it": "kokoro", "pt": "kokoro", "de": "kokoro",
-               "ja": "kokoro"}
+AUTO_VOICES = {"en": "piper", "ja": "kokoro",
+               **dict.fromkeys(("es", "fr", "it", "pt", "de", "nl", "ca", "ro", "pl", "sv"), "kokoro")}
 
 
 def resolve_voice_backend(voice: Voice, language: str) -> str:
