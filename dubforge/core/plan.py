@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +66,8 @@ class Plan:
 
 # `voice: auto` per base language where a neural voice back-transcribes better than espeak-ng
 # (benchmarks/languages.py, docs/benchmarks.md); every other language gets espeak-ng.
-AUTO_VOICES = {"en": "piper", "es": "kokoro", "fr": "kokoro", "it": "kokoro", "pt": "kokoro", "hi": "kokoro",
-               "ja": "kokoro"}
+AUTO_VOICES = {"en": "piper", "ja": "kokoro",
+               **dict.fromkeys(("es", "fr", "it", "pt", "de", "nl", "ca", "ro", "pl", "sv"), "kokoro")}
 
 
 def resolve_voice_backend(voice: Voice, language: str) -> str:
@@ -74,7 +75,10 @@ def resolve_voice_backend(voice: Voice, language: str) -> str:
         return voice.backend
     if voice.name is not None:  # a named voice without a backend: espeak's voice names
         return "espeak"
-    return AUTO_VOICES.get(base_language(language), "espeak")
+    base = base_language(language)
+    if base == "ja" and importlib.util.find_spec("pyopenjtalk") is None:  # Kokoro's Japanese G2P: the `ja` extra
+        return "espeak"
+    return AUTO_VOICES.get(base, "espeak")
 
 
 def _machine_pair_problem(file: str, key: str, backend: str, source: str, target: str) -> Problem | None:
