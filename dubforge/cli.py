@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,11 +31,27 @@ from dubforge.service.submit import status as read_status
 from dubforge.service.submit import submit as create_run
 from dubforge.service.submit import ui_url_for
 from dubforge.service.submit import wait as wait_for
-from dubforge.summary import plan_summary
+from dubforge.summary import plan_summary, run_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
 out_console = Console()
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"dubforge {version('dubforge')} (prefect {version('prefect')})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False,
+) -> None:
+    """Dub videos into many languages from a YAML manifest."""
+
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -85,20 +102,26 @@ def run(
     languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
     out: Annotated[Optional[str], typer.Option(help="output folder or URL (default: outputs.dir of the manifest)")] = None,
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view or progress; errors and the report path only")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show Prefect's INFO log lines")] = False,
 ):
     """Run the dub-project flow on a manifest, with a live view per language."""
     plan, _local = _plan(manifest, languages, out)
-    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral))
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral, verbosity))
 
 
-def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool) -> int:
+def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool,
+              verbosity: str = "normal") -> int:
 
-    report = run_with_display(plan, manifest, languages, out, ephemeral, console)
+    report = run_with_display(plan, manifest, languages, out, ephemeral, console, verbosity)
     if report is None:
         return 1
     failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
               if r["status"] != "completed" and not r.get("previous_run")}
     published = report.get("published")
+    if verbosity != "quiet" and not published:
+        out_console.print(run_summary(report, plan.out_dir))
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     if failed:
         for lang, r in failed.items():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from rich.console import Console
 from rich.live import Live
@@ -15,9 +17,10 @@ from rich.table import Table
 
 from dubforge.core import progress
 from dubforge.core.plan import Plan
-from dubforge.flows.dub import dub_project
+from dubforge.flows.dub import RUN_STARTED, dub_project
 from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
+from dubforge.service.submit import ui_url_for
 
 SHARED_STAGES = ("portrait", "ingest", "separate", "transcribe", "align", "track-face", "master")
 LANE_STAGES = ("translate", "voice", "mix", "lipsync", "deliver")
@@ -64,17 +67,32 @@ class LiveView:
         return outer
 
 
-def _quiet_prefect_console() -> None:
-    """Prefect's console log lines would tear the live view; they still go to the API/UI."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("prefect"):
-            for handler in logging.getLogger(name).handlers:
-                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                    handler.setLevel(logging.WARNING)
+LOG_LEVELS = {"quiet": logging.ERROR, "normal": logging.WARNING, "verbose": logging.INFO}
+
+
+@contextlib.contextmanager
+def prefect_logs_through(console: Console, level: int) -> Iterator[None]:
+    """Prefect's console log lines printed by `console`: while a rich Live view is on that console, they appear
+    above it instead of tearing it. Only lines at `level` or above reach the terminal; all go to the API/UI."""
+    handlers = {h for logger in [logging.root, *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                                 if n.startswith("prefect"))]
+                for h in getattr(logger, "handlers", []) if isinstance(h, PrefectConsoleHandler)}
+    saved = [(h, h.console, h.level) for h in handlers]
+    for handler in handlers:
+        handler.console = console
+        handler.setLevel(level)
+    try:
+        yield
+    finally:
+        for handler, own_console, own_level in saved:
+            handler.console = own_console
+            handler.setLevel(own_level)
 
 
 def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None,
-                     ephemeral: bool, console: Console) -> dict[str, Any] | None:
+                     ephemeral: bool, console: Console, verbosity: str = "normal") -> dict[str, Any] | None:
+    """Run the flow with a live table per language (in a terminal, unless quiet); print the run's UI URL when it
+    starts and when it ends. `verbosity`: quiet (errors only) | normal | verbose (Prefect's INFO logs too)."""
 
     settings: dict = {}
     api = PREFECT_API_URL.value()
@@ -82,24 +100,37 @@ def run_with_display(plan: Plan, manifest: str | Path, languages: list[str] | No
         with console.status("Starting the local Prefect server (first run only)..."):
             api = ensure_local_server()
         settings[PREFECT_API_URL] = api
-    if api:
+    quiet = verbosity == "quiet"
+    if api and not quiet:
         console.print(f"Prefect UI: {ui_url(api)}  (flow 'dub-project')")
 
     view = LiveView([lp.language for lp in plan.languages])
-    interactive = console.is_terminal
-    listener = view if interactive else (lambda e: e.status != "running" and console.print(
-        f"{e.lane:>8} {e.stage:<10} {e.status}{' ' + e.detail if e.detail else ''}", highlight=False))
+    interactive = console.is_terminal and not quiet
+    run_url: list[str] = []
+
+    def listener(event: progress.Event) -> None:
+        if event.stage == RUN_STARTED:
+            if api:
+                run_url.append(ui_url_for(event.detail))
+                if not quiet:
+                    console.print(f"Run: {run_url[-1]}", highlight=False)
+        elif interactive:
+            view(event)
+        elif not quiet and event.status != "running":
+            console.print(f"{event.lane:>8} {event.stage:<10} {event.status}{' ' + event.detail if event.detail else ''}",
+                          highlight=False)
+
     unsubscribe = progress.subscribe(listener)
     try:
-        with temporary_settings(updates=settings):
-            if interactive:
-                _quiet_prefect_console()
+        with temporary_settings(updates=settings), prefect_logs_through(console, LOG_LEVELS[verbosity]):
             display = Live(view, console=console, refresh_per_second=4) if interactive else contextlib.nullcontext()
             with display:
                 state = dub_project(manifest=location(manifest), languages=languages,
                                     out_dir=location(out) if out else None, return_state=True)
     finally:
         unsubscribe()
+    if run_url and not quiet:
+        console.print(f"Run: {run_url[-1]}", highlight=False)
     result = state.result(raise_on_failure=False)
     if isinstance(result, dict) and "languages" in result:
         return result  # a run with a failed language ends Failed; its state still carries the report

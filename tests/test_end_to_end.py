@@ -292,3 +292,23 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
     matrix = artifacts["demo-stages"].data
     matrix = {r["language"]: r for r in (json.loads(matrix) if isinstance(matrix, str) else matrix)}
     assert matrix["fr"]["translate"] == "Failed" and matrix["es"]["voice"] == "Cached"
+
+
+def test_terminal_prints_the_run_url_twice_and_a_table_per_language(demo):
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200"}  # rich: wide enough to not wrap
+    normal = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert normal.returncode == 0, normal.stdout + normal.stderr
+    urls = re.findall(r"Run: (http\S+/runs/flow-run/[0-9a-f-]{36})", normal.stderr)
+    assert len(urls) == 2 and urls[0] == urls[1], normal.stderr  # at the start and at the end
+    for word in ("language", "status", "loudness", "fit", "lip-sync", "warnings", "es/demo.es.mp4", "LUFS pass"):
+        assert word in normal.stdout, normal.stdout
+    quiet = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--quiet"], capture_output=True,
+                           text=True, env=env, timeout=600)
+    assert quiet.returncode == 0 and "Run:" not in quiet.stderr and "loudness" not in quiet.stdout
+    assert quiet.stdout.strip().splitlines() == [f"Report: {root / 'out' / 'report.json'}"], quiet.stdout
+    version = subprocess.run([sys.executable, "-m", "dubforge", "--version"], capture_output=True, text=True)
+    assert re.fullmatch(r"dubforge \S+ \(prefect \S+\)\n", version.stdout)
