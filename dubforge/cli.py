@@ -170,6 +170,10 @@ def prepare(
             f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
             f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
             f"{result['xlsx']} (and .csv)", highlight=False)
+        for change in result["rewrites"]:  # the fit helper never edits silently: every suggestion is shown
+            out_console.print(
+                f"  {language} line {change['line']}: {change['before']!r} ({change['before_fit']}) -> suggested "
+                f"{change['after']!r} ({change['after_fit']}); in the sheet's suggestion column", highlight=False)
 
     try:
         prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)
