@@ -44,6 +44,7 @@ from dubforge.core.contracts import (
 from dubforge.core.contracts import Transcript as TranscriptRecord
 from dubforge.core.errors import InputError, Problem, StageError
 from dubforge.core.glossary import required_terms
+from dubforge.core.languages import normalise_language
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -525,7 +526,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
-        results = _with_other_languages(results, out, [t.language for t in m.targets])
+        results = _with_other_languages(results, out, [normalise_language(t.language) for t in m.targets])
         deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
                       for lang, r in results.items() if r["status"] == "completed"}
         master: dict[str, Any] = {}
