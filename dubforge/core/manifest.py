@@ -197,6 +197,15 @@ class Glossary(Strict):
         default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
 
 
+class Rewrite(Strict):
+    """Fit helper: an OpenAI-compatible chat endpoint asked, by `dubforge prepare`, for a shorter translation of each
+    line that overflows at the speed-up cap. Its suggestion goes in the review sheet beside the line, never over it."""
+
+    endpoint: str = Field(description="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name on that server")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+
+
 class Manifest(Strict):
     version: Literal[1]
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
@@ -221,6 +230,7 @@ class Manifest(Strict):
     qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
     glossary: Glossary = Field(default_factory=Glossary)
+    rewrite: Rewrite | None = Field(None, description="fit helper: shorter translations suggested for overflowing lines")
     voice_bank: Path | None = Field(
         None, description="show-level voices.yaml (character -> voice per language); default: voices.yaml beside this file")
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
