@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,service,ja]'
+	$(BIN)/pip install -q -e '.[test,service,ja,qc]'
 	@# mediapipe 0.10.21 is the last release with face_mesh models inside the wheel; its declared deps
 	@# (jax, numpy<2, opencv-contrib) would clobber ours, so it goes in without them: pyproject lists what it needs.
 	$(BIN)/pip install -q --no-deps 'mediapipe==0.10.21'

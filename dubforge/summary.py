@@ -48,17 +48,18 @@ def _qc(out_dir: Path, language: str) -> dict[str, Any]:
 
 
 def run_summary(report: dict[str, Any], out_dir: Path) -> Table:
-    """The end-of-run table: per language its status, file, loudness, timing fit, lip-sync coverage, warnings."""
+    """The end-of-run table: per language its status, file, loudness, timing fit, lip-sync coverage, character
+    error rate of the dub transcribed back (when measured), warnings."""
     table = Table(title=f"{report['project']}: {report['total_seconds']:.1f} s"
                   + ("  (all cached)" if report.get("all_cached") else ""), show_edge=False)
-    for column in ("language", "status", "file", "loudness", "fit", "lip-sync", "warnings"):
+    for column in ("language", "status", "file", "loudness", "fit", "lip-sync", "CER", "warnings"):
         table.add_column(column, overflow="fold")
     for language, entry in report["languages"].items():
         qc = _qc(out_dir, language) if entry["status"] == "completed" else {}
         status = entry["status"] + (" (earlier run)" if entry.get("previous_run") else "")
         style = "green" if entry["status"] == "completed" else "red"
         if not qc:
-            table.add_row(language, Text(status, style), "-", "-", "-", "-", Text(entry.get("error", ""), "red"))
+            table.add_row(language, Text(status, style), "-", "-", "-", "-", "-", Text(entry.get("error", ""), "red"))
             continue
         loud, fit = qc["loudness"], qc["summary"]
         level = "silent" if loud["integrated_lufs"] is None else f"{loud['integrated_lufs']:.1f} LUFS"
@@ -70,9 +71,10 @@ def run_summary(report: dict[str, Any], out_dir: Path) -> Table:
             card = qc["lipsync"]
             total = card.get("frames_rendered", 0) + card.get("frames_passed_through", 0)
             lips = f"{card.get('frames_rendered', 0) / total:.0%} of {total} frames" if total else "no frames"
+        cer = qc.get("intelligibility", {}).get("cer")  # back-transcription (outputs.back_transcribe)
         warnings = fit.get("warnings", 0) + len(qc.get("lipsync", {}).get("warnings", []))
         mp4 = Path(entry["mp4"]) if entry.get("mp4") else None
         shown = str(mp4.relative_to(out_dir)) if mp4 and mp4.is_relative_to(out_dir) else str(mp4 or "-")
-        table.add_row(language, Text(status, style), shown, loudness, timing, lips,
+        table.add_row(language, Text(status, style), shown, loudness, timing, lips, "-" if cer is None else f"{cer:.2f}",
                       Text(str(warnings), "yellow" if warnings else "green"))
     return table

@@ -80,6 +80,8 @@ def publish_qc(project: str, language: str, qc: dict[str, Any], max_speedup: flo
         f"overflowing: {summary['lines_overflowing']} ({summary['total_overflow']:.2f} s): "
         f"**{'pass' if summary['lines_overflowing'] == 0 else 'FAIL'}**",
         f"- warnings: {summary.get('warnings', 0)}",
+        *([f"- intelligibility: CER {qc['intelligibility']['cer']:.2f} (the dub transcribed back by "
+           f"{qc['intelligibility']['backend']})"] if (qc.get("intelligibility") or {}).get("cer") is not None else []),
         "- backends: " + ", ".join(f"{k}: {v}" for k, v in qc["backends"].items()),
     ]))
     if "lipsync" in qc:

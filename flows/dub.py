@@ -356,6 +356,7 @@ def plan_info(plan: Plan) -> dict[str, Any]:
         "rights": m.rights.model_dump(),
         "subtitles": list(m.outputs.subtitles),
         "subtitle_style": m.outputs.subtitle_style.model_dump(),
+        "back_transcribe": m.outputs.back_transcribe,
         "stems": m.outputs.stems,
         "master": m.outputs.master,
         "mix_mode": plan.mix_mode,

@@ -31,7 +31,7 @@ from dubforge.media.loudness import integrated_lufs
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.tasks.mix import dialogue_mask
 from dubforge.tasks.mux import burn_subtitles, mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import measure_delivery
+from dubforge.tasks.qc import back_transcription, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -197,6 +197,8 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
         qc["lipsync"] = {**picture["scorecard"], "backend": result["backend"], "visemes": result["visemes"],
                          "warnings": list(result["warnings"])}
         qc["backends"]["lipsync"] = result["backend"]
+    if info.get("back_transcribe"):
+        qc["intelligibility"] = back_transcription(dub.wav, [line.text for line in dub.lines], language)
     write_json_atomic(folder / "qc.json", qc)  # the flow publishes it to the Prefect UI (flows/artifacts.py)
     actions = [
         {"action": "transcribed", "by": transcript.backend},

