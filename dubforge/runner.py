@@ -27,7 +27,7 @@ from dubforge.flows.report import LANE_STAGES, SHARED_STAGES
 from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
 
-STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta"}
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta", "waiting": "magenta"}
 
 
 class LiveView:
@@ -49,6 +49,8 @@ class LiveView:
         label = event.status
         if event.status == "running" and event.fraction is not None:
             label = f"{event.fraction:.0%}"
+        elif event.status == "waiting":
+            label = event.detail  # "waiting for a render slot (held by run X)"
         return f"[{STYLE.get(event.status, 'white')}]{label}[/]"
 
     def __rich__(self) -> Table:
