@@ -90,10 +90,8 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
-
-    The work and output folders count by location: results hold absolute paths into them, so a moved project
-    must not reuse them."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions; paths under OUT or
+    the project folder are hashed relative to them (flows.portable), so a moved project stays cached."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
