@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +30,7 @@ from dubforge.flows.storage import location
 from dubforge.service.local_server import ensure_local_server, ui_url
 from dubforge.service.submit import ui_url_for
 
-STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta"}
+STYLE = {"running": "yellow", "done": "green", "cached": "cyan", "failed": "red", "skipped": "magenta", "waiting": "magenta"}
 
 
 class LiveView:
@@ -51,6 +52,8 @@ class LiveView:
         label = event.status
         if event.status == "running" and event.fraction is not None:
             label = f"{event.fraction:.0%}"
+        elif event.status == "waiting":
+            label = event.detail  # "waiting for a render slot (held by run X)"
         return f"[{STYLE.get(event.status, 'white')}]{label}[/]"
 
     def __rich__(self) -> Table:
@@ -103,25 +106,40 @@ def _exit_now(code: int) -> None:
 
 @contextlib.contextmanager
 def _interruptible(console: Console) -> Iterator[None]:
-    """Ctrl-C once: running stages stop at their next progress point and the process exits within 2 s; twice: at once."""
+    """Ctrl-C once: running stages stop at their next progress point and the process exits within 2 s; twice: at once.
+
+    The signal handler only sets flags (it may interrupt the main thread anywhere, even inside a lock); a watchdog
+    thread started beforehand says so and ends the process after the grace period."""
+    interrupted = threading.Event()
+    said = threading.Lock()
+
+    def stop() -> None:
+        if said.acquire(blocking=False):
+            console.print("[yellow]Interrupted[/]: stopping (Ctrl-C again to quit at once); finished stages are kept "
+                          "for the next run", highlight=False, soft_wrap=True)
+        _exit_now(130)
+
+    def watchdog() -> None:
+        interrupted.wait()
+        time.sleep(STOP_GRACE_S)
+        stop()
 
     def on_interrupt(_signum, _frame) -> None:
-        if progress.cancelled():
-            _exit_now(130)
+        if interrupted.is_set():
+            os._exit(130)
         progress.cancel()
-        console.print("[yellow]Interrupted[/]: stopping (Ctrl-C again to quit at once); finished stages are kept "
-                      "for the next run", highlight=False, soft_wrap=True)
-        threading.Timer(STOP_GRACE_S, _exit_now, args=(130,)).start()
+        interrupted.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
+    threading.Thread(target=watchdog, name="ctrl-c-watchdog", daemon=True).start()
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     except KeyboardInterrupt:
-        _exit_now(130)
+        stop()
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.reset()

@@ -62,6 +62,7 @@ from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.artifacts import publish_qc, publish_report
 from dubforge.flows.report import LANE_STAGES, build_report, stage_names, stage_seconds
+from dubforge.flows.slots import SlotWait
 from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
@@ -92,10 +93,8 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
-
-    The work and output folders count by location: results hold absolute paths into them, so a moved project
-    must not reuse them."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions; paths under OUT or
+    the project folder are hashed relative to them (flows.portable), so a moved project stays cached."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
@@ -466,6 +465,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         results: dict[str, dict[str, Any]] = {}
+        waits: dict[tuple[str, str], SlotWait] = {}  # renders waiting for the gpu slot
         for lp in plan.languages:
             lang = lp.language
             if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
@@ -499,6 +499,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                         portrait=plan.portrait_audio is not None,
                         models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
                     lane.append(("lipsync", picture))
+                    waits[(lang, "lipsync")] = SlotWait(GPU_TAG, lang, "lipsync", picture, after=[vo])
                 refresh = not _deliverables_exist(out, m.project, lang)
                 dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
                     language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
@@ -542,7 +543,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         seconds = stage_seconds(stage_names(plan.manifest.lipsync.enabled, plan.portrait_audio is not None,
                                             [lp.language for lp in plan.languages]))
         report = build_report(plan, stems, transcript, results, master, stage_states, seconds,
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, waited={k: w.result() for k, w in waits.items()})
         if manifest_name:
             report["manifest"] = manifest_name
         write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))

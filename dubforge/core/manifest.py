@@ -315,6 +315,16 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
     return problems
 
 
+def _nul_problems(file: str, node: Any, loc: tuple[Any, ...] = ()) -> list[Problem]:
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _nul_problems(file, value, (*loc, key))]
+    if isinstance(node, list):
+        return [p for index, value in enumerate(node) for p in _nul_problems(file, value, (*loc, index))]
+    if isinstance(node, str) and "\x00" in node:
+        return [Problem(file, _key_path(loc), "contains a NUL character (\\0)")]
+    return []
+
+
 def parse_manifest(path: Path) -> Manifest:
     """Parse and type-check the YAML (no file-system checks). Raises InputError."""
     manifest = read_manifest(path)
@@ -340,6 +350,8 @@ def read_manifest(path: Path) -> Manifest:
         raise InputError(Problem(file, "", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")) from None
     if not isinstance(data, dict):
         raise InputError(Problem(file, "", "expected a mapping of keys (version, project, source, targets...)"))
+    if nul := _nul_problems(file, data):  # no OS accepts them in a path; refuse them everywhere
+        raise InputError(nul)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
