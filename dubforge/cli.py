@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 from rich.console import Console
 from rich.markup import escape
 
@@ -307,8 +309,11 @@ def status(
 
     try:
         current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
-    except Exception as exc:  # the API is unreachable or the run unknown: not invalid input, so exit 1
-        console.print(f"[red]Could not read flow run {run_id}:[/] {exc}", highlight=False)
+    except (ValueError, ObjectNotFound):  # not a run id, or no such run on this server: the input is wrong
+        console.print(f"[red]No flow run {run_id!r}[/] on {PREFECT_API_URL.value() or 'the local server'}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # the API is unreachable or failing: not the user's input, so exit 1
+        console.print(f"[red]Could not read flow run {run_id}:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(1) from None
     if not wait:
         show(current)
