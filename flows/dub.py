@@ -29,7 +29,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as flow_run_runtime
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
@@ -519,6 +519,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     progress.emit(lang, stage, "cached")
             if error:
                 logger.error("%s failed at %s", lang, error)
+                _mark_skipped(futures, error)
                 results[lang] = {"status": "failed", "error": error}
             else:
                 results[lang] = {"status": "completed", **futures[-1][1].result()}
@@ -551,6 +552,17 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
         publish_report(report, ("translate", "voice", "mix", "lipsync", "deliver"))
     return report
+
+
+def _mark_skipped(futures: list[tuple[str, PrefectFuture]], reason: str) -> None:
+    """Tasks a failed stage blocked end as Cancelled, named Skipped: Prefect leaves them Pending 'NotReady', which
+    the UI draws as still waiting long after the run ended."""
+    with get_client(sync_client=True) as client:
+        for _stage, future in futures:
+            if future.state is not None and not future.state.is_final():
+                with contextlib.suppress(Exception):  # cosmetic: never fail the run over it
+                    client.set_task_run_state(future.task_run_id, Cancelled(name="Skipped", message=f"not run: {reason}"),
+                                              force=True)
 
 
 def _ensure_concurrency_limit(tag: str, slots: int) -> None:
