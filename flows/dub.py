@@ -26,9 +26,10 @@ from uuid import UUID
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as flow_run_runtime
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
@@ -514,6 +515,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     progress.emit(lang, stage, "cached")
             if failure:
                 logger.error("%s failed at %s", lang, failure)
+                _mark_skipped(futures, failure)
                 results[lang] = {"status": "failed", "error": failure}
             else:
                 results[lang] = futures[-1][1].result().report_entry()
@@ -549,6 +551,17 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
         publish_report(report, LANE_STAGES)
     return report
+
+
+def _mark_skipped(futures: list[tuple[str, PrefectFuture]], reason: str) -> None:
+    """Tasks a failed stage blocked end as Cancelled, named Skipped: Prefect leaves them Pending 'NotReady', which
+    the UI draws as still waiting long after the run ended."""
+    with get_client(sync_client=True) as client:
+        for _stage, future in futures:
+            if future.state is not None and not future.state.is_final():
+                with contextlib.suppress(Exception):  # cosmetic: never fail the run over it
+                    client.set_task_run_state(future.task_run_id, Cancelled(name="Skipped", message=f"not run: {reason}"),
+                                              force=True)
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:

@@ -292,6 +292,8 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
             assert {"project:demo", f"lang:{lang}"} <= set(task.tags), task.tags
     assert {"project:demo", "lang:all"} <= set(names["ingest"].tags)
     assert names["voice-es"].state.name == "Cached" and names["translate-fr"].state.is_failed()
+    blocked = [t for name, t in names.items() if re.fullmatch(r"(voice|mix|deliver)-fr(-[0-9a-f]+)?", name)]
+    assert len(blocked) == 3 and all(t.state.name == "Skipped" and t.state.is_final() for t in blocked), blocked
 
     artifacts = {a.key: a for a in found if a.key}
     assert {"demo-qc-es", "demo-qc-pt-br", "demo-qc-es-summary", "demo-stages", "demo-dub-report"} <= set(artifacts)
