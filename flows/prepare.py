@@ -21,8 +21,9 @@ from dubforge.core.manifest import Rewrite
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import LanguagePlan, Plan, make_plan
 from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
-from dubforge.models.base import create_synthesizer, create_translator
+from dubforge.models.base import create_synthesizer
 from dubforge.models.coqui_tts import reference_clips
+from dubforge.models.openai_mt import OpenAITranslator
 from dubforge.tasks.fit import speaker_voices, synthesize_cached
 from dubforge.tasks.ingest import ingest
 from dubforge.tasks.portrait import still_video
@@ -78,7 +79,7 @@ def suggest_shorter(rows: list[ReviewRow], language: str, voices: dict[str, Any]
                     max_speedup: float) -> tuple[list[ReviewRow], list[dict[str, Any]]]:
     """The fit helper: for each line that overflows at the cap, the endpoint's shorter translation (an isometric
     rewrite sized to the window), synthesised to check its fit. Suggestions go beside the line and in the log."""
-    helper = create_translator("openai", model=rewrite.model, endpoint=rewrite.endpoint, api_key_env=rewrite.api_key_env)
+    helper = OpenAITranslator(model=rewrite.model, endpoint=rewrite.endpoint, api_key_env=rewrite.api_key_env)
     out, log = [], []
     for row in rows:
         if not row.fit.startswith("overflow") or not row.spoken:

@@ -108,8 +108,9 @@ def _match(tokens: list[str], heard: list[Word], weights: list[float], seg: Segm
         j = i
         while j < len(spans) and spans[j] is None:
             j += 1
-        start = spans[i - 1][1] if i > 0 else min(lo, spans[j][0] if j < len(spans) else lo)
-        end = spans[j][0] if j < len(spans) else max(hi, start)
+        before, after = (spans[i - 1] if i > 0 else None), (spans[j] if j < len(spans) else None)
+        start = before[1] if before is not None else min(lo, after[0] if after is not None else lo)
+        end = after[0] if after is not None else max(hi, start)
         if end <= start:  # no room between anchors: take a share of the neighbours' time
             end = start + 0.05 * (j - i)
         spans[i:j] = _share(start, end, weights[i:j])

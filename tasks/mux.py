@@ -133,7 +133,8 @@ def burn_subtitles(mp4: Path, srt_path: Path, out_mp4: Path, preset: str = "very
         fonts = Path(tmp) / "fonts"  # matplotlib's DejaVu Sans: text renders on machines without system fonts
         fonts.mkdir()
         spec = find_spec("matplotlib")
-        for font in Path(spec.submodule_search_locations[0]).glob("mpl-data/fonts/ttf/DejaVuSans*.ttf") if spec else ():
+        roots = (spec.submodule_search_locations or []) if spec else []
+        for font in Path(roots[0]).glob("mpl-data/fonts/ttf/DejaVuSans*.ttf") if roots else ():
             (fonts / font.name).symlink_to(font)
         style = "subtitles=" + f"{cues}:fontsdir={fonts}:force_style='FontName=DejaVu Sans'"
         args = ["-i", mp4, "-map", "0:v:0", "-map", "0:a?", "-vf", style, "-c:v", "libx264",
