@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from dubforge.cli import app
+from dubforge.media.audio import write_wav
 from tests.test_ingest import make_video
 
 runner = CliRunner()
@@ -28,6 +30,8 @@ def project(tmp_path_factory) -> Path:
     make_video(root / "media" / "clip.mp4", seconds=2.0, size=(160, 120), audio=audio)
     make_video(root / "media" / "silent.mp4", seconds=2.0, size=(160, 120))
     (root / "media" / "notes.mp4").write_text("this is not a video\n")
+    cv2.imwrite(str(root / "media" / "face.png"), np.full((120, 160, 3), 128, np.uint8))
+    write_wav(root / "media" / "voice.wav", audio, rate)
     (root / "media" / "-clip.mp4").write_bytes((root / "media" / "clip.mp4").read_bytes())
     (root / "scripts").mkdir()
     (root / "scripts" / "es.srt").write_text("1\n00:00:00,200 --> 00:00:01,500\nHola a todos.\n")
@@ -85,6 +89,11 @@ CASES = {
     "outputs-manifest-folder": ({"outputs": {"dir": "media/.."}}, ["outputs.dir", "inside the manifest's folder"]),
     "audio-stream-out-of-range": ({"source__audio_stream": 3}, ["source.audio_stream", "no audio stream 3", "0..0"]),
     "speedup-over-cap": ({"timing": {"max_speedup": 1.6}}, ["timing.max_speedup", "at most 1.4"]),
+    "wav2lip-photo": (
+        {"source": {"image": "media/face.png", "audio": "media/voice.wav", "language": "en"}, "rights": {"consent": True},
+         "lipsync": {"enabled": True, "backend": "wav2lip"}},
+        ["lipsync.backend", "cannot animate a still photo", "mouth-bank"],
+    ),
 }
 
 
