@@ -25,7 +25,9 @@ from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
 from dubforge.core.reports import qc_json_schema
+from dubforge.core.scaffold import manifest_text, project_name
 from dubforge.demo.project import make_demo
+from dubforge.flows.prepare import prepare as prepare_sheets
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
 from dubforge.runner import run_with_display
 from dubforge.service.local_server import prefect_home
@@ -144,7 +146,6 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
 ):
     """Write a commented starter manifest for VIDEO (VIDEO's folder/<project>.yaml) and print its path."""
-    from dubforge.core.scaffold import manifest_text, project_name
 
     if not video.is_file():
         _fail_input(InputError(Problem(str(video), "VIDEO", "no such file")))
@@ -166,7 +167,6 @@ def prepare(
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
 ):
     """Proofread checkpoint: run up to translation and write a review sheet (CSV + XLSX) per language."""
-    from dubforge.flows.prepare import prepare as prepare_sheets
 
     plan, _local = _plan(str(manifest), languages, None if out is None else str(out))
 

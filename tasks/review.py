@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import openpyxl
+from openpyxl.styles import Alignment, Font, PatternFill
+
 from dubforge.core.contracts import Translation
 from dubforge.core.files import atomic_path, write_text_atomic
 from dubforge.core.glossary import check_line
@@ -80,8 +83,6 @@ def write_review_csv(path: Path, rows: Sequence[ReviewRow]) -> Path:
 
 
 def write_review_xlsx(path: Path, rows: Sequence[ReviewRow], title: str) -> Path:
-    import openpyxl
-    from openpyxl.styles import Alignment, Font, PatternFill
 
     book = openpyxl.Workbook()
     sheet = book.active
