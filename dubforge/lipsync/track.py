@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import pdist
 
 from dubforge.core.files import (
     atomic_path,
@@ -299,15 +300,18 @@ def relink(tracklets: list[_Tracklet]) -> list[int]:
     RELINK) are joined, closest pairs first (single linkage, refusing any join that would put two
     tracklets of one identity in the same frame)."""
     k = len(tracklets)
-    sig = [t.signature() for t in tracklets]
-    span = [set(t.frames) for t in tracklets]
-    pairs = sorted((_appearance(sig[a], sig[b]), a, b) for a in range(k) for b in range(a + 1, k))
     group = list(range(k))
+    if k > 1:
+        sig = np.stack([t.signature() for t in tracklets])
+        dist = pdist(sig) / np.sqrt(sig.shape[1] / 10.0)  # _appearance for every pair, condensed
+        a_idx, b_idx = np.triu_indices(k, 1)
+        close = np.flatnonzero(dist < RELINK)
+        pairs = sorted(zip(dist[close].tolist(), a_idx[close].tolist(), b_idx[close].tolist()))
+    else:
+        pairs = []
     members = {i: {i} for i in range(k)}
-    frames_of = {i: set(span[i]) for i in range(k)}
-    for d, a, b in pairs:
-        if d >= RELINK:
-            break
+    frames_of = {i: set(t.frames) for i, t in enumerate(tracklets)}
+    for _, a, b in pairs:
         ga, gb = group[a], group[b]
         if ga == gb or frames_of[ga] & frames_of[gb]:
             continue
