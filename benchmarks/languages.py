@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--voices", default="jm_kumo,jf_alpha")
     parser.add_argument("--bed-db", type=float, default=10.0, help="speech-to-music RMS ratio of the bed condition")
     parser.add_argument("--skip-asr", action="store_true")
+    parser.add_argument("--no-espeak", action="store_true", help="Kokoro voices only (a second pass over more voices)")
     args = parser.parse_args()
 
     import onnxruntime
@@ -165,7 +166,7 @@ def main() -> None:
         cover = coverage(language, sentences)
         key = kokoro_tts.kokoro_language(language) or language.split("-")[0]
         kokoro_tts.VOICES.setdefault(key, kokoro_tts.VOICES["es"])  # measure languages not yet enabled too
-        candidates = [("espeak", EspeakSynthesizer(language))]
+        candidates = [] if args.no_espeak else [("espeak", EspeakSynthesizer(language))]
         if cover >= MIN_COVERAGE:  # below, Kokoro would drop sounds: not worth hearing
             candidates += [(f"kokoro {v}", kokoro_tts.KokoroSynthesizer(language, name=v)) for v in voices]
         for label, synth in candidates:
@@ -193,8 +194,9 @@ def main() -> None:
     for language in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == language]
         best = min(mine, key=lambda r: r[4] + r[6])
-        espeak = next(r for r in mine if r[1] == "espeak")
-        print(f"  {language}: {best[1]} CER {best[4]:.2f}/{best[6]:.2f} vs espeak {espeak[4]:.2f}/{espeak[6]:.2f}")
+        espeak = next((r for r in mine if r[1] == "espeak"), None)
+        versus = f" vs espeak {espeak[4]:.2f}/{espeak[6]:.2f}" if espeak else ""
+        print(f"  {language}: {best[1]} CER {best[4]:.2f}/{best[6]:.2f}{versus}")
     print("\n| spoken | identified | probability |")
     print("|---|---|---|")
     for language, found, p in detection:
@@ -208,7 +210,7 @@ def main() -> None:
     print("|---|---|---|")
     english = [
         "The committee postponed its decision until the next meeting in October.",
-        "Could you bring two bottles of water and a blanket for the children?",
+        "The children need warm blankets and some water tonight.",
         "Honestly, I never expected the old bridge to survive the flood.",
         "Our neighbours grow tomatoes, peppers and beans behind the garage.",
     ]

@@ -1,8 +1,8 @@
 """Word + phoneme alignment for any language: Whisper word times, espeak-ng phonemes inside each word.
 
-Each word's span comes from Whisper's word timestamps (the ASR transcript's own words; for a script's
-segments, Whisper base transcribes the segment's audio and the script's words share the span it heard,
-by their espeak durations). Inside a word, espeak-ng's phonemes for that word are laid out in proportion
+Each word's span comes from Whisper's word timestamps: the ASR transcript's own words, or for a script's
+segments, the words Whisper base hears in the segment's audio, matched to the script's words by text (words
+it missed share the time between their matched neighbours by their espeak durations). Inside a word, espeak-ng's phonemes for that word are laid out in proportion
 to espeak's own phoneme durations. Coarser than pocketsphinx's acoustic alignment (English keeps that by
 default; docs/benchmarks.md compares them) but it gives lip-sync the source's phonemes in every language
 espeak-ng speaks.
@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from pathlib import Path
+
+import numpy as np
 
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
@@ -21,6 +24,8 @@ from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.models.base import Aligner
+from dubforge.models.espeak_tts import EspeakSynthesizer, _info
+from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
 _ALGORITHM = 1
 PADDING = 0.15  # seconds of audio around a script segment when Whisper listens for its words
@@ -33,13 +38,10 @@ class EspeakWordAligner(Aligner):
         self.asr_model = asr_model
 
     def fingerprint(self) -> str:
-        from dubforge.models.espeak_tts import _info
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
         return fingerprint(self.name, _ALGORITHM, _info()[1], FasterWhisperTranscriber(model=self.asr_model).fingerprint())
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.models.espeak_tts import EspeakSynthesizer
 
         try:
             voice = EspeakSynthesizer(language)
@@ -55,11 +57,12 @@ class EspeakWordAligner(Aligner):
                     out.append(seg.model_copy(update={"words": ()}))
                     continue
                 shapes = [_shape(voice, token, Path(tmp)) for token in tokens]
+                weights = [sum(d for _, d in shape) or 0.1 for shape in shapes]
                 if seg.words and len(seg.words) == len(tokens):  # the ASR's own words and times
                     spans = [(w.start, w.end) for w in seg.words]
                 else:
-                    first, last = self._heard_span(speech_wav, seg, language, Path(tmp))
-                    spans = _share(first, last, [sum(d for _, d in shape) or 0.1 for shape in shapes])
+                    heard = self._heard_words(speech_wav, seg, language, Path(tmp))
+                    spans = _match(tokens, heard, weights, seg, language)
                 spans = _snap_to_sound(spans, envelope)
                 words = []
                 for token, (start, end), shape in zip(tokens, spans, shapes):
@@ -68,30 +71,57 @@ class EspeakWordAligner(Aligner):
                 out.append(seg.model_copy(update={"words": tuple(words)}))
         return tuple(out)
 
-    def _heard_span(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> tuple[float, float]:
-        """Where Whisper hears speech inside a script segment (the segment itself when it hears nothing)."""
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
+    def _heard_words(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> list[Word]:
+        """Whisper's words (absolute times) in a script segment's audio."""
 
         audio, rate = read_wav(Path(speech_wav))
         mono = resample(to_channels(audio, 1), rate, SPEECH_RATE)
         begin = max(0.0, seg.start - PADDING)
         clip = mono[int(begin * SPEECH_RATE): int((seg.end + PADDING) * SPEECH_RATE)]
         if len(clip) < SPEECH_RATE // 10:
-            return seg.start, seg.end
+            return []
         wav = write_wav(tmp / "segment.wav", clip, SPEECH_RATE)
         heard = FasterWhisperTranscriber(model=self.asr_model, vad_filter=False).transcribe(wav, base_language(language))
-        words = [w for s in heard.segments for w in s.words]
-        if not words:
-            return seg.start, seg.end
-        return max(seg.start - PADDING, begin + words[0].start), min(seg.end + PADDING, begin + words[-1].end)
+        return [w.model_copy(update={"start": begin + w.start, "end": begin + w.end})
+                for s in heard.segments for w in s.words]
+
+
+def _match(tokens: list[str], heard: list[Word], weights: list[float], seg: Segment,
+           language: str) -> list[tuple[float, float]]:
+    """Script words take the times of the heard words they match (normalised text, in order); the others share
+    the time between their matched neighbours (or the heard speech's edges) by espeak duration."""
+    from dubforge.core.textscore import normalise
+
+    said = [normalise(t, language) for t in tokens]
+    matcher = SequenceMatcher(a=said, b=[normalise(w.text, language) for w in heard], autojunk=False)
+    spans: list[tuple[float, float] | None] = [None] * len(tokens)
+    for a, b, size in matcher.get_matching_blocks():
+        for k in range(size):
+            spans[a + k] = (heard[b + k].start, heard[b + k].end)
+    lo = heard[0].start if heard else seg.start
+    hi = heard[-1].end if heard else seg.end
+    i = 0
+    while i < len(spans):
+        if spans[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < len(spans) and spans[j] is None:
+            j += 1
+        start = spans[i - 1][1] if i > 0 else min(lo, spans[j][0] if j < len(spans) else lo)
+        end = spans[j][0] if j < len(spans) else max(hi, start)
+        if end <= start:  # no room between anchors: take a share of the neighbours' time
+            end = start + 0.05 * (j - i)
+        spans[i:j] = _share(start, end, weights[i:j])
+        i = j
+    return [span for span in spans if span is not None]
 
 
 FRAME = 0.01  # seconds per envelope frame
 
 
-def _envelope(mono) -> "np.ndarray":
+def _envelope(mono):
     """RMS per 10 ms frame."""
-    import numpy as np
 
     hop = int(FRAME * SPEECH_RATE)
     frames = len(mono) // hop
@@ -101,7 +131,6 @@ def _envelope(mono) -> "np.ndarray":
 def _snap_to_sound(spans: list[tuple[float, float]], envelope) -> list[tuple[float, float]]:
     """Whisper's word times are loose at the edges of speech (often the segment start, silence included):
     move the first word's start and the last word's end onto the sound inside them (10% of the loud level)."""
-    import numpy as np
 
     if not spans or not len(envelope):
         return spans

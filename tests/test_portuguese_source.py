@@ -51,7 +51,7 @@ def project(tmp_path_factory, prefect_api):
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(root / "project.yaml")],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return root
 

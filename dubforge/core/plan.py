@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from dubforge.core.manifest import (
 from dubforge.core.registry import UnknownBackend, available, load_class
 from dubforge.core.scripts import read_script
 from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
-from dubforge.media.probe import probe, probe_portrait
+from dubforge.media.probe import check_complete, probe, probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
@@ -65,8 +66,8 @@ class Plan:
 
 # `voice: auto` per base language where a neural voice back-transcribes better than espeak-ng
 # (benchmarks/languages.py, docs/benchmarks.md); every other language gets espeak-ng.
-AUTO_VOICES = {"en": "piper", "es": "kokoro", "fr": "kokoro", "it": "kokoro", "pt": "kokoro", "hi": "kokoro",
-               "ja": "kokoro"}
+AUTO_VOICES = {"en": "piper", "ja": "kokoro",
+               **dict.fromkeys(("es", "fr", "it", "pt", "de", "nl", "ca", "ro", "pl", "sv"), "kokoro")}
 
 
 def resolve_voice_backend(voice: Voice, language: str) -> str:
@@ -74,7 +75,10 @@ def resolve_voice_backend(voice: Voice, language: str) -> str:
         return voice.backend
     if voice.name is not None:  # a named voice without a backend: espeak's voice names
         return "espeak"
-    return AUTO_VOICES.get(base_language(language), "espeak")
+    base = base_language(language)
+    if base == "ja" and importlib.util.find_spec("pyopenjtalk") is None:  # Kokoro's Japanese G2P: the `ja` extra
+        return "espeak"
+    return AUTO_VOICES.get(base, "espeak")
 
 
 def _machine_pair_problem(file: str, key: str, backend: str, source: str, target: str) -> Problem | None:
@@ -124,6 +128,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             media = (probe_portrait(video, audio) if portrait and audio else
                      probe(video, key="source.video", language=manifest.source.language,
                            audio_stream=manifest.source.audio_stream))
+            if not portrait:
+                check_complete(media)
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None
