@@ -39,6 +39,7 @@ class Case:
     rotation: int = 0
     cuts: float | None = None  # seconds between hard cuts (wide <-> mirrored close-up)
     decoy: bool = False  # a second face beside the speaker; the source audio follows the speaker's mouth
+    turns: bool = False  # with decoy: the audio follows the left face, then the right one (halfway)
     occlude: tuple[float, float] | None = None  # seconds: a grey bar over the mouth
     leave: tuple[float, float] | None = None  # seconds: the face slides out of the frame and back
     extra: dict = field(default_factory=dict)
@@ -59,6 +60,7 @@ CASES = {c.name: c for c in [
     Case("display-270", rotation=270),
     Case("hard-cuts", cuts=1.0),
     Case("two-faces", decoy=True, size=(2 * W, H)),
+    Case("turn-taking", decoy=True, turns=True, size=(2 * W, H), seconds=6.0),
     Case("occluded-1s", occlude=(1.2, 2.2)),
     Case("leave-reenter", leave=(1.0, 2.4)),
 ]}
@@ -127,7 +129,10 @@ def build(case: Case, work: Path) -> dict:
     if case.decoy:
         other = [clip[(round(t * 30) + 47) % len(clip)] for t in base_times]  # the same man, other moments
         decoy = scaled(other, w - speaker_w, h, case.face_scale, mirror=True)
-        audio = _buzz(work / "source.wav", _mouth_curve(pictures), base_times, float(base_times[-1]) + 0.2)
+        follow = _mouth_curve(pictures)
+        if case.turns:
+            follow = np.where(base_times < case.seconds / 2, follow, _mouth_curve(decoy))
+        audio = _buzz(work / "source.wav", follow, base_times, float(base_times[-1]) + 0.2)
         pictures = side_by_side(pictures, decoy)
     src = write_video(work / "src.mp4", pictures, rate=case.fps, times=times, rotation=case.rotation)
     return {"src": src, "audio": audio, "times": base_times, "n": n}

@@ -10,7 +10,7 @@ import pytest
 from dubforge.demo.project import make_demo
 from tests.test_end_to_end import dubforge_run
 
-TARGETS = {"closure": (0.9, None), "correlation": (0.6, None), "preservation_db": (40.0, None),
+TARGETS = {"coverage": (0.95, None), "closure": (0.9, None), "correlation": (0.6, None), "preservation_db": (40.0, None),
            "seam_ratio": (None, 1.15), "range_ratio": (0.6, 1.25), "sharpness_ratio": (0.7, None)}
 
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import pdist
 
 from dubforge.core.files import (
     atomic_path,
@@ -34,7 +35,7 @@ from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 8  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
+TRACK_VERSION = 11  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
@@ -47,6 +48,9 @@ MIN_FRAMES = 3  # identities seen in fewer frames are false detections
 # of the samples off in two consecutive frames means something covers the mouth (clean footage: at most ~0.15 in
 # single frames, 99% under 0.08; a bar over the mouth: 0.15-0.9 even where the mesh drifts under it).
 OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
+# Turns within a shot (two people in one frame taking turns): another face takes over where its mouth correlates
+# with the speech by TURN_MARGIN more than the current speaker's over a TURN_WINDOW_S window, for TURN_MIN_S or more.
+TURN_WINDOW_S, TURN_MIN_S, TURN_MARGIN, TURN_MIN_R = 2.0, 1.0, 0.2, 0.3
 
 
 @dataclass
@@ -133,7 +137,8 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         present[f][t.frames] = True
     occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
-    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope)
+    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
+                                                  max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
     identity = np.full(n, -1, np.int64)
@@ -295,15 +300,18 @@ def relink(tracklets: list[_Tracklet]) -> list[int]:
     RELINK) are joined, closest pairs first (single linkage, refusing any join that would put two
     tracklets of one identity in the same frame)."""
     k = len(tracklets)
-    sig = [t.signature() for t in tracklets]
-    span = [set(t.frames) for t in tracklets]
-    pairs = sorted((_appearance(sig[a], sig[b]), a, b) for a in range(k) for b in range(a + 1, k))
     group = list(range(k))
+    if k > 1:
+        sig = np.stack([t.signature() for t in tracklets])
+        dist = pdist(sig) / np.sqrt(sig.shape[1] / 10.0)  # _appearance for every pair, condensed
+        a_idx, b_idx = np.triu_indices(k, 1)
+        close = np.flatnonzero(dist < RELINK)
+        pairs = sorted(zip(dist[close].tolist(), a_idx[close].tolist(), b_idx[close].tolist()))
+    else:
+        pairs = []
     members = {i: {i} for i in range(k)}
-    frames_of = {i: set(span[i]) for i in range(k)}
-    for d, a, b in pairs:
-        if d >= RELINK:
-            break
+    frames_of = {i: set(t.frames) for i, t in enumerate(tracklets)}
+    for _, a, b in pairs:
         ga, gb = group[a], group[b]
         if ga == gb or frames_of[ga] & frames_of[gb]:
             continue
@@ -324,7 +332,10 @@ def _face_width(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[g.sub(234)[0]] - points[g.sub(454)[0]]))
 
 
-def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -> tuple[list[int], str, float | None]:
+def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, window: int = 50,
+                     min_run: int = 25) -> tuple[list[int], str, float | None]:
+    """The face to render per frame: per shot, the face whose mouth moves with the source speech (or the one on
+    screen longest without speech); within a shot, another face takes over for its turns (see TURN_*)."""
     n = len(shots)
     if not curves:
         return [-1] * n, "no face detected in any frame", None
@@ -352,6 +363,11 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -
         if envelope is not None:
             corrs.append((here[f], corr[f]))
         chosen[idx] = f
+        if envelope is not None and len(candidates) > 1:
+            turns = _turns(f, candidates, curves, present, idx, envelope, window, min_run)
+            if len(set(turns.tolist())) > 1:
+                chosen[idx] = turns
+                notes.append(f"shot {s}: turns between faces " + ", ".join(str(int(c)) for c in dict.fromkeys(turns)))
     speakers = sorted({int(f) for f in chosen if f >= 0})
     reason = (f"{len(curves)} face(s) over {len(np.unique(shots))} shot(s); speaking: "
               + ", ".join(f"face {f}" for f in speakers)
@@ -360,6 +376,55 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -
         reason = "the only face"
     audio = (float(np.average([c for _, c in corrs], weights=[w for w, _ in corrs])) if corrs else None)
     return chosen.tolist(), reason, audio
+
+
+def _turns(main: int, candidates: list[int], curves: dict, present: dict, idx: np.ndarray, envelope: np.ndarray,
+           window: int, min_run: int) -> np.ndarray:
+    """Face per frame of one shot, starting with `main`: another face takes the turn where its windowed
+    correlation with the speech beats the current speaker's by TURN_MARGIN (and reaches TURN_MIN_R), and keeps it
+    until beaten the same way (hysteresis); turns shorter than `min_run` frames are undone."""
+    frames_ = np.flatnonzero(idx)
+    r = {c: np.nan_to_num(_rolling_corr(g.opening(np.nan_to_num(curves[c])), envelope, present[c] & idx,
+                                        window)[frames_], nan=-1.0) for c in candidates}
+    choice = np.full(len(frames_), main, np.int64)
+    current = main
+    for k in range(len(frames_)):
+        best = max(candidates, key=lambda c: r[c][k])
+        if best != current and r[best][k] - r[current][k] > TURN_MARGIN and r[best][k] > TURN_MIN_R:
+            # The turn began where the new speaker's correlation overtook the old one's, not where the margin
+            # was reached: move the switch back to the crossing.
+            j = k
+            while j > 0 and choice[j - 1] == current and r[best][j - 1] > r[current][j - 1]:
+                j -= 1
+            choice[j:k] = best
+            current = best
+        choice[k] = current
+    # Turns shorter than min_run frames go back to the run before them (or after, at the start).
+    bounds = [0, *(np.flatnonzero(np.diff(choice)) + 1).tolist(), len(choice)]
+    for a, b in pairwise(bounds):
+        if b - a < min_run and choice[a] != main:
+            choice[a:b] = choice[a - 1] if a > 0 else main
+    return choice
+
+
+def _rolling_corr(a: np.ndarray, b: np.ndarray, mask: np.ndarray, window: int) -> np.ndarray:
+    """Correlation of a and b over a centred window of `window` frames, masked frames only (NaN when fewer than
+    half the window is usable)."""
+    m = mask.astype(float)
+    a0, b0 = np.where(mask, a, 0.0), np.where(mask, b, 0.0)
+    kernel = np.ones(window)
+
+    def roll(x: np.ndarray) -> np.ndarray:
+        return np.convolve(x, kernel, mode="same")
+
+    count = roll(m)
+    k = np.maximum(count, 1.0)
+    sa, sb = roll(a0), roll(b0)
+    cov = roll(a0 * b0) - sa * sb / k
+    var = (roll(a0 * a0) - sa**2 / k) * (roll(b0 * b0) - sb**2 / k)
+    out = cov / np.sqrt(np.maximum(var, 1e-12))
+    out[count < window / 2] = np.nan
+    return out
 
 
 def _segments(identity: np.ndarray, shots: np.ndarray) -> np.ndarray:
