@@ -58,12 +58,14 @@ class Service:
 
 def project(folder: Path, name: str, languages: list[str], **changes) -> Path:
     """A manifest beside the demo media: the demo's targets for `languages` (others read the Spanish script with
-    their own espeak voice), outputs in `out-<name>`."""
+    their own espeak voice), outputs in `out-<name>`. These tests are about the service, so the dubs are not heard
+    back (qc.back_transcription: tested in tests/test_languages.py and the end-to-end tests)."""
     data = yaml.safe_load((folder / "demo.yaml").read_text())
     known = {t["language"]: t for t in data["targets"]}
     spare = {"language": "", "translation": {"from": "file", "path": "scripts/demo.es.srt"}, "voice": {"backend": "espeak"}}
     data["targets"] = [known.get(lang, {**spare, "language": lang}) for lang in languages]
-    data.update(project=name, outputs={**data["outputs"], "dir": f"out-{name}"}, **changes)
+    data.update(project=name, outputs={**data["outputs"], "dir": f"out-{name}"}, qc={"back_transcription": False},
+                **changes)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
