@@ -351,7 +351,7 @@ def status(
         why = f" - {current.errors[lang]}" if lang in current.errors else ""
         out_console.print(f"  {lang}: {state}{why}", highlight=False, markup=False, soft_wrap=True)
     out_console.print(current.url, highlight=False, markup=False)
-    failed = [lang for lang, state in current.languages.items() if state != "completed"]
+    failed = [lang for lang, state in current.languages.items() if state not in ("completed", "skipped")]  # skipped: no speech
     raise typer.Exit(0 if current.completed and not failed else 1)
 
 
