@@ -30,7 +30,7 @@ from dubforge.demo.project import make_demo
 from dubforge.flows.prepare import prepare as prepare_sheets
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
 from dubforge.runner import run_with_display
-from dubforge.service.local_server import prefect_home
+from dubforge.service.local_server import SLOW_HEALTH_S, healthy, local_api, prefect_home, prune_flow_runs
 from dubforge.service.stack import StackConfig, run_foreground
 from dubforge.service.submit import status as read_status
 from dubforge.service.submit import submit as create_run
@@ -227,6 +227,36 @@ def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = N
 
 
 
+# ---------------------------------------------------------------- the local Prefect server
+
+server_app = typer.Typer(no_args_is_help=True, help="The Prefect server `dubforge run` uses (PREFECT_API_URL, else the local one).")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("prune")
+def server_prune(
+    older_than: Annotated[float, typer.Option(min=0.0, help="delete finished flow runs that ended more than this many days ago")] = 14.0,
+    flow: Annotated[Optional[str], typer.Option(help="only this flow's runs (e.g. dub-project)")] = None,
+):
+    """Delete old finished flow runs (and their task runs, logs, artifacts) to keep the server's database small."""
+
+    from datetime import timedelta
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = PREFECT_API_URL.value() or local_api()
+    if not healthy(api, timeout=SLOW_HEALTH_S):
+        console.print(f"[red]No Prefect server answers at {api}[/] (nothing to prune)", highlight=False)
+        raise typer.Exit(1)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        deleted = prune_flow_runs(timedelta(days=older_than), flow)
+    database = prefect_home() / "prefect.db"
+    size = f"; the local database is {database.stat().st_size / 1e6:.0f} MB (SQLite reuses the space)" \
+        if api == local_api() and database.is_file() else ""
+    out_console.print(f"deleted {deleted} flow run{'s' if deleted != 1 else ''} older than {older_than:g} days from {api}{size}",
+                      highlight=False)
+
+
 # ---------------------------------------------------------------- team service (docs/service.md)
 
 service_app = typer.Typer(no_args_is_help=True, help="Run dubforge as a team service (Prefect server, pools, workers).")
@@ -321,7 +351,7 @@ def status(
         why = f" - {current.errors[lang]}" if lang in current.errors else ""
         out_console.print(f"  {lang}: {state}{why}", highlight=False, markup=False, soft_wrap=True)
     out_console.print(current.url, highlight=False, markup=False)
-    failed = [lang for lang, state in current.languages.items() if state != "completed"]
+    failed = [lang for lang, state in current.languages.items() if state not in ("completed", "skipped")]  # skipped: no speech
     raise typer.Exit(0 if current.completed and not failed else 1)
 
 

@@ -145,7 +145,8 @@ def test_moved_project_runs_from_its_new_place(netflix):
         result = cli_run(str(moved / "clip.yaml"))
         assert result.returncode == 0, result.stdout + result.stderr  # cached results held the old folder's paths
         report = json.loads((moved / "out" / "report.json").read_text())
-        assert str(root) + "/" not in json.dumps(report["languages"]) and report["languages"]["es"]["status"] == "completed"
+        assert report["languages"] and all(r["status"] == "completed" for r in report["languages"].values()), report
+        assert str(root) + "/" not in json.dumps(report["languages"])
     finally:
         moved.rename(root)
 

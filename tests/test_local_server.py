@@ -109,3 +109,27 @@ def test_a_started_server_gets_retention_and_a_pid_file(local, tmp_path, monkeyp
     assert launched["env"]["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"] == "events,flow_runs"
     assert int(launched["env"]["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"]) == 14 * 86400
     assert (tmp_path / local_server.PID_FILE).read_text().split() == ["424242", str(port)]
+
+
+def test_prune_deletes_old_finished_runs_only(prefect_api):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from typer.testing import CliRunner
+
+    from dubforge.cli import app
+
+    @flow(name="prune-me")
+    def finished_run() -> int:
+        return 1
+
+    for _ in range(3):
+        finished_run()
+    named = FlowFilter(name=FlowFilterName(any_=["prune-me"]))
+    with get_client(sync_client=True) as client:
+        assert len(client.read_flow_runs(flow_filter=named)) == 3
+        kept = CliRunner().invoke(app, ["server", "prune", "--flow", "prune-me"])  # 14 days: all are recent
+        assert kept.exit_code == 0 and "deleted 0 flow runs older than 14 days" in kept.output, kept.output
+        pruned = CliRunner().invoke(app, ["server", "prune", "--flow", "prune-me", "--older-than", "0"])
+        assert pruned.exit_code == 0 and "deleted 3 flow runs older than 0 days" in pruned.output, pruned.output
+        assert client.read_flow_runs(flow_filter=named) == []

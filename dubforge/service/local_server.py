@@ -12,6 +12,7 @@ with Prefect's own retention (old flow runs and events are vacuumed).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -132,3 +133,30 @@ def ensure_local_server(timeout: float = 90.0, patience: float = PATIENCE_S) -> 
 
 def ui_url(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
+
+
+def prune_flow_runs(older_than: dt.timedelta, flow_name: str | None = None, page: int = 200) -> int:
+    """Delete finished flow runs (with their task runs, logs and artifacts) that ended more than `older_than` ago
+    from the server in PREFECT_API_URL; `flow_name` limits it to one flow. Returns how many were deleted."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+    runs_filter = FlowRunFilter(end_time=FlowRunFilterEndTime(before_=cutoff),
+                                state={"type": FlowRunFilterStateType(any_=finished)})
+    flows_filter = FlowFilter(name=FlowFilterName(any_=[flow_name])) if flow_name else None
+    deleted = 0
+    with get_client(sync_client=True) as client:
+        while runs := client.read_flow_runs(flow_filter=flows_filter, flow_run_filter=runs_filter, limit=page):
+            for run in runs:
+                client.delete_flow_run(run.id)
+                deleted += 1
+    return deleted
