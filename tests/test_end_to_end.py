@@ -242,7 +242,8 @@ def test_prepare_review_sheet_then_fix_one_line(demo):
 
 
 def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
-    """A language that fails (no bundled en->fr model) ends the run Failed, not green; the summary still prints;
+    """A language that fails at run time (a machine-translation model folder that does not load: validate only
+    sees the folder) ends the run Failed, not green; the summary still prints;
     every task is tagged and named by its language (blocked ones too); QC artifacts are published on cache hits,
     keyed by project, in readable units."""
     import yaml
@@ -254,7 +255,11 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
     root, manifest, _, _ = demo
     original = manifest.read_text()
     data = yaml.safe_load(original)
-    data["targets"].append({"language": "fr", "translation": {"from": "machine"}, "voice": {"backend": "espeak"}})
+    broken = root / "broken-mt"
+    broken.mkdir(exist_ok=True)
+    (broken / "model.bin").write_bytes(b"not a model")
+    data["targets"].append({"language": "fr", "translation": {"from": "machine", "backend": "ctranslate2",
+                                                              "model": "broken-mt"}, "voice": {"backend": "espeak"}})
     manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
