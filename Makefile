@@ -51,6 +51,7 @@ bench-neural:  # stage timings with the neural backends beside the default ones 
 
 schema: $(STAMP)
 	$(BIN)/dubforge schema -o manifests/schema.json
+	$(BIN)/dubforge schema --qc -o manifests/qc.schema.json
 
 clean:
 	rm -rf demo out .pytest_cache

@@ -9,10 +9,13 @@ import json
 import os
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 from rich.console import Console
 from rich.markup import escape
 
@@ -21,7 +24,10 @@ from dubforge.core.errors import InputError, Problem, StageError
 from dubforge.core.files import write_text_atomic
 from dubforge.core.manifest import manifest_json_schema
 from dubforge.core.plan import make_plan
+from dubforge.core.reports import qc_json_schema
+from dubforge.core.scaffold import manifest_text, project_name
 from dubforge.demo.project import make_demo
+from dubforge.flows.prepare import prepare as prepare_sheets
 from dubforge.flows.storage import is_url, local_path, remap, stage_manifest
 from dubforge.runner import run_with_display
 from dubforge.service.local_server import prefect_home
@@ -30,11 +36,27 @@ from dubforge.service.submit import status as read_status
 from dubforge.service.submit import submit as create_run
 from dubforge.service.submit import ui_url_for
 from dubforge.service.submit import wait as wait_for
-from dubforge.summary import plan_summary
+from dubforge.summary import plan_summary, run_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dub videos into many languages from a YAML manifest.")
 console = Console(stderr=True)
 out_console = Console()
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"dubforge {version('dubforge')} (prefect {version('prefect')})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False,
+) -> None:
+    """Dub videos into many languages from a YAML manifest."""
+
 
 def _fail_input(error: InputError) -> None:
     console.print(f"[bold red]Invalid input[/] ({len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}):")
@@ -81,20 +103,26 @@ def run(
     languages: Annotated[Optional[str], typer.Option(help="comma-separated subset of the targets, e.g. es,de")] = None,
     out: Annotated[Optional[str], typer.Option(help="output folder or URL (default: outputs.dir of the manifest)")] = None,
     ephemeral: Annotated[bool, typer.Option(help="use a throw-away Prefect server instead of the local one")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live view or progress; errors and the report path only")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show Prefect's INFO log lines")] = False,
 ):
     """Run the dub-project flow on a manifest, with a live view per language."""
     plan, _local = _plan(manifest, languages, out)
-    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral))
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    raise typer.Exit(_run_flow(plan, manifest, _languages(languages), out, ephemeral, verbosity))
 
 
-def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool) -> int:
+def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str | Path | None, ephemeral: bool,
+              verbosity: str = "normal") -> int:
 
-    report = run_with_display(plan, manifest, languages, out, ephemeral, console)
+    report = run_with_display(plan, manifest, languages, out, ephemeral, console, verbosity)
     if report is None:
         return 1
     failed = {lang: r for lang, r in report["languages"].items()  # previous_run: kept from an earlier run
               if r["status"] not in ("completed", "skipped") and not r.get("previous_run")}
     published = report.get("published")
+    if verbosity != "quiet" and not published:
+        out_console.print(run_summary(report, plan.out_dir))
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     for warning in report.get("warnings", []):
         console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -136,7 +164,6 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing manifest")] = False,
 ):
     """Write a commented starter manifest for VIDEO (VIDEO's folder/<project>.yaml) and print its path."""
-    from dubforge.core.scaffold import manifest_text, project_name
 
     if not video.is_file():
         _fail_input(InputError(Problem(str(video), "VIDEO", "no such file")))
@@ -158,7 +185,6 @@ def prepare(
     out: Annotated[Optional[Path], typer.Option(help="output folder (default: outputs.dir of the manifest)")] = None,
 ):
     """Proofread checkpoint: run up to translation and write a review sheet (CSV + XLSX) per language."""
-    from dubforge.flows.prepare import prepare as prepare_sheets
 
     plan, _local = _plan(str(manifest), languages, None if out is None else str(out))
 
@@ -167,6 +193,10 @@ def prepare(
             f"{language}: {result['lines']} lines, {result['fits']} fit, {result['sped_up']} need a speed-up, "
             f"{result['overflow']} overflow, {result['glossary_missing']} glossary term(s) missing -> "
             f"{result['xlsx']} (and .csv)", highlight=False)
+        for change in result["rewrites"]:  # the fit helper never edits silently: every suggestion is shown
+            out_console.print(
+                f"  {language} line {change['line']}: {change['before']!r} ({change['before_fit']}) -> suggested "
+                f"{change['after']!r} ({change['after_fit']}); in the sheet's suggestion column", highlight=False)
 
     try:
         prepare_sheets(plan.manifest.path, _languages(languages), out, on_language=report)
@@ -203,12 +233,12 @@ def demo(
 
 
 @app.command()
-def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None):
-    """Print (or write) the manifest's JSON Schema."""
+def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+           qc: Annotated[bool, typer.Option("--qc", help="the schema of OUT/<lang>/qc.json instead")] = False):
+    """Print (or write) the manifest's JSON Schema (or, with --qc, that of qc.json)."""
 
-    text = json.dumps(manifest_json_schema(), indent=2) + "\n"
+    text = json.dumps(qc_json_schema() if qc else manifest_json_schema(), indent=2) + "\n"
     if output:
-
         write_text_atomic(output, text)
     else:
         sys.stdout.write(text)
@@ -297,8 +327,11 @@ def status(
 
     try:
         current = wait_for(run_id, poll=poll, on_change=show) if wait else read_status(run_id)
-    except Exception as exc:  # the API is unreachable or the run unknown: not invalid input, so exit 1
-        console.print(f"[red]Could not read flow run {run_id}:[/] {exc}", highlight=False)
+    except (ValueError, ObjectNotFound):  # not a run id, or no such run on this server: the input is wrong
+        console.print(f"[red]No flow run {run_id!r}[/] on {PREFECT_API_URL.value() or 'the local server'}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # the API is unreachable or failing: not the user's input, so exit 1
+        console.print(f"[red]Could not read flow run {run_id}:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(1) from None
     if not wait:
         show(current)

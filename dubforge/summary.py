@@ -1,6 +1,10 @@
-"""One-screen summary of a validated plan (`dubforge validate`)."""
+"""One-screen summaries: a validated plan (`dubforge validate`) and a finished run (`dubforge run`)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -41,3 +45,49 @@ def plan_summary(plan: Plan) -> Group:
         table.add_row(lp.language, lp.translation, voices, lines)
     warnings = Text("".join(f"\n  ⚠ {w}" for w in plan.warnings), style="yellow")
     return Group(head, table, warnings) if plan.warnings else Group(head, table)
+
+
+def _qc(out_dir: Path, language: str) -> dict[str, Any]:
+    try:
+        return json.loads((Path(out_dir) / language / "qc.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_summary(report: dict[str, Any], out_dir: Path) -> Table:
+    """The end-of-run table: per language its status, file, loudness, timing fit, lip-sync coverage, warnings."""
+    table = Table(title=f"{report['project']}: {report['total_seconds']:.1f} s"
+                  + ("  (all cached)" if report.get("all_cached") else ""), show_edge=False)
+    for column in ("language", "status", "file", "loudness", "fit", "lip-sync", "heard back", "warnings"):
+        table.add_column(column, overflow="fold")
+    for language, entry in report["languages"].items():
+        qc = _qc(out_dir, language) if entry["status"] == "completed" else {}
+        status = entry["status"] + (" (earlier run)" if entry.get("previous_run") else "")
+        style = "green" if entry["status"] == "completed" else "red"
+        if not qc:
+            detail = entry.get("error") or entry.get("warning") or ""
+            table.add_row(language, Text(status, style), "-", "-", "-", "-", "-", Text(detail, "red" if entry.get("error") else "yellow"))
+            continue
+        loud, fit = qc["loudness"], qc["summary"]
+        level = "silent" if loud["integrated_lufs"] is None else f"{loud['integrated_lufs']:.1f} LUFS"
+        loudness = Text(f"{level} {'pass' if loud['pass'] else 'FAIL'}", "green" if loud["pass"] else "red")
+        timing = Text(f"{fit['lines']} lines, {fit['lines_sped_up']} sped up (max x{fit['max_speed']:.2f}), "
+                      f"{fit['lines_overflowing']} overflow", "green" if not fit["lines_overflowing"] else "yellow")
+        lips: Text | str = "-"
+        if "lipsync" in qc:
+            card = qc["lipsync"]
+            coverage = card.get("coverage")
+            lips = Text(f"{card['status']}" + (f", coverage {coverage:.0%}" if coverage is not None else ""),
+                        "green" if card["status"] == "ok" else "yellow")
+        heard: Text | str = "-"
+        if "back_transcription" in qc:
+            back = qc["back_transcription"]
+            median = "-" if back["median_cer"] is None else f"{back['median_cer']:.2f}"
+            flagged = ", ".join(str(f["index"] + 1) for f in back["flagged"])
+            heard = Text(f"CER {median}" + (f"; flagged lines {flagged}" if flagged else ""), "yellow" if flagged else "green")
+        warnings = fit.get("warnings", 0) + len(qc.get("lipsync", {}).get("warnings", []))
+        mp4 = Path(entry["mp4"]) if entry.get("mp4") else None
+        shown = str(mp4.relative_to(out_dir)) if mp4 and mp4.is_relative_to(out_dir) else str(mp4 or "-")
+        table.add_row(language, Text(status, style), shown, loudness, timing, lips, heard,
+                      Text(str(warnings), "yellow" if warnings else "green"))
+    return table

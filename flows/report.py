@@ -44,10 +44,12 @@ def stage_seconds(names: dict[str, tuple[str, str]], patience_s: float = 2.0) ->
     return {names[r.name]: r.total_run_time.total_seconds() for r in runs if r.name in names}
 
 
-def _stage_report(lane: str, states: dict[tuple[str, str], str],
-                  seconds: dict[tuple[str, str], float]) -> dict[str, Any]:
+def _stage_report(lane: str, states: dict[tuple[str, str], str], seconds: dict[tuple[str, str], float],
+                  waited: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """Per stage: its state, its own run time, and apart from it any wait for a concurrency slot (the gpu limit)."""
     return {
-        stage: {"state": state, "seconds": round(seconds.get((lane, stage), 0.0), 3)}
+        stage: {"state": state, "seconds": round(seconds.get((lane, stage), 0.0), 3),
+                **({"waited_for_slot": round(waited[(lane, stage)], 1)} if waited.get((lane, stage)) else {})}
         for (l, stage), state in states.items()
         if l == lane
     }
@@ -55,7 +57,8 @@ def _stage_report(lane: str, states: dict[tuple[str, str], str],
 
 def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict[str, dict[str, Any]],
                  master: dict[str, Any], states: dict[tuple[str, str], str], seconds: dict[tuple[str, str], float],
-                 total_seconds: float) -> dict[str, Any]:
+                 total_seconds: float, waited: dict[tuple[str, str], float] | None = None) -> dict[str, Any]:
+    waited = waited or {}
     return {
         "project": plan.manifest.project,
         "manifest": str(plan.manifest.path),
@@ -65,8 +68,8 @@ def build_report(plan: Plan, stems: Stems, transcript: Transcript, results: dict
         "separation": stems.backend,
         "mix_mode": plan.mix_mode,
         "warnings": list(plan.warnings) + [f"{lang}: {r['warning']}" for lang, r in results.items() if r.get("warning")],
-        "stages": _stage_report(SHARED, states, seconds),
-        "languages": {lang: {**r, "stages": r.get("stages") if r.get("previous_run") else _stage_report(lang, states, seconds)}
+        "stages": _stage_report(SHARED, states, seconds, waited),
+        "languages": {lang: {**r, "stages": r.get("stages") if r.get("previous_run") else _stage_report(lang, states, seconds, waited)}
                       for lang, r in results.items()},
         "master": master,
         "all_cached": all(state == "Cached" for state in states.values()),

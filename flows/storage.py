@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import fsspec
 from fsspec import AbstractFileSystem
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -61,7 +62,6 @@ def mirror_for(url: str) -> Path:
 
 
 def _filesystem(url: str):
-    import fsspec
 
     try:
         return fsspec.core.url_to_fs(url)

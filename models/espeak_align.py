@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from pathlib import Path
 
+import numpy as np
+
 from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
 from dubforge.models.base import Aligner
+from dubforge.models.espeak_tts import EspeakSynthesizer, _info
+from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
 _ALGORITHM = 1
 PADDING = 0.15  # seconds of audio around a script segment when Whisper listens for its words
@@ -34,13 +38,10 @@ class EspeakWordAligner(Aligner):
         self.asr_model = asr_model
 
     def fingerprint(self) -> str:
-        from dubforge.models.espeak_tts import _info
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
         return fingerprint(self.name, _ALGORITHM, _info()[1], FasterWhisperTranscriber(model=self.asr_model).fingerprint())
 
     def align(self, speech_wav: Path, segments: Sequence[Segment], language: str) -> tuple[Segment, ...]:
-        from dubforge.models.espeak_tts import EspeakSynthesizer
 
         try:
             voice = EspeakSynthesizer(language)
@@ -72,7 +73,6 @@ class EspeakWordAligner(Aligner):
 
     def _heard_words(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> list[Word]:
         """Whisper's words (absolute times) in a script segment's audio."""
-        from dubforge.models.whisper_asr import FasterWhisperTranscriber
 
         audio, rate = read_wav(Path(speech_wav))
         mono = resample(to_channels(audio, 1), rate, SPEECH_RATE)
@@ -108,8 +108,9 @@ def _match(tokens: list[str], heard: list[Word], weights: list[float], seg: Segm
         j = i
         while j < len(spans) and spans[j] is None:
             j += 1
-        start = spans[i - 1][1] if i > 0 else min(lo, spans[j][0] if j < len(spans) else lo)
-        end = spans[j][0] if j < len(spans) else max(hi, start)
+        before, after = (spans[i - 1] if i > 0 else None), (spans[j] if j < len(spans) else None)
+        start = before[1] if before is not None else min(lo, after[0] if after is not None else lo)
+        end = after[0] if after is not None else max(hi, start)
         if end <= start:  # no room between anchors: take a share of the neighbours' time
             end = start + 0.05 * (j - i)
         spans[i:j] = _share(start, end, weights[i:j])
@@ -122,7 +123,6 @@ FRAME = 0.01  # seconds per envelope frame
 
 def _envelope(mono):
     """RMS per 10 ms frame."""
-    import numpy as np
 
     hop = int(FRAME * SPEECH_RATE)
     frames = len(mono) // hop
@@ -132,7 +132,6 @@ def _envelope(mono):
 def _snap_to_sound(spans: list[tuple[float, float]], envelope) -> list[tuple[float, float]]:
     """Whisper's word times are loose at the edges of speech (often the segment start, silence included):
     move the first word's start and the last word's end onto the sound inside them (10% of the loud level)."""
-    import numpy as np
 
     if not spans or not len(envelope):
         return spans

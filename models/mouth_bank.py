@@ -35,7 +35,7 @@ from dubforge.lipsync.visemes import (
 )
 from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
-VERSION = 2
+VERSION = 3  # 3: per-person units and visemes, segments, no fades at cuts or occluders
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
 SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
@@ -52,7 +52,7 @@ class MouthBankRenderer(LipsyncRenderer):
     def fingerprint(self) -> str:
 
         return fingerprint(self.name, VERSION, bank.BANK_VERSION, self.feather, self.crossfade, select.HOLD,
-                           select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
+                           select.CLOSURE_WEIGHT, select.JUMP, visemes.GENERIC, visemes.DOMINANCE, portrait.OPEN_OF_WIDTH,
                            portrait.BLINK_GAP, portrait.MOTION_PX)
 
     def render(
@@ -91,6 +91,7 @@ class MouthBankRenderer(LipsyncRenderer):
             desc = g.descriptor(canon)
             segment, identity = arrays["segment"], arrays["identity"]
             shot = arrays.get("shot", np.zeros(n, np.int64))
+            occluded = arrays.get("occluded", np.zeros(n, bool))
             targets = np.zeros((n, 3))
             closed = np.zeros(n, bool)
             path = np.full(n, -1, np.int64)
@@ -119,10 +120,11 @@ class MouthBankRenderer(LipsyncRenderer):
                     path[a:b] = units[select(bank.desc[units], targets[a:b], closed[a:b], rng, consecutive)]
                     ramp = np.ones(b - a)
                     k = min(FADE_FRAMES, (b - a) // 2)
-                    # Fade only where a face appears or leaves within a shot; at a cut the picture changes anyway.
-                    if a > 0 and k and shot[a] == shot[a - 1]:
+                    # Fade only where a face appears or leaves within a shot: at a cut the picture changes anyway,
+                    # and an occluder hides the switch itself.
+                    if a > 0 and k and shot[a] == shot[a - 1] and not occluded[a - 1]:
                         ramp[:k] = np.arange(1, k + 1) / (k + 1)
-                    if b < n and k and shot[b] == shot[b - 1]:
+                    if b < n and k and shot[b] == shot[b - 1] and not occluded[b]:
                         ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
                     fade[a:b] = ramp
             if visemes == "generic" and source_phonemes:

@@ -29,6 +29,10 @@ Translate every line from {source} to {target}. Rules:
 - Keep names, numbers and line breaks inside a line.
 Input: a JSON list of objects {{"n": number, "text": line}}.
 Reply with ONLY a JSON list of objects {{"n": number, "text": translation}}, one per input line."""
+REWRITE_PROMPT = """You shorten {language} dubbing lines so an actor can say them in the time of the original.
+Rewrite the line in at most {max_chars} characters: same meaning as the source, natural spoken {language},
+names and numbers kept. Input: a JSON object {{"source": original line, "line": current translation}}.
+Reply with ONLY the rewritten line, no quotes, no notes."""
 GLOSSARY_PROMPT = "Project glossary: wherever a line uses one of these terms, translate it exactly as given:\n"
 
 
@@ -80,24 +84,23 @@ class OpenAITranslator(Translator):
             raise StageError(f"the openai backend reads its API key from ${api_key_env}, which is not set")
 
     def _request(self, texts: Sequence[str], source: str, target: str, glossary: dict[str, str] | None = None) -> str:
-
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         lines = [{"n": i + 1, "text": t} for i, t in enumerate(texts)]
         system = SYSTEM_PROMPT.format(source=display_name(source), target=display_name(target))
         if glossary:
             system += "\n" + GLOSSARY_PROMPT + "\n".join(
                 f"- {term!r}: keep as is" if term == wanted else f"- {term!r} -> {wanted!r}"
                 for term, wanted in glossary.items())
+        return self._chat(system, json.dumps(lines, ensure_ascii=False))
+
+    def _chat(self, system: str, user: str) -> str:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": 0,
             "seed": 0,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": json.dumps(lines, ensure_ascii=False)},
-            ],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
         }
         url = f"{self.endpoint}/chat/completions"
         try:
@@ -137,6 +140,17 @@ class OpenAITranslator(Translator):
         raise StageError(
             f"the model {self.model!r} at {self.endpoint} gave an unusable reply twice for {len(wanted)} lines: {problem}"
         )
+
+    def shorten(self, text: str, source_text: str, language: str, max_chars: int) -> str:
+        """An isometric rewrite: `text` (a dubbing line in `language`) said in at most `max_chars` characters, the
+        meaning of `source_text` kept. One line of plain text, or StageError."""
+        reply = self._chat(
+            REWRITE_PROMPT.format(language=display_name(language), max_chars=max_chars),
+            json.dumps({"source": source_text, "line": text}, ensure_ascii=False))
+        line = " ".join(reply.strip().strip('"').split())
+        if not line or "\n" in reply.strip():
+            raise StageError(f"the model {self.model!r} did not answer with one line: {reply[:200]!r}")
+        return line
 
     def fingerprint(self) -> str:
         return fingerprint(self.name, self.endpoint, self.model, PROMPT_VERSION, SYSTEM_PROMPT, GLOSSARY_PROMPT)

@@ -27,6 +27,17 @@ from dubforge.core.contracts import (
     Translation,
 )
 from dubforge.core.files import STAGING, atomic_path, sha256_file, staged_folder, write_json_atomic
+from dubforge.core.reports import (
+    Deliverable,
+    DeliveredDuration,
+    FitSummary,
+    FlaggedLine,
+    HeardBackQC,
+    LineQC,
+    LipsyncQC,
+    LoudnessQC,
+    QCReport,
+)
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues
 from dubforge.lipsync.records import RenderedPicture
@@ -103,81 +114,66 @@ def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
 
 
 def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation: Translation, dub: DubTrack,
-        mix: Mix, stems: Stems, delivered: Any, mp4: Path) -> dict[str, Any]:
+        mix: Mix, stems: Stems, delivered: Any, mp4: Path) -> QCReport:
     target = loudness_preset(info["loudness"])
     integrated = delivered.integrated_lufs
     if target.dialogue_gated:
         integrated = _dialogue_gated_lufs(mp4, dub)
-    warnings = {line.index: list(line.warnings) for line in translation.lines}
-    lines = [
-        {
-            "index": line.index,
-            "window": [round(line.window_start, 3), round(line.window_end, 3)],
-            "placed": [round(line.start, 3), round(line.end, 3)],
-            "dub_duration": round(line.end - line.start, 3),
-            "natural_duration": round(line.natural_duration, 3),
-            "speed": round(line.speed, 3),
-            "rate": round(line.rate, 3),
-            "stretch": round(line.stretch, 3),
-            "borrowed": round(line.borrowed, 3),
-            "overflow": round(line.overflow, 3),
-            "text": line.text,
-            "warnings": warnings.get(line.index, []),
-        }
+    warnings = {line.index: tuple(line.warnings) for line in translation.lines}
+    lines = tuple(
+        LineQC(index=line.index, window=(round(line.window_start, 3), round(line.window_end, 3)),
+               placed=(round(line.start, 3), round(line.end, 3)), dub_duration=round(line.end - line.start, 3),
+               natural_duration=round(line.natural_duration, 3), speed=round(line.speed, 3), rate=round(line.rate, 3),
+               stretch=round(line.stretch, 3), borrowed=round(line.borrowed, 3), overflow=round(line.overflow, 3),
+               text=line.text, warnings=warnings.get(line.index, ()))
         for line in dub.lines
-    ]
+    )
     loudness_ok = abs(integrated - target.target_lufs) <= LOUDNESS_TOLERANCE_LU
     peak_ok = delivered.true_peak_dbtp <= target.ceiling_dbtp + 0.2
-    return {
-        "language": language,
-        "deliverable": mp4.name,
-        "duration": {"video": round(delivered.video_duration, 4), "delivered": round(delivered.duration, 4)},
-        "segments": lines,
-        "summary": {
-            "lines": len(lines),
-            "max_speed": max((l["speed"] for l in lines), default=1.0),
-            "lines_sped_up": sum(1 for l in lines if l["speed"] > 1.001),
-            "lines_overflowing": sum(1 for l in lines if l["overflow"] > 0.0),
-            "total_overflow": round(sum(l["overflow"] for l in lines), 3),
-            "warnings": sum(len(l["warnings"]) for l in lines),
-        },
-        "loudness": {
-            "preset": info["loudness"],
-            "target_lufs": target.target_lufs,
-            "max_true_peak_dbtp": target.ceiling_dbtp,
-            "integrated_lufs": _finite(integrated),
-            "dialogue_gated": target.dialogue_gated,
-            "true_peak_dbtp": _finite(delivered.true_peak_dbtp),
-            "measured_on": "delivered file",
-            "pass": bool(loudness_ok and peak_ok),
-        },
-        "backends": {
+    return QCReport(
+        language=language,
+        deliverable=mp4.name,
+        duration=DeliveredDuration(video=round(delivered.video_duration, 4), delivered=round(delivered.duration, 4)),
+        segments=lines,
+        summary=FitSummary(
+            lines=len(lines),
+            max_speed=max((line.speed for line in lines), default=1.0),
+            lines_sped_up=sum(1 for line in lines if line.speed > 1.001),
+            lines_overflowing=sum(1 for line in lines if line.overflow > 0.0),
+            total_overflow=round(sum(line.overflow for line in lines), 3),
+            warnings=sum(len(line.warnings) for line in lines),
+        ),
+        loudness=LoudnessQC(
+            preset=info["loudness"], target_lufs=target.target_lufs, max_true_peak_dbtp=target.ceiling_dbtp,
+            integrated_lufs=_finite(integrated), dialogue_gated=target.dialogue_gated,
+            true_peak_dbtp=_finite(delivered.true_peak_dbtp), passed=bool(loudness_ok and peak_ok),
+        ),
+        backends={
             "transcription": transcript.backend,
             "translation": translation.backend,
             "tts": dub.backend,
             "separation": stems.backend,
             "mix_mode": mix.mode,
         },
-    }
+    )
 
 
-def _add_back_transcription(qc: dict[str, Any], checks: BackTranscription) -> None:
-    """Per line: heard text, WER, CER, flag (merged into qc["segments"]); the summary beside."""
+def _with_back_transcription(qc: QCReport, checks: BackTranscription) -> QCReport:
+    """Per line: heard text, WER, CER, flag; the summary beside."""
     by_index = {c.index: c for c in checks.lines}
-    for row in qc["segments"]:
-        check = by_index.get(row["index"])
-        if check is not None:
-            row.update(heard=check.heard, wer=check.wer, cer=check.cer, flagged=check.flagged)
+    segments = tuple(
+        line.model_copy(update={"heard": c.heard, "wer": c.wer, "cer": c.cer, "flagged": c.flagged})
+        if (c := by_index.get(line.index)) is not None else line
+        for line in qc.segments
+    )
     median = checks.median_cer
-    qc["back_transcription"] = {
-        "backend": checks.backend,
-        "language": checks.language,
-        "max_cer": checks.max_cer,
-        "median_cer": round(median, 4) if median is not None else None,
-        "flagged": [{"index": c.index, "start": c.start, "end": c.end, "text": c.text, "heard": c.heard, "cer": c.cer}
-                    for c in checks.lines if c.flagged],
-        "note": "a flag can be a voice that mispronounces, a dub buried under music, or a bad translation",
-    }
+    heard_back = HeardBackQC(
+        backend=checks.backend, language=checks.language, max_cer=checks.max_cer,
+        median_cer=round(median, 4) if median is not None else None,
+        flagged=tuple(FlaggedLine(index=c.index, start=c.start, end=c.end, text=c.text, heard=c.heard, cer=c.cer)
+                      for c in checks.lines if c.flagged),
+    )
+    return qc.model_copy(update={"segments": segments, "back_transcription": heard_back})
 
 
 def _review_columns(translation: Translation, checks: BackTranscription | None) -> dict[str, list[str]]:
@@ -195,7 +191,7 @@ def _review_columns(translation: Translation, checks: BackTranscription | None) 
 
 def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                      translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, out_dir: Path,
-                     picture: RenderedPicture | None = None) -> dict[str, Any]:
+                     picture: RenderedPicture | None = None) -> Deliverable:
     """`picture`: the lip-sync stage's output (rendered video + scorecard), or None to keep the source picture.
 
     The language's files are built in a staging folder and replace `OUT/<lang>/` as a whole once all of them
@@ -204,22 +200,20 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
     final = Path(out_dir) / language
     with staged_folder(final, Path(out_dir) / STAGING) as folder:
         written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
-    return {k: str(final / Path(v).name) if k in _FILES else v for k, v in written.items()}
-
-
-_FILES = ("mp4", "srt_for_master", "qc", "provenance", "srt", "vtt", "csv", "dialogue_stem", "bilingual_srt", "captioned_mp4")
+    # the files were built in the staging folder: name them where they now are
+    return written.model_copy(update={k: final / v.name for k, v in written if isinstance(v, Path) and k != "mix_wav"})
 
 
 def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
-                    picture: RenderedPicture | None) -> dict[str, Any]:
+                    picture: RenderedPicture | None) -> Deliverable:
     project = info["project"]
     stem = f"{project}.{language}"
     style, rules = info.get("subtitle_style") or {}, _rules(info)
     spoken = _spoken_segments(translation, dub, media.duration)
     cues = broadcast_cues([seg for seg, _ in spoken], media.duration, rules)
     srt_path = write_srt(folder / f"{stem}.srt", cues)
-    outputs = {"srt": srt_path}
+    outputs: dict[str, Path] = {"srt": srt_path}
     if "vtt" in info["subtitles"]:
         outputs["vtt"] = write_vtt(folder / f"{stem}.vtt", cues)
     if style.get("bilingual"):
@@ -244,17 +238,17 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     if info.get("qc", {}).get("back_transcription", True):
         work = Path(mix.wav).parent  # the mix's own work folder: same inputs, same place
         checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), work)
-        _add_back_transcription(qc, checks)
+        qc = _with_back_transcription(qc, checks)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
     ], extra=_review_columns(translation, checks))
     if picture:
         result, verdict = picture.result, picture.verdict
-        qc["lipsync"] = {**picture.scorecard, "status": verdict.status, "min_coverage": verdict.min_coverage,
-                         "backend": result.backend, "visemes": result.visemes,
-                         "warnings": list(result.warnings) + ([verdict.message] if verdict.message else [])}
-        qc["backends"]["lipsync"] = result.backend
-    write_json_atomic(folder / "qc.json", qc)  # the flow publishes it to the Prefect UI (flows/artifacts.py)
+        card = LipsyncQC(**{**picture.scorecard, "status": verdict.status, "min_coverage": verdict.min_coverage,
+                            "backend": result.backend, "visemes": result.visemes,
+                            "warnings": (*result.warnings, *([verdict.message] if verdict.message else []))})
+        qc = qc.model_copy(update={"lipsync": card, "backends": {**qc.backends, "lipsync": result.backend}})
+    write_json_atomic(folder / "qc.json", qc.to_json())  # the flow publishes it to the Prefect UI (flows/artifacts.py)
     actions = [
         {"action": "transcribed", "by": transcript.backend},
         {"action": "translated", "by": translation.backend},
@@ -264,32 +258,26 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     if picture:
         actions.append({"action": "mouth re-rendered to match the dubbed speech (lip-sync)", "by": picture.result.backend})
     write_provenance(mp4, _provenance(Path(info["video"]), info, actions))
-    return {
-        "mp4": str(mp4),
-        "mix_wav": str(mix.wav),
-        "srt_for_master": str(srt_path),
-        "qc": str(folder / "qc.json"),
-        "provenance": str(provenance_path),
-        "loudness_lufs": qc["loudness"]["integrated_lufs"],
-        "true_peak_dbtp": qc["loudness"]["true_peak_dbtp"],
-        "lines": qc["summary"]["lines"],
-        "max_speed": qc["summary"]["max_speed"],
-        **({"lipsync": qc["lipsync"]["status"], "lipsync_coverage": qc["lipsync"]["coverage"]} if picture else {}),
-        **({"median_cer": qc["back_transcription"]["median_cer"],
-            "flagged_lines": qc["back_transcription"]["flagged"]} if checks is not None else {}),
-        **{k: str(v) for k, v in outputs.items()},
-    }
+    return Deliverable(
+        mp4=mp4, mix_wav=Path(mix.wav), srt_for_master=srt_path, qc=folder / "qc.json", provenance=provenance_path,
+        loudness_lufs=qc.loudness.integrated_lufs, true_peak_dbtp=qc.loudness.true_peak_dbtp,
+        lines=qc.summary.lines, max_speed=qc.summary.max_speed,
+        lipsync=qc.lipsync.status if qc.lipsync else None, lipsync_coverage=qc.lipsync.coverage if qc.lipsync else None,
+        median_cer=qc.back_transcription.median_cer if qc.back_transcription else None,
+        flagged_lines=qc.back_transcription.flagged if qc.back_transcription else None,
+        srt=outputs["srt"], csv=outputs["csv"], vtt=outputs.get("vtt"), dialogue_stem=outputs.get("dialogue_stem"),
+        bilingual_srt=outputs.get("bilingual_srt"), captioned_mp4=outputs.get("captioned_mp4"),
+    )
 
 
-def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, dict[str, Any]],
+def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, Deliverable],
                    out_dir: Path) -> dict[str, Any]:
 
     project = info["project"]
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, master_audio(Path(d["mp4"]), Path(d["mix_wav"]), media.video),
-         Path(d["srt_for_master"]) if d.get("srt_for_master") else None)
+        (lang, master_audio(d.mp4, d.mix_wav, media.video), d.srt_for_master)
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied

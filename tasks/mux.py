@@ -130,7 +130,14 @@ def burn_subtitles(mp4: Path, srt_path: Path, out_mp4: Path, preset: str = "very
     with tempfile.TemporaryDirectory(prefix="dubforge-burn-") as tmp:
         cues = Path(tmp) / "cues.srt"  # a plain path: the filter's argument syntax reserves ':' ',' and quotes
         cues.write_bytes(Path(srt_path).read_bytes())
-        args = ["-i", mp4, "-map", "0:v:0", "-map", "0:a?", "-vf", f"subtitles={cues}", "-c:v", "libx264",
+        fonts = Path(tmp) / "fonts"  # matplotlib's DejaVu Sans: text renders on machines without system fonts
+        fonts.mkdir()
+        spec = find_spec("matplotlib")
+        roots = (spec.submodule_search_locations or []) if spec else []
+        for font in Path(roots[0]).glob("mpl-data/fonts/ttf/DejaVuSans*.ttf") if roots else ():
+            (fonts / font.name).symlink_to(font)
+        style = "subtitles=" + f"{cues}:fontsdir={fonts}:force_style='FontName=DejaVu Sans'"
+        args = ["-i", mp4, "-map", "0:v:0", "-map", "0:a?", "-vf", style, "-c:v", "libx264",
                 "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-c:a", "copy", "-map_metadata", "0",
                 "-movflags", "+faststart+use_metadata_tags"]
         with atomic_path(out_mp4) as part:

@@ -120,19 +120,19 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
             for packet in container.demux(video, *streams.audio):
                 if packet.pts is not None and packet.size:
                     spans[packet.stream.index].add(packet)
-                if measured is not None and packet.stream.index == measured.index:
-                    chunks += [c.to_ndarray() for f in packet.decode() for c in resampler.resample(f)]
+                if resampler is not None and measured is not None and packet.stream.index == measured.index:
+                    chunks += [c.to_ndarray() for f in packet.decode() for c in resampler.resample(f)]  # type: ignore[arg-type]
         except av.FFmpegError as exc:
             raise StageError(f"qc: cannot decode deliverable {path}: {exc}") from exc
         metadata = {k.lower(): v for k, v in container.metadata.items()}  # Matroska stores COMMENT
         rate = video.average_rate or video.guessed_rate
         for s in [video, *streams.audio]:  # presentation starts after edit lists / decoder priming
-            if s.start_time is not None and spans[s.index].packets:
+            if s.start_time is not None and s.time_base is not None and spans[s.index].packets:
                 spans[s.index].start = max(spans[s.index].start, float(s.start_time * s.time_base))
         video_index = video.index
     used = [span for span in spans.values() if span.packets]
     lufs = peak = float("-inf")
-    if chunks:
+    if chunks and resampler is not None:
         lufs, peak = loudness.measure(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
     v = spans[video_index]
     return Delivery(

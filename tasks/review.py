@@ -14,12 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import openpyxl
+from openpyxl.styles import Alignment, Font, PatternFill
+
 from dubforge.core.contracts import Translation
 from dubforge.core.files import atomic_path, write_text_atomic
 from dubforge.core.glossary import check_line
 from dubforge.core.scripts import CSV_COLUMNS, LINE_ID, format_time
 
-INFO_COLUMNS = ("characters", "spoken_seconds", "window_seconds", "fit", "glossary", "warnings")
+INFO_COLUMNS = ("characters", "spoken_seconds", "window_seconds", "fit", "glossary", "warnings", "suggestion",
+                "suggestion_fit")
 COLUMNS = (LINE_ID, *CSV_COLUMNS, *INFO_COLUMNS)
 
 
@@ -35,11 +39,14 @@ class ReviewRow:
     fit: str
     glossary: str
     warnings: str
+    suggestion: str = ""  # the fit helper's shorter translation, for the reviewer to accept or not
+    suggestion_fit: str = ""
 
     def values(self) -> list[object]:
         return [self.line_id, self.speaker, format_time(self.start), format_time(self.end), self.source,
                 self.translation, len(self.translation), "" if self.spoken is None else round(self.spoken, 2),
-                round(self.end - self.start, 2), self.fit, self.glossary, self.warnings]
+                round(self.end - self.start, 2), self.fit, self.glossary, self.warnings, self.suggestion,
+                self.suggestion_fit]
 
 
 def fit_verdict(spoken: float | None, window: float, max_speedup: float) -> str:
@@ -76,8 +83,6 @@ def write_review_csv(path: Path, rows: Sequence[ReviewRow]) -> Path:
 
 
 def write_review_xlsx(path: Path, rows: Sequence[ReviewRow], title: str) -> Path:
-    import openpyxl
-    from openpyxl.styles import Alignment, Font, PatternFill
 
     book = openpyxl.Workbook()
     sheet = book.active
@@ -87,11 +92,12 @@ def write_review_xlsx(path: Path, rows: Sequence[ReviewRow], title: str) -> Path
         sheet.append(row.values())
     for cell in sheet[1]:
         cell.font = Font(bold=True)
-    widths = {"transcription": 48, "translation": 48, "glossary": 30, "warnings": 30, "fit": 22, "speaker": 14}
+    widths = {"transcription": 48, "translation": 48, "suggestion": 48, "glossary": 30, "warnings": 30, "fit": 22,
+              "suggestion_fit": 22, "speaker": 14}
     for index, name in enumerate(COLUMNS, start=1):
         letter = openpyxl.utils.get_column_letter(index)
         sheet.column_dimensions[letter].width = widths.get(name, 13)
-        if name in ("transcription", "translation"):
+        if name in ("transcription", "translation", "suggestion"):
             for cell in sheet[letter][1:]:
                 cell.alignment = Alignment(wrap_text=True, vertical="top")
     flag = PatternFill("solid", fgColor="FFE0B2")

@@ -39,6 +39,7 @@ class Case:
     rotation: int = 0
     cuts: float | None = None  # seconds between hard cuts (wide <-> mirrored close-up)
     decoy: bool = False  # a second face beside the speaker; the source audio follows the speaker's mouth
+    turns: bool = False  # with decoy: the audio follows the left face, then the right one (halfway)
     occlude: tuple[float, float] | None = None  # seconds: a grey bar over the mouth
     leave: tuple[float, float] | None = None  # seconds: the face slides out of the frame and back
     extra: dict = field(default_factory=dict)
@@ -59,6 +60,7 @@ CASES = {c.name: c for c in [
     Case("display-270", rotation=270),
     Case("hard-cuts", cuts=1.0),
     Case("two-faces", decoy=True, size=(2 * W, H)),
+    Case("turn-taking", decoy=True, turns=True, size=(2 * W, H), seconds=6.0),
     Case("occluded-1s", occlude=(1.2, 2.2)),
     Case("leave-reenter", leave=(1.0, 2.4)),
 ]}
@@ -95,12 +97,12 @@ def _buzz(path: Path, opening: np.ndarray, times: np.ndarray, seconds: float, ra
 def build(case: Case, work: Path) -> dict:
     """The source clip (and source audio for the two-face case) of a case."""
     fps = float(case.fps)
-    n = int(round(case.seconds * fps))
+    n = round(case.seconds * fps)
     times = _times(case, n)
     base_times = np.asarray(times) if times else np.arange(n) / fps
     # The carphone clip is 30 fps material: sample it at each frame's time so motion keeps its real speed.
     clip = carphone_clip(int(np.ceil(base_times[-1] * 30)) + 2)
-    raw = [clip[int(round(t * 30))] for t in base_times]
+    raw = [clip[round(t * 30)] for t in base_times]
     w, h = case.size
     speaker_w = w // 2 if case.decoy else w
     if case.cuts:
@@ -110,9 +112,10 @@ def build(case: Case, work: Path) -> dict:
     elif case.leave:
         a, b = case.leave
         mid = (a + b) / 2
-        shift = [0.0 if t < a or t > b else 0.9 * (1 - abs(t - mid) / (mid - a)) if False else
-                 0.9 * min((t - a) / (mid - a), (b - t) / (b - mid)) * 1.4 for t in base_times]
-        pictures = [scaled([f], speaker_w, h, case.face_scale, case.mirror, case.roll, (min(s, 1.0), 0.0))[0]
+        # Out by a canvas width at the middle of the interval (off screen for its middle quarter), then back.
+        shift = [0.0 if t < a or t > b else min(1.0, 1.26 * min((t - a) / (mid - a), (b - t) / (b - mid)))
+                 for t in base_times]
+        pictures = [scaled([f], speaker_w, h, case.face_scale, case.mirror, case.roll, (s, 0.0))[0]
                     for f, s in zip(raw, shift)]
     else:
         pictures = scaled(raw, speaker_w, h, case.face_scale, case.mirror, case.roll)
@@ -124,9 +127,12 @@ def build(case: Case, work: Path) -> dict:
                 pictures[k][int(0.55 * h):int(0.8 * h), int(0.3 * speaker_w):int(0.7 * speaker_w)] = 128
     audio = None
     if case.decoy:
-        other = [clip[(int(round(t * 30)) + 47) % len(clip)] for t in base_times]  # the same man, other moments
+        other = [clip[(round(t * 30) + 47) % len(clip)] for t in base_times]  # the same man, other moments
         decoy = scaled(other, w - speaker_w, h, case.face_scale, mirror=True)
-        audio = _buzz(work / "source.wav", _mouth_curve(pictures), base_times, float(base_times[-1]) + 0.2)
+        follow = _mouth_curve(pictures)
+        if case.turns:
+            follow = np.where(base_times < case.seconds / 2, follow, _mouth_curve(decoy))
+        audio = _buzz(work / "source.wav", follow, base_times, float(base_times[-1]) + 0.2)
         pictures = side_by_side(pictures, decoy)
     src = write_video(work / "src.mp4", pictures, rate=case.fps, times=times, rotation=case.rotation)
     return {"src": src, "audio": audio, "times": base_times, "n": n}

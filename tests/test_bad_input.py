@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from dubforge.cli import app
+from dubforge.media.audio import write_wav
 from tests.test_ingest import make_video
 
 runner = CliRunner()
@@ -25,6 +30,8 @@ def project(tmp_path_factory) -> Path:
     make_video(root / "media" / "clip.mp4", seconds=2.0, size=(160, 120), audio=audio)
     make_video(root / "media" / "silent.mp4", seconds=2.0, size=(160, 120))
     (root / "media" / "notes.mp4").write_text("this is not a video\n")
+    cv2.imwrite(str(root / "media" / "face.png"), np.full((120, 160, 3), 128, np.uint8))
+    write_wav(root / "media" / "voice.wav", audio, rate)
     (root / "media" / "-clip.mp4").write_bytes((root / "media" / "clip.mp4").read_bytes())
     (root / "scripts").mkdir()
     (root / "scripts" / "es.srt").write_text("1\n00:00:00,200 --> 00:00:01,500\nHola a todos.\n")
@@ -82,6 +89,11 @@ CASES = {
     "outputs-manifest-folder": ({"outputs": {"dir": "media/.."}}, ["outputs.dir", "inside the manifest's folder"]),
     "audio-stream-out-of-range": ({"source__audio_stream": 3}, ["source.audio_stream", "no audio stream 3", "0..0"]),
     "speedup-over-cap": ({"timing": {"max_speedup": 1.6}}, ["timing.max_speedup", "at most 1.4"]),
+    "wav2lip-photo": (
+        {"source": {"image": "media/face.png", "audio": "media/voice.wav", "language": "en"}, "rights": {"consent": True},
+         "lipsync": {"enabled": True, "backend": "wav2lip"}},
+        ["lipsync.backend", "cannot animate a still photo", "mouth-bank"],
+    ),
 }
 
 
@@ -138,3 +150,19 @@ def test_validate_warns_when_the_audio_tag_disagrees(project, tmp_path):
     assert result.exit_code == 0, result.output
     message = " ".join(result.output.split())
     assert "source.language is 'en' but the audio stream used (0) is tagged 'fra' (audio streams 0: fra, 1: eng)" in message
+
+
+def test_status_when_the_server_is_unreachable_exits_1():
+    """A network failure is not invalid input: one line and exit 1 (2 means the user's input is wrong)."""
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api",  # nothing listens on the discard port
+           "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    result = subprocess.run([sys.executable, "-m", "dubforge", "status", "5d2b0c59-8f0e-4a5e-9b1e-0c7a3b1f2d44"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Could not read flow run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_of_a_malformed_run_id_exits_2():
+    result = CliRunner().invoke(app, ["status", "not-a-run-id"])
+    assert result.exit_code == 2, result.output
+    assert "No flow run 'not-a-run-id'" in result.output

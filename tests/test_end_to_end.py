@@ -34,7 +34,7 @@ def dubforge_run(manifest: Path) -> str:
     """`dubforge run` as a user runs it, against the test session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "200"}  # rich: a table that does not wrap
     result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
@@ -173,12 +173,18 @@ def test_moved_project_reruns_all_cached(demo, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(root, moved, symlinks=True)
     os.chmod(moved / "out" / ".dubforge", 0o755)
-    dubforge_run(moved / manifest.name)
+    output = dubforge_run(moved / manifest.name)
     report = json.loads((moved / "out" / "report.json").read_text())
     assert report["all_cached"], report
     assert str(root) not in json.dumps(report) and str(moved) not in json.dumps(report)
     es = report["languages"]["es"]
     assert (moved / "out" / es["mp4"]).is_file() and (moved / "out" / report["master"]["mkv"]).is_file()
+
+    # the terminal: the run's URL at the start and at the end, then a table per language
+    urls = re.findall(r"Run: (http\S+/runs/flow-run/[0-9a-f-]{36})", output)
+    assert len(urls) == 2 and urls[0] == urls[1], output
+    for word in ("language", "status", "loudness", "fit", "lip-sync", "warnings", "es/demo.es.mp4", "LUFS pass"):
+        assert word in output, output
 
 
 def test_a_language_subset_keeps_the_other_languages(demo):
@@ -242,8 +248,7 @@ def test_prepare_review_sheet_then_fix_one_line(demo):
 
 
 def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
-    """A language that fails at run time (a machine-translation model folder that does not load: validate only
-    sees the folder) ends the run Failed, not green; the summary still prints;
+    """A language that fails (its translation model folder holds no model) ends the run Failed, not green; the summary still prints;
     every task is tagged and named by its language (blocked ones too); QC artifacts are published on cache hits,
     keyed by project, in readable units."""
     import yaml
@@ -255,11 +260,10 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
     root, manifest, _, _ = demo
     original = manifest.read_text()
     data = yaml.safe_load(original)
-    broken = root / "broken-mt"
+    broken = root / "not-a-model"  # passes validate (the folder exists), fails when the backend loads it
     broken.mkdir(exist_ok=True)
-    (broken / "model.bin").write_bytes(b"not a model")
     data["targets"].append({"language": "fr", "translation": {"from": "machine", "backend": "ctranslate2",
-                                                              "model": "broken-mt"}, "voice": {"backend": "espeak"}})
+                                                              "model": str(broken)}, "voice": {"backend": "espeak"}})
     manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -288,6 +292,8 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
             assert {"project:demo", f"lang:{lang}"} <= set(task.tags), task.tags
     assert {"project:demo", "lang:all"} <= set(names["ingest"].tags)
     assert names["voice-es"].state.name == "Cached" and names["translate-fr"].state.is_failed()
+    blocked = [t for name, t in names.items() if re.fullmatch(r"(voice|mix|deliver)-fr(-[0-9a-f]+)?", name)]
+    assert len(blocked) == 3 and all(t.state.name == "Skipped" and t.state.is_final() for t in blocked), blocked
 
     artifacts = {a.key: a for a in found if a.key}
     assert {"demo-qc-es", "demo-qc-pt-br", "demo-qc-es-summary", "demo-stages", "demo-dub-report"} <= set(artifacts)
@@ -298,3 +304,20 @@ def test_a_failed_language_fails_the_run_and_the_ui_shows_every_lane(demo):
     matrix = artifacts["demo-stages"].data
     matrix = {r["language"]: r for r in (json.loads(matrix) if isinstance(matrix, str) else matrix)}
     assert matrix["fr"]["translate"] == "Failed" and matrix["es"]["voice"] == "Cached"
+
+
+def test_quiet_run_and_version(demo):
+    from prefect.settings import PREFECT_API_URL
+
+    root, manifest, _, _ = demo
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    quiet = subprocess.run([sys.executable, "-m", "dubforge", "run", str(manifest), "--quiet"], capture_output=True,
+                           text=True, env=env, timeout=600)
+    assert quiet.returncode == 0 and "Run:" not in quiet.stderr and "loudness" not in quiet.stdout
+    assert quiet.stdout.strip().splitlines() == [f"Report: {root / 'out' / 'report.json'}"], quiet.stdout
+    from typer.testing import CliRunner
+
+    from dubforge.cli import app
+
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and re.fullmatch(r"dubforge \S+ \(prefect \S+\)\n", version.stdout), version.stdout

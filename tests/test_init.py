@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from dubforge.core.errors import InputError
 from dubforge.core.plan import make_plan
 from dubforge.media import ffmpeg
 
@@ -23,8 +26,12 @@ def test_init_writes_a_commented_manifest_that_validates(tmp_path):
     assert result.stdout.strip() == str(manifest)
     text = manifest.read_text()
     assert text.count("#") >= 15 and "video: Episode 01.mp4" in text
-    plan = make_plan(manifest)
-    assert [lp.language for lp in plan.languages] == ["es", "de", "pt-BR"] and plan.manifest.project == "episode-01"
+    # es and de have no bundled translation model: validate names exactly what to choose, and the rest is valid
+    with pytest.raises(InputError) as problems:
+        make_plan(manifest)
+    assert [p.key for p in problems.value.problems] == ["targets[0].translation", "targets[1].translation"]
+    plan = make_plan(manifest, languages=["pt-BR"])
+    assert [lp.language for lp in plan.languages] == ["pt-BR"] and plan.manifest.project == "episode-01"
 
     again = dubforge("init", str(video), "--to", "es")
     assert again.returncode == 2 and "--force" in again.stderr

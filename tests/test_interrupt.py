@@ -40,14 +40,25 @@ def final_files(out: Path) -> list[Path]:
             and not p.name.startswith(".")]
 
 
+@pytest.fixture
+def started():
+    """Runs a test starts are killed when it ends, whatever happened."""
+    processes: list[subprocess.Popen] = []
+    yield lambda p: processes.append(p) or p
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_api) -> Path:
     return make_demo(tmp_path_factory.mktemp("interrupt"), seconds=8, languages=["es"], lipsync=True)
 
 
-def test_one_ctrl_c_stops_within_2_s_and_the_next_run_resumes(project, tmp_path):
+def test_one_ctrl_c_stops_within_2_s_and_the_next_run_resumes(project, tmp_path, started):
     log = tmp_path / "first.log"
-    process = start_run(project, log)
+    process = started(start_run(project, log))
     wait_for(log, "voice      done", process)  # the render starts next
     time.sleep(0.7)
     process.send_signal(signal.SIGINT)
@@ -71,10 +82,10 @@ def test_one_ctrl_c_stops_within_2_s_and_the_next_run_resumes(project, tmp_path)
     assert not [p for p in out.rglob(".*.part*")]  # the interrupted render's temporary was swept
 
 
-def test_second_ctrl_c_exits_at_once(project, tmp_path):
+def test_second_ctrl_c_exits_at_once(project, tmp_path, started):
     (project.parent / "out" / "es" / "qc.json").unlink()  # deliver again: a stage that runs a while
     log = tmp_path / "second.log"
-    process = start_run(project, log)
+    process = started(start_run(project, log))
     wait_for(log, "Prefect UI", process)
     time.sleep(2.0)
     process.send_signal(signal.SIGINT)

@@ -39,3 +39,24 @@ def test_case(name, phonemes, tmp_path):
         assert f["decoy_psnr_db"] >= 40
     if case.cuts:
         assert f["shots"] >= 3
+
+
+def test_two_people_taking_turns_in_one_shot_are_both_rendered(tmp_path):
+    """Two faces side by side; the source speech follows the left one's mouth, then the right one's. The turn is
+    found from 2 s windows of audio-visual correlation: up to about 1 s late."""
+    import numpy as np
+
+    from dubforge.lipsync.track import load_arrays
+    from dubforge.tasks.lipsync import track_face
+    from tests.lipsync_cases import build
+
+    case = CASES["turn-taking"]
+    made = build(case, tmp_path)
+    track = track_face(made["src"], tmp_path / "cache", made["audio"])
+    arrays = load_arrays(track)
+    assert track.faces_seen == 2 and len(track.speakers) == 2, track.reason
+    x = np.nanmean(arrays["points"][:, :, 0], axis=1)  # where the rendered face is, frame by frame
+    t, half, w = made["times"], case.seconds / 2, case.size[0] / 2
+    first, second = (t > 0.5) & (t < half - 0.5), (t > half + 1.0) & (t < case.seconds - 0.5)
+    assert arrays["valid"][first].mean() > 0.95 and arrays["valid"][second].mean() > 0.95
+    assert (x[first] < w).mean() > 0.95 and (x[second] > w).mean() > 0.95, track.reason

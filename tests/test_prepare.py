@@ -97,3 +97,33 @@ def test_bad_voice_bank_is_named(project):
     finally:
         manifest.write_text(text, encoding="utf-8")
         (root / "voices.yaml").unlink()
+
+
+def test_fit_helper_suggests_a_shorter_line_beside_it(project):
+    """With `rewrite` configured, an overflowing line gets the endpoint's shorter version in the sheet's suggestion
+    column (checked by synthesis) and in the log; the translation itself is never changed."""
+    from tests.test_translate import FakeLLM
+
+    root, manifest, _ = project
+    llm = FakeLLM()
+    llm.scripted = ["Vale."] * 10
+    es = root / "media" / "ep1.es.srt"
+    original_es, original_manifest = es.read_text(encoding="utf-8"), manifest.read_text(encoding="utf-8")
+    long_line = "Me parece una idea excelente, de verdad, y creo que deberíamos empezar ahora mismo sin esperar más."
+    es.write_text(original_es.replace(LINES[2][3], long_line), encoding="utf-8")
+    manifest.write_text(original_manifest + f"rewrite: {{endpoint: '{llm.url}', model: local}}\n", encoding="utf-8")
+    try:
+        summary = prepare(manifest, ["es"])
+    finally:
+        es.write_text(original_es, encoding="utf-8")
+        manifest.write_text(original_manifest, encoding="utf-8")
+        llm.server.shutdown()
+        llm.server.server_close()
+    (change,) = [c for c in summary["es"]["rewrites"] if c["line"] == 3]
+    assert change["before"] == long_line and change["before_fit"].startswith("overflow")
+    assert change["after"] == "Vale." and change["after_fit"] == "fits" and change["max_chars"] < len(long_line)
+    prompt = next(r["body"]["messages"] for r in llm.requests if long_line in r["body"]["messages"][1]["content"])
+    assert f"at most {change['max_chars']} characters" in prompt[0]["content"]
+    with open(root / "out" / "review" / "ep1.es.review.csv", encoding="utf-8-sig", newline="") as handle:
+        row = list(csv.DictReader(handle))[2]
+    assert (row["translation"], row["suggestion"], row["suggestion_fit"]) == (long_line, "Vale.", "fits")

@@ -197,6 +197,15 @@ class Glossary(Strict):
         default_factory=dict, description="source term -> {language: its required translation}, e.g. {station: {es: estación}}")
 
 
+class Rewrite(Strict):
+    """Fit helper: an OpenAI-compatible chat endpoint asked, by `dubforge prepare`, for a shorter translation of each
+    line that overflows at the speed-up cap. Its suggestion goes in the review sheet beside the line, never over it."""
+
+    endpoint: str = Field(description="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(description="model name on that server")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+
+
 class Manifest(Strict):
     version: Literal[1]
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="names output files: lowercase letters, digits, '-'")
@@ -221,6 +230,7 @@ class Manifest(Strict):
     qc: QC = Field(default_factory=QC)
     outputs: Outputs = Field(default_factory=Outputs)
     glossary: Glossary = Field(default_factory=Glossary)
+    rewrite: Rewrite | None = Field(None, description="fit helper: shorter translations suggested for overflowing lines")
     voice_bank: Path | None = Field(
         None, description="show-level voices.yaml (character -> voice per language); default: voices.yaml beside this file")
     schedule: Schedule | None = Field(None, description="re-run on this schedule when the manifest is in a service inbox")
@@ -305,6 +315,16 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
     return problems
 
 
+def _nul_problems(file: str, node: Any, loc: tuple[Any, ...] = ()) -> list[Problem]:
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _nul_problems(file, value, (*loc, key))]
+    if isinstance(node, list):
+        return [p for index, value in enumerate(node) for p in _nul_problems(file, value, (*loc, index))]
+    if isinstance(node, str) and "\x00" in node:
+        return [Problem(file, _key_path(loc), "contains a NUL character (\\0)")]
+    return []
+
+
 def parse_manifest(path: Path) -> Manifest:
     """Parse and type-check the YAML (no file-system checks). Raises InputError."""
     manifest = read_manifest(path)
@@ -330,6 +350,8 @@ def read_manifest(path: Path) -> Manifest:
         raise InputError(Problem(file, "", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")) from None
     if not isinstance(data, dict):
         raise InputError(Problem(file, "", "expected a mapping of keys (version, project, source, targets...)"))
+    if nul := _nul_problems(file, data):  # no OS accepts them in a path; refuse them everywhere
+        raise InputError(nul)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:

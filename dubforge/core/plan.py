@@ -28,7 +28,7 @@ from dubforge.core.manifest import (
 from dubforge.core.registry import UnknownBackend, available, load_class
 from dubforge.core.scripts import read_script
 from dubforge.core.voice_bank import bank_path, bank_voices, read_voice_bank
-from dubforge.media.probe import probe, probe_portrait
+from dubforge.media.probe import check_complete, probe, probe_portrait
 
 SEPARATION_MODES = ("auto", "provided", "none")
 
@@ -128,6 +128,8 @@ def make_plan(manifest_path: Path, languages: list[str] | None = None, out_dir: 
             media = (probe_portrait(video, audio) if portrait and audio else
                      probe(video, key="source.video", language=manifest.source.language,
                            audio_stream=manifest.source.audio_stream))
+            if not portrait:
+                check_complete(media)
         except InputError as exc:
             problems.extend(exc.problems)
     duration = media.duration if media else None

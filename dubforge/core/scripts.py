@@ -10,14 +10,16 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import openpyxl
 import srt
 import webvtt
+from openpyxl.utils.exceptions import InvalidFileException
 
 from dubforge.core.contracts import DEFAULT_SPEAKER, Segment
 from dubforge.core.errors import InputError, Problem
@@ -104,8 +106,6 @@ def _cell_text(value: Any) -> str:
 
 
 def _xlsx_table(path: Path) -> tuple[list[str], list[list[str]], str]:
-    import openpyxl  # only for review sheets
-    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -255,7 +255,7 @@ def write_vtt(path: Path, segments: Sequence[Segment]) -> Path:
     return write_text_atomic(path, vtt.content)
 
 
-def write_dubbing_csv(path: Path, rows: Sequence[CsvRow], extra: dict[str, Sequence[str]] | None = None) -> Path:
+def write_dubbing_csv(path: Path, rows: Sequence[CsvRow], extra: Mapping[str, Sequence[str]] | None = None) -> Path:
     """UTF-8 with a BOM, so Excel opens accents right; `line_id` first (1, 2, ... unless the rows carry ids).
     `extra`: review columns after the standard ones (one value per row); reading the CSV back ignores them."""
     extra = extra or {}

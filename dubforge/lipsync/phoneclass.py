@@ -7,7 +7,8 @@ fixed here and never tuned on renders:
 
     class        openness  sounds
     silence      0.05      pauses, punctuation, sil/sp
-    bilabial     0.00      p b m (and ɸ β ʙ): the lips touch
+    bilabial     0.00      p b m ʙ: the lips touch (the only class `closure` checks)
+    lip-narrowed 0.10      ɸ β (Spanish "lobo"): the lips approach without closing
     labiodental  0.10      f v ɱ ʋ: the lower lip meets the teeth
     rounded-glide 0.20     w ʍ ɥ
     coronal      0.25      t d n l s z ʃ ʒ θ ð r ɾ ... (tongue tip/blade; the jaw stays fairly high)
@@ -30,12 +31,13 @@ from scipy.ndimage import gaussian_filter1d
 from dubforge.core.contracts import Phoneme
 
 OPENNESS = {
-    "silence": 0.05, "bilabial": 0.0, "labiodental": 0.10, "rounded-glide": 0.20, "coronal": 0.25,
+    "silence": 0.05, "bilabial": 0.0, "lip-narrowed": 0.10, "labiodental": 0.10, "rounded-glide": 0.20, "coronal": 0.25,
     "dorsal": 0.35, "close": 0.35, "mid": 0.65, "open": 1.0,
 }
 SMOOTH_S = 0.04
 _CLASS_OF_CHAR = {
-    **dict.fromkeys("pbmɸβʙ", "bilabial"),
+    **dict.fromkeys("pbmʙ", "bilabial"),
+    **dict.fromkeys("ɸβ", "lip-narrowed"),
     **dict.fromkeys("fvɱʋ", "labiodental"),
     **dict.fromkeys("wʍɥ", "rounded-glide"),
     **dict.fromkeys("tdnlszʃʒθðrɾɹɻɫɬɮʂʐɕʑʈɖɳɭɲʎʀ", "coronal"),
@@ -96,7 +98,7 @@ def openness(phonemes: Sequence[Phoneme], times: np.ndarray) -> np.ndarray:
 
 
 def bilabials(phonemes: Sequence[Phoneme]) -> list[float]:
-    """Centre time of every bilabial (p b m)."""
+    """Centre time of every bilabial stop or nasal (p b m): the sounds that close the lips."""
     return [(a + b) / 2 for k, a, b in spans(phonemes) if k == "bilabial"]
 
 

@@ -41,7 +41,7 @@ MAX_LAG = 5
 DILATE_PX = 8  # the render mask grows by this before "outside" is compared (encoder blocks bleed)
 RING_PX = 2
 RENDERED_DIFF = 4.0  # mean |luma| difference in the mouth box (0..255) above which a frame was re-rendered
-SCORE_VERSION = 4
+SCORE_VERSION = 5
 LOWER_FACE = g.sub([132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
                     2, 98, 327])
 
@@ -72,11 +72,13 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
                 break
             out, src = fo.to_ndarray(format="rgb24"), fs.to_ndarray(format="rgb24")
             if speak[i] and not src_done[i]:
-                for k, detected in enumerate(_detect(mesh, src, rotation(fs))[:MAX_FACES]):
-                    src_faces[i, k] = detected
+                found = _detect(mesh, src, rotation(fs))
+                picked = _pick(np.stack(found), anchor[i]) if found else None
+                if picked is not None:
+                    src_faces[i] = picked
                 src_done[i] = True
             frame_err, frame_px = float(cv2.norm(out, src, cv2.NORM_L2SQR)), out.shape[0] * out.shape[1]
-            face = _pick(src_faces[i], anchor[i])
+            face = src_faces[i] if np.isfinite(src_faces[i]).all() else None
             if speak[i] and face is not None:
                 face_ok[i] = True
                 src_open[i] = float(g.opening(face))
@@ -201,10 +203,11 @@ def _detect(mesh, rgb: np.ndarray, turn: int) -> list[np.ndarray]:
 
 
 def _source_cache(track: FaceTrack, source: Path) -> Path:
-    """The source's static detections depend only on the source video: cached for every language. Only the
-    frames some language's dub speaks over are detected; later languages add the frames they need."""
+    """The source's static detections (per frame, the dubbed speaker's face; NaN: none) depend only on the
+    source video and its track: cached for every language. Only the frames some language's dub speaks over are
+    detected; later languages add the frames they need. One face per frame: memory like the track's."""
 
-    key = fingerprint(track.video_sha256, track.frame_count, SCORE_VERSION, MAX_FACES)
+    key = fingerprint(Path(track.npz), SCORE_VERSION, MAX_FACES)
     return Path(track.npz).with_name(f"score-source-{key}.npz")
 
 
@@ -213,7 +216,7 @@ def _load_source(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as data:
             if data["faces"].shape[0] == n:
                 return data["faces"].copy(), data["done"].copy()
-    return np.full((n, MAX_FACES, len(g.SUBSET), 2), np.nan, np.float32), np.zeros(n, bool)
+    return np.full((n, len(g.SUBSET), 2), np.nan, np.float32), np.zeros(n, bool)
 
 
 def _save_source(path: Path, faces: np.ndarray, done: np.ndarray) -> None:

@@ -8,6 +8,9 @@ from dubforge.lipsync.visemes import Range
 
 HOLD, JUMP = 0.03, 0.08  # transition costs; following the source (unit k-1 -> k) is free
 WEIGHTS = np.array([1.0, 0.5, 0.3])
+# On a bilabial the opening term dominates everything else (continuity included): the most closed units win, so
+# the lip fit only has to finish a closure, not fake one from a half-open mouth.
+CLOSURE_WEIGHT = 100.0
 
 
 def target_costs(desc: np.ndarray, targets: np.ndarray, closed: np.ndarray, rng: Range) -> np.ndarray:
@@ -15,7 +18,7 @@ def target_costs(desc: np.ndarray, targets: np.ndarray, closed: np.ndarray, rng:
     span = max(rng.open - rng.closed, 1e-3)
     scale = np.array([span, max((rng.widest - rng.roundest) / 2, 1e-3), span])
     diff = (targets[:, None, :] - desc[None, :, :]) / scale
-    w = np.where(closed[:, None], WEIGHTS * [10.0, 1.0, 1.0], WEIGHTS)
+    w = np.where(closed[:, None], WEIGHTS * [CLOSURE_WEIGHT, 1.0, 1.0], WEIGHTS)
     return (diff**2 * w[:, None, :]).sum(-1)
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import pdist
 
 from dubforge.core.files import (
     atomic_path,
@@ -33,7 +35,7 @@ from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 6  # 3: merged duplicates, shots, identities, orientation; 4: occlusion
+TRACK_VERSION = 11  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
@@ -42,8 +44,13 @@ MAX_GAP = 15  # frames a tracklet may miss and still continue (within a shot)
 CUT_JUMP, CUT_RATIO = 0.15, 4.0  # thumbnail difference (0..1) and its ratio to the recent median
 RELINK = 1.0  # appearance distance below which two tracklets are one identity
 MIN_FRAMES = 3  # identities seen in fewer frames are false detections
-OCCLUDED_LAB = 8.0  # lip-minus-skin colour (Lab a, b) this far from the person's usual: something covers the mouth
-# (clean footage stays within ~6.5 in single frames; a grey bar is ~13 away, bare skin over the lips ~10)
+# Occlusion: a mouth sample whose colour minus the skin's (Lab a, b) is this far from its usual is off; this share
+# of the samples off in two consecutive frames means something covers the mouth (clean footage: at most ~0.15 in
+# single frames, 99% under 0.08; a bar over the mouth: 0.15-0.9 even where the mesh drifts under it).
+OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
+# Turns within a shot (two people in one frame taking turns): another face takes over where its mouth correlates
+# with the speech by TURN_MARGIN more than the current speaker's over a TURN_WINDOW_S window, for TURN_MIN_S or more.
+TURN_WINDOW_S, TURN_MIN_S, TURN_MARGIN, TURN_MIN_R = 2.0, 1.0, 0.2, 0.3
 
 
 @dataclass
@@ -52,7 +59,7 @@ class _Tracklet:
     frames: list[int] = field(default_factory=list)
     points: list[np.ndarray] = field(default_factory=list)
     sigs: list[np.ndarray] = field(default_factory=list)
-    lips: list[np.ndarray] = field(default_factory=list)  # lip-minus-skin colour per frame (occlusion)
+    lips: list[np.ndarray] = field(default_factory=list)  # mouth-minus-skin colour samples per frame (occlusion)
 
     @property
     def box(self) -> np.ndarray:
@@ -123,17 +130,19 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     ids = sorted(set(identity_of))
     faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
     present = {f: np.zeros(n, bool) for f in ids}
-    lip_offset = {f: np.full((n, 2), np.nan, np.float32) for f in ids}
+    lip_offset = {f: np.full((n, _MOUTH_SAMPLES, 2), np.nan, np.float32) for f in ids}
     for t, f in zip(tracklets, identity_of):
         faces_points[f][t.frames] = np.stack(t.points)
         lip_offset[f][t.frames] = np.stack(t.lips)
         present[f][t.frames] = True
     occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
-    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope)
+    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
+                                                  max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
     identity = np.full(n, -1, np.int64)
+    covered = np.array([f >= 0 and bool(occluded[f][i]) for i, f in enumerate(chosen)], bool)
     for i, f in enumerate(chosen):
         if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
             points[i], identity[i] = faces_points[f][i], f
@@ -151,7 +160,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
                                 points=points.astype(np.float32), pose=pose, identity=identity,
-                                segment=segment, shot=shots.astype(np.int64))
+                                segment=segment, shot=shots.astype(np.int64), occluded=covered)
     main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
     track = FaceTrack(
         npz=npz_path, video_sha256=video_sha, frame_count=n, fps=info.fps, width=info.width,
@@ -159,7 +168,7 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
         reason=reason if valid.any() or not ids else f"{reason}; but never usable (too small or turned away)",
         faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(turn or 0),
         speakers=sorted({int(f) for f in identity[valid]}),
-        frames_occluded=int(sum(1 for i, f in enumerate(chosen) if f >= 0 and occluded[f][i])),
+        frames_occluded=int(covered.sum()),
     )
     write_json_atomic(json_path, json.loads(track.model_dump_json()))
     return track
@@ -227,23 +236,28 @@ def _lab(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(patch.astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
 
 
+_MOUTH_SAMPLES = 2 * len(_LIP_OUTER)
+
+
 def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(a, b) of the lips (midway between outer and inner contours) minus the skin's: lips are redder than
-    skin; a hand, a microphone or a bar over the mouth is not. Relative to the skin, so it holds across
-    lighting and shots."""
-    lips = _lab(rgb, 0.5 * (points[_LIP_OUTER] + points[_LIP_INNER]))
-    skin = _lab(rgb, points[_SKIN])
-    return (np.median(lips, 0) - np.median(skin, 0))[1:]
+    """(a, b) minus the skin's at the lips (midway between outer and inner contours) and on a ring just outside
+    them, (_MOUTH_SAMPLES, 2): lips are redder than skin; a hand, a microphone or a bar over the mouth is not.
+    Relative to the skin, so it holds across lighting and shots."""
+    outer = points[_LIP_OUTER]
+    ring = outer + 0.35 * (outer - outer.mean(0))
+    samples = _lab(rgb, np.vstack([0.5 * (outer + points[_LIP_INNER]), ring]))
+    return samples[:, 1:] - np.median(_lab(rgb, points[_SKIN]), 0)[1:]
 
 
 def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Frames whose lip colour is far from this person's usual (their median) in two consecutive frames or
-    more: the mouth is covered. A single odd frame is noise."""
+    """Frames where a share of the mouth samples is far from this person's usual (each sample's median), in
+    two consecutive frames or more: the mouth is covered. A single odd frame is noise."""
     far = np.zeros(len(present), bool)
     if present.sum() < 5:
         return far
     usual = np.median(offset[present], axis=0)
-    far[present] = np.linalg.norm(offset[present] - usual, axis=1) > OCCLUDED_LAB
+    off = np.linalg.norm(offset[present] - usual, axis=2) > OCCLUDED_LAB
+    far[present] = off.mean(1) > OCCLUDED_SHARE
     neighbour = np.zeros_like(far)
     neighbour[1:] |= far[:-1]
     neighbour[:-1] |= far[1:]
@@ -286,15 +300,18 @@ def relink(tracklets: list[_Tracklet]) -> list[int]:
     RELINK) are joined, closest pairs first (single linkage, refusing any join that would put two
     tracklets of one identity in the same frame)."""
     k = len(tracklets)
-    sig = [t.signature() for t in tracklets]
-    span = [set(t.frames) for t in tracklets]
-    pairs = sorted((_appearance(sig[a], sig[b]), a, b) for a in range(k) for b in range(a + 1, k))
     group = list(range(k))
+    if k > 1:
+        sig = np.stack([t.signature() for t in tracklets])
+        dist = pdist(sig) / np.sqrt(sig.shape[1] / 10.0)  # _appearance for every pair, condensed
+        a_idx, b_idx = np.triu_indices(k, 1)
+        close = np.flatnonzero(dist < RELINK)
+        pairs = sorted(zip(dist[close].tolist(), a_idx[close].tolist(), b_idx[close].tolist()))
+    else:
+        pairs = []
     members = {i: {i} for i in range(k)}
-    frames_of = {i: set(span[i]) for i in range(k)}
-    for d, a, b in pairs:
-        if d >= RELINK:
-            break
+    frames_of = {i: set(t.frames) for i, t in enumerate(tracklets)}
+    for _, a, b in pairs:
         ga, gb = group[a], group[b]
         if ga == gb or frames_of[ga] & frames_of[gb]:
             continue
@@ -315,7 +332,10 @@ def _face_width(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[g.sub(234)[0]] - points[g.sub(454)[0]]))
 
 
-def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -> tuple[list[int], str, float | None]:
+def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, window: int = 50,
+                     min_run: int = 25) -> tuple[list[int], str, float | None]:
+    """The face to render per frame: per shot, the face whose mouth moves with the source speech (or the one on
+    screen longest without speech); within a shot, another face takes over for its turns (see TURN_*)."""
     n = len(shots)
     if not curves:
         return [-1] * n, "no face detected in any frame", None
@@ -343,6 +363,11 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -
         if envelope is not None:
             corrs.append((here[f], corr[f]))
         chosen[idx] = f
+        if envelope is not None and len(candidates) > 1:
+            turns = _turns(f, candidates, curves, present, idx, envelope, window, min_run)
+            if len(set(turns.tolist())) > 1:
+                chosen[idx] = turns
+                notes.append(f"shot {s}: turns between faces " + ", ".join(str(int(c)) for c in dict.fromkeys(turns)))
     speakers = sorted({int(f) for f in chosen if f >= 0})
     reason = (f"{len(curves)} face(s) over {len(np.unique(shots))} shot(s); speaking: "
               + ", ".join(f"face {f}" for f in speakers)
@@ -351,6 +376,55 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope) -
         reason = "the only face"
     audio = (float(np.average([c for _, c in corrs], weights=[w for w, _ in corrs])) if corrs else None)
     return chosen.tolist(), reason, audio
+
+
+def _turns(main: int, candidates: list[int], curves: dict, present: dict, idx: np.ndarray, envelope: np.ndarray,
+           window: int, min_run: int) -> np.ndarray:
+    """Face per frame of one shot, starting with `main`: another face takes the turn where its windowed
+    correlation with the speech beats the current speaker's by TURN_MARGIN (and reaches TURN_MIN_R), and keeps it
+    until beaten the same way (hysteresis); turns shorter than `min_run` frames are undone."""
+    frames_ = np.flatnonzero(idx)
+    r = {c: np.nan_to_num(_rolling_corr(g.opening(np.nan_to_num(curves[c])), envelope, present[c] & idx,
+                                        window)[frames_], nan=-1.0) for c in candidates}
+    choice = np.full(len(frames_), main, np.int64)
+    current = main
+    for k in range(len(frames_)):
+        best = max(candidates, key=lambda c: r[c][k])
+        if best != current and r[best][k] - r[current][k] > TURN_MARGIN and r[best][k] > TURN_MIN_R:
+            # The turn began where the new speaker's correlation overtook the old one's, not where the margin
+            # was reached: move the switch back to the crossing.
+            j = k
+            while j > 0 and choice[j - 1] == current and r[best][j - 1] > r[current][j - 1]:
+                j -= 1
+            choice[j:k] = best
+            current = best
+        choice[k] = current
+    # Turns shorter than min_run frames go back to the run before them (or after, at the start).
+    bounds = [0, *(np.flatnonzero(np.diff(choice)) + 1).tolist(), len(choice)]
+    for a, b in pairwise(bounds):
+        if b - a < min_run and choice[a] != main:
+            choice[a:b] = choice[a - 1] if a > 0 else main
+    return choice
+
+
+def _rolling_corr(a: np.ndarray, b: np.ndarray, mask: np.ndarray, window: int) -> np.ndarray:
+    """Correlation of a and b over a centred window of `window` frames, masked frames only (NaN when fewer than
+    half the window is usable)."""
+    m = mask.astype(float)
+    a0, b0 = np.where(mask, a, 0.0), np.where(mask, b, 0.0)
+    kernel = np.ones(window)
+
+    def roll(x: np.ndarray) -> np.ndarray:
+        return np.convolve(x, kernel, mode="same")
+
+    count = roll(m)
+    k = np.maximum(count, 1.0)
+    sa, sb = roll(a0), roll(b0)
+    cov = roll(a0 * b0) - sa * sb / k
+    var = (roll(a0 * a0) - sa**2 / k) * (roll(b0 * b0) - sb**2 / k)
+    out = cov / np.sqrt(np.maximum(var, 1e-12))
+    out[count < window / 2] = np.nan
+    return out
 
 
 def _segments(identity: np.ndarray, shots: np.ndarray) -> np.ndarray:
@@ -372,7 +446,7 @@ def spans(segment: np.ndarray) -> list[tuple[int, int]]:
     out = []
     for a, b in runs(segment >= 0):
         cut = [a] + [i for i in range(a + 1, b) if segment[i] != segment[i - 1]] + [b]
-        out += list(zip(cut[:-1], cut[1:]))
+        out += list(pairwise(cut))
     return out
 
 

@@ -18,6 +18,7 @@ from dubforge.core.errors import InputError, Problem
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 
 PORTRAIT_FPS = Fraction(25)
+MIN_SIDE, MAX_PIXELS, MAX_FPS = 16, 8192 * 4320, 240  # pictures a dub can be made of: 16x16 up to 8K, 240 fps
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
@@ -105,6 +106,12 @@ def probe(path: Path, key: str = "source.video", language: str | None = None,
         frames = int(video.frames or 0) or (round((duration or 0.0) * rate) if duration else 0)
         if not duration or duration <= 0 or frames <= 0:
             raise InputError(Problem(str(path), key, "video has zero duration (no frames)"))
+        width, height = int(video.codec_context.width), int(video.codec_context.height)
+        if min(width, height) < MIN_SIDE or width * height > MAX_PIXELS:
+            raise InputError(Problem(str(path), key, f"picture is {width}x{height}: expected at least {MIN_SIDE}x{MIN_SIDE} "
+                                     f"and at most 8K ({MAX_PIXELS // 4320}x4320 pixels)"))
+        if rate > MAX_FPS:
+            raise InputError(Problem(str(path), key, f"frame rate {float(rate):g} fps: expected at most {MAX_FPS} fps"))
 
         streams = list(container.streams.audio)
         tags = [_tag(s) for s in streams]
@@ -117,8 +124,8 @@ def probe(path: Path, key: str = "source.video", language: str | None = None,
             path=path,
             duration=float(duration),
             has_video=True,
-            width=int(video.codec_context.width),
-            height=int(video.codec_context.height),
+            width=width,
+            height=height,
             fps=float(rate),
             fps_fraction=f"{rate.numerator}/{rate.denominator}",
             frame_count=int(frames),
@@ -133,6 +140,37 @@ def probe(path: Path, key: str = "source.video", language: str | None = None,
             audio_index=index if audio else 0,
             audio_languages=tuple(tags),
         )
+
+
+def check_complete(info: MediaInfo, key: str = "source.video") -> None:
+    """Read every packet of the picture and the chosen audio stream (no decoding) and decode the first of each:
+    a truncated file (its index promises frames its data no longer holds) or a stream that does not decode is an
+    InputError naming `key`, before any work starts."""
+    path = info.path
+    with open_media(path, key) as container:
+        video = next(s for s in container.streams.video if _is_picture(s))
+        streams = [video] + ([container.streams.audio[info.audio_index]] if info.has_audio else [])
+        counts = {s.index: 0 for s in streams}
+        first: dict[int, list[av.Packet]] = {s.index: [] for s in streams}
+        try:
+            for packet in container.demux(streams):
+                if packet.size:
+                    counts[packet.stream.index] += 1
+                    if len(first[packet.stream.index]) < 8:
+                        first[packet.stream.index].append(packet)
+            for stream in streams:
+                if not first[stream.index]:
+                    raise InputError(Problem(str(path), key, f"the {stream.type} stream holds no data"))
+                # a decoder may need a few packets before its first frame (AAC priming, B-frames), then a flush
+                decoded = [f for p in first[stream.index] for f in p.decode()] + list(stream.codec_context.decode(None))
+                if not decoded:
+                    raise InputError(Problem(str(path), key, f"the {stream.type} stream does not decode"))
+        except av.FFmpegError as exc:
+            raise InputError(Problem(str(path), key, f"the file is damaged: {exc}")) from None
+        present = counts[video.index]
+    if info.frame_count - present > max(2, info.frame_count // 100):
+        raise InputError(Problem(str(path), key, f"the file is truncated or damaged: {present} of its "
+                                 f"{info.frame_count} video frames are present"))
 
 
 def read_image(path: Path, key: str) -> np.ndarray:

@@ -66,7 +66,7 @@ def test_invalid_manifest_is_refused_before_submitting(service, tmp_path):
 
 def test_status_of_unknown_run_exits_2(service):
     result = service.cli("status", str(uuid.uuid4()), check=False)
-    assert result.returncode == 2 and "Could not read flow run" in result.stderr
+    assert result.returncode == 2 and "No flow run" in result.stderr
 
 
 def test_submit_a_manifest_on_s3_with_outputs_on_s3(service):

@@ -126,3 +126,48 @@ def _green_nodes(image) -> int:
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     labels, _ = ndimage.label((g > 120) & (g - r > 50) & (g - b > 30))
     return int((np.bincount(labels.ravel())[1:] >= 50).sum())  # patches of 50+ pixels, not anti-aliasing specks
+
+
+def test_run_page_of_a_partly_failed_run(service, tmp_path):
+    """A run whose fr lane fails (no en->fr machine translation here) shows Failed in the page header, not a green
+    Completed; its blocked fr tasks still carry the language in their names. Screenshot: flow-run-partly-failed.png."""
+    import yaml
+    from PIL import Image
+
+    from dubforge.service.submit import ui_url_for
+
+    manifest = project(service.demo, "partly", ["es", "fr"])
+    data = yaml.safe_load(manifest.read_text())
+    data["targets"][1]["translation"] = {"from": "machine"}
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    run_id = service.submit(manifest)
+    finished = wait(run_id)
+    assert finished.state == "Failed" and finished.languages == {"es": "completed", "fr": "failed"}, finished
+    names = {t.name for t in task_runs(run_id)}
+    assert {"translate-es", "voice-es", "deliver-es", "translate-fr"} <= names, names
+    blocked = sorted(n for n in names if re.fullmatch(r"(voice|mix|deliver)-fr(-[0-9a-f]+)?", n))
+    assert len(blocked) == 3, names
+
+    shots = Path(os.environ.get("DUBFORGE_UI_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page_png = shots / "flow-run-partly-failed.png"
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTH, "height": 1400})
+            page.set_default_timeout(30_000)
+            page.goto(ui_url_for(run_id), wait_until="domcontentloaded")
+            header = page.get_by_role("banner")
+            expect(header).to_contain_text("partly")  # the run is named after the project
+            expect(header).to_contain_text("Failed")
+            page.get_by_role("tablist").get_by_text("Task Runs", exact=True).click()
+            panel = page.get_by_role("tabpanel", name="Task Runs")
+            for name in ["translate-fr", "translate-es", *blocked]:
+                expect(panel.get_by_role("link", name=name, exact=True)).to_be_visible()
+            page.wait_for_timeout(2000)  # the run graph (canvas) draws asynchronously
+            page.screenshot(path=str(page_png), full_page=True)
+        finally:
+            browser.close()
+    with Image.open(page_png) as image:
+        assert image.format == "PNG" and image.size[0] == WIDTH
