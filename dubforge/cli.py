@@ -130,7 +130,7 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     if source.get("language_probability") is not None:
         out_console.print(f"Source language detected: {source['language']} (probability {source['language_probability']:.2f})")
     for lang, r in report["languages"].items():
-        if r.get("median_cer") is not None and not r.get("previous_run"):
+        if not r.get("previous_run"):
             _print_heard_back(lang, r)
         if r.get("lipsync") == "degraded":
             console.print(f"[yellow]! {lang}[/]: lip-sync degraded (coverage {r.get('lipsync_coverage', 0):.0%}); "
@@ -143,14 +143,12 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
 
 
 def _print_heard_back(lang: str, result: dict) -> None:
-    """Back-transcription QC: median CER and the flagged lines (what was said, what Whisper heard)."""
+    """The lines the back-transcription flagged (the summary table has the median CER): said vs heard."""
     flagged = result.get("flagged_lines") or []
-    mark = "[yellow]![/]" if flagged else "[green]✓[/]"
-    out_console.print(f"{mark} {lang}: heard back, median CER {result['median_cer']:.2f}; "
-                      f"{len(flagged)} line(s) flagged", highlight=False)
     for line in flagged[:5]:
-        out_console.print(f"    line {line['index'] + 1} at {line['start']:.1f} s (CER {line['cer']:.2f}): "
-                          f"{escape(line['text'])!s} -> heard {escape(line['heard'] or '(nothing)')!s}", highlight=False)
+        out_console.print(f"[yellow]![/] {lang} line {line['index'] + 1} at {line['start']:.1f} s heard back with CER "
+                          f"{line['cer']:.2f}: {escape(line['text'])} -> {escape(line['heard'] or '(nothing)')}",
+                          highlight=False)
     if len(flagged) > 5:
         out_console.print(f"    ... {len(flagged) - 5} more in {lang}/qc.json", highlight=False)
 
