@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--voices", default="jm_kumo,jf_alpha")
     parser.add_argument("--bed-db", type=float, default=10.0, help="speech-to-music RMS ratio of the bed condition")
     parser.add_argument("--skip-asr", action="store_true")
+    parser.add_argument("--asr-only", action="store_true", help="only the English tiny.en / base comparison")
     parser.add_argument("--no-espeak", action="store_true", help="Kokoro voices only (a second pass over more voices)")
     args = parser.parse_args()
 
@@ -160,7 +161,7 @@ def main() -> None:
     voices = args.voices.split(",")
     work = Path(tempfile.mkdtemp(prefix="dubforge-languages-"))
     rows, detection = [], []
-    for language in args.languages.split(","):
+    for language in [] if args.asr_only else args.languages.split(","):
         sentences = SENTENCES[language]
         reference = " ".join(sentences)
         cover = coverage(language, sentences)

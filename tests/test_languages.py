@@ -261,3 +261,13 @@ def test_auto_voice_follows_the_measured_table():
     assert resolve_voice_backend(Voice(), "fi") == "espeak" and resolve_voice_backend(Voice(), "hi") == "espeak"
     assert resolve_voice_backend(Voice(name="es"), "es") == "espeak"
     assert resolve_voice_backend(Voice(backend="espeak"), "fr") == "espeak"
+
+
+def test_terminal_lists_flagged_lines():
+    from dubforge import cli
+
+    result = {"median_cer": 0.1, "flagged_lines": [
+        {"index": 1, "start": 3.25, "end": 5.0, "text": "Mañana vamos.", "heard": "", "cer": 1.0}]}
+    with cli.out_console.capture() as captured:
+        cli._print_heard_back("es", result)
+    assert "es line 2 at 3.2 s heard back with CER 1.00: Mañana vamos. -> (nothing)" in captured.get()

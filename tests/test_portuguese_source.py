@@ -53,6 +53,7 @@ def project(tmp_path_factory, prefect_api):
     result = subprocess.run([sys.executable, "-m", "dubforge", "run", str(root / "project.yaml")],
                             capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    (root / "terminal.txt").write_text(result.stdout)
     return root
 
 
@@ -60,6 +61,8 @@ def test_language_detected_and_transcribed(project):
     report = json.loads((project / "out" / "report.json").read_text())
     assert report["source"]["language"] == "pt" and report["source"]["language_probability"] > 0.5
     assert report["languages"]["en"]["status"] == "completed"
+    terminal = (project / "terminal.txt").read_text()
+    assert "Source language detected: pt" in terminal
     with open(project / "out" / "en" / "entrevista.en.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     heard = " ".join(row["transcription"] for row in rows)
