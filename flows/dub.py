@@ -17,6 +17,7 @@ import fcntl
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -55,10 +56,10 @@ from dubforge.core.manifest import (
     read_manifest,
 )
 from dubforge.core.model_store import registry_path
-from dubforge.core.plan import Plan, make_plan
+from dubforge.core.plan import LanguagePlan, Plan, make_plan
 from dubforge.core.progress import SHARED
 from dubforge.core.registry import load_class
-from dubforge.core.reports import Deliverable
+from dubforge.core.reports import Deliverable, MasterTrack
 from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.artifacts import publish_qc, publish_report
@@ -285,7 +286,7 @@ def deliver_task(language: str, plan_info: dict[str, Any], media: SourceMedia, t
 
 
 @_stage_task("master", "master")
-def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, Deliverable],
+def master_task(plan_info: dict[str, Any], media: SourceMedia, deliveries: dict[str, MasterTrack],
                 deliver_dir: Path) -> dict[str, Any]:
 
     with _live(SHARED, "master"):
@@ -403,148 +404,191 @@ def _storage(manifest: str, out_dir: str | None) -> tuple[Path, str | None]:
     return local, f"{manifest.rsplit('/', 1)[0]}/{parsed.outputs.dir.as_posix()}"
 
 
+@dataclass
+class _Run:
+    """One run's context: the plan, where its files go, how its tasks are submitted, and the stages' final states."""
+
+    plan: Plan
+    out: Path
+    info: dict[str, Any]
+    models_file: Path  # models.yaml: user-supplied weights (dubforge models add)
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def work_root(self) -> Path:
+        return self.out / ".dubforge" / "work"
+
+    def staged(self, t):
+        """The task with results cached in OUT (paths stored relative to the project: a moved project is reused)."""
+        return t.with_options(result_storage=self.out / ".dubforge" / "cache",
+                              result_serializer=portable.PortableSerializer())
+
+    def shared(self, stage: str, t, **kwargs):
+        """Run a shared stage to completion (every language needs it) and return its result."""
+        with tags("lang:all"):
+            future = self.staged(t).submit(**kwargs)
+        future.wait()
+        self.states[(SHARED, stage)] = _state_name(future)
+        if self.states[(SHARED, stage)] == "Cached":
+            progress.emit(SHARED, stage, "cached")
+        return future.result()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What the shared stages made of the source, for every lane."""
+
+    video: Path
+    media: SourceMedia
+    stems: Stems
+    transcript: Transcript
+    face: FaceTrack | None
+
+
+def _shared_stages(run: _Run) -> _Source:
+    plan, m = run.plan, run.plan.manifest
+    logger = get_run_logger()
+    video = plan.video
+    if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
+        video = run.shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio,
+                           work_root=run.work_root)
+    media = run.shared("ingest", ingest_task, video=video, work_root=run.work_root, language=m.source.language,
+                       audio_stream=m.source.audio_stream)
+    for warning in plan.warnings:
+        logger.warning(warning)
+    separation_weights = None
+    if plan.separation not in ("provided", "none"):
+        separation_weights = _weights("separate", plan.separation, run.models_file)
+    stems = run.shared("separate", separate_task, media=media, music_effects=plan.music_effects, mode=plan.separation,
+                       options=m.separation.options, models_file=separation_weights, work_root=run.work_root)
+    transcript = run.shared("transcribe", transcribe_task, media=media, script=plan.script,
+                            language=m.source.language, backend=m.asr.backend, options=m.asr.options,
+                            models_file=None if plan.script else _weights("asr", m.asr.backend, run.models_file))
+    transcript = run.shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
+                            from_script=plan.script is not None)
+    run.info["source_language"] = transcript.language  # detected when the manifest says 'auto'
+    logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
+    face = None
+    if m.lipsync.enabled:
+        ensure_tag_limit(GPU_TAG, m.lipsync.slots, replace=False)  # an admin's limit wins
+        face = run.shared("track-face", track_face_task, video=video, media=media, work_root=run.work_root)
+        logger.info("face track: %s", face.reason)
+    return _Source(video, media, stems, transcript, face)
+
+
+def _lane(run: _Run, lp: LanguagePlan, source: _Source,
+          waits: dict[tuple[str, str], SlotWait]) -> list[tuple[str, PrefectFuture]]:
+    """Submit a language's stages (translate -> voice -> mix -> lipsync -> deliver); they run concurrently with the
+    other lanes. A render waiting for the gpu slot is watched in `waits`."""
+    m, lang, models_file = run.plan.manifest, lp.language, run.models_file
+    media, transcript = source.media, source.transcript
+
+    def in_lane(t, stage: str):
+        # the task's own name carries the language too: a task blocked by a failed upstream never gets its
+        # run name (Prefect names it after the task, `voice-fr-7af`)
+        return run.staged(t).with_options(name=f"{stage}-{lang}", task_run_name=f"{stage}-{lang}")
+
+    with tags(f"lang:{lang}"):  # every task of the lane, for filtering in the UI
+        tr = in_lane(translate_task, "translate").submit(
+            language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
+            machine=lp.machine, video_duration=media.duration,
+            glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
+        vo = in_lane(voice_task, "voice").submit(
+            language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
+            video_duration=media.duration, stems=source.stems, transcript=transcript,
+            models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
+            else None, work_root=run.work_root)
+        mx = in_lane(mix_task, "mix").submit(
+            language=lang, dub=vo, stems=source.stems, media=media, mode=run.plan.mix_mode, options=m.mix,
+            work_root=run.work_root)
+        lane: list[tuple[str, PrefectFuture]] = [("translate", tr), ("voice", vo), ("mix", mx)]
+        picture = None
+        if source.face is not None:
+            picture = in_lane(lipsync_task, "lipsync").submit(
+                language=lang, video=source.video, face=source.face, dub=vo, transcript=transcript, options=m.lipsync,
+                portrait=run.plan.portrait_audio is not None,
+                models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=run.work_root)
+            lane.append(("lipsync", picture))
+            waits[(lang, "lipsync")] = SlotWait(GPU_TAG, lang, "lipsync", picture, after=[vo])
+        refresh = not _deliverables_exist(run.out, m.project, lang)
+        dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
+            language=lang, plan_info=run.info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
+            stems=source.stems, picture=picture, deliver_dir=run.out)
+    return [*lane, ("deliver", dl)]
+
+
+def _finish_lane(run: _Run, lang: str, futures: list[tuple[str, PrefectFuture]]) -> dict[str, Any]:
+    """Wait for a lane; its report entry (the deliverable, or the first failed stage and why)."""
+    failure = _failure(futures)
+    for stage, future in futures:
+        run.states[(lang, stage)] = _state_name(future)
+        if run.states[(lang, stage)] == "Cached":
+            progress.emit(lang, stage, "cached")
+    if failure:
+        get_run_logger().error("%s failed at %s", lang, failure)
+        _mark_skipped(futures, failure)
+        return {"status": "failed", "error": failure}
+    with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
+        qc = json.loads((run.out / lang / "qc.json").read_text(encoding="utf-8"))
+        publish_qc(run.plan.manifest.project, lang, qc, run.plan.manifest.timing.max_speedup)
+    return futures[-1][1].result().report_entry()
+
+
+def _master(run: _Run, media: SourceMedia, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The multi-track master of every delivered language (this run's and the ones kept from earlier runs)."""
+    deliveries = {lang: Deliverable.model_validate({k: v for k, v in r.items() if k in Deliverable.model_fields})
+                  .master_track() for lang, r in results.items() if r["status"] == "completed"}
+    if not run.plan.manifest.outputs.master or not deliveries:
+        return {}
+    master_path = run.out / f"{run.plan.manifest.project}.master.mkv"
+    with tags("lang:all"):
+        future = run.staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
+            plan_info=run.info, media=media, deliveries=deliveries, deliver_dir=run.out)
+    future.wait()
+    run.states[(SHARED, "master")] = _state_name(future)
+    if not future.state.is_completed():
+        return {"error": str(future.result(raise_on_failure=False))}
+    if run.states[(SHARED, "master")] == "Cached":
+        progress.emit(SHARED, "master", "cached")
+    return future.result()
+
+
 def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, checkpoint=lambda: None,
          manifest_name: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    logger = get_run_logger()
     try:
         plan = make_plan(manifest, languages, out_dir)
     except InputError as error:
         raise shared_storage.remap(error, manifest, manifest_name) if manifest_name else error from None
-    m = plan.manifest
-    out = plan.out_dir
+    m, out = plan.manifest, plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    work_root = out / ".dubforge" / "work"
-    storage = out / ".dubforge" / "cache"
-    info = plan_info(plan)
-    models_file = registry_path(manifest_dir=m.root)  # models.yaml: user-supplied weights (dubforge models add)
-
-    def staged(t):
-        return t.with_options(result_storage=storage, result_serializer=portable.PortableSerializer())
+    run = _Run(plan, out, plan_info(plan), registry_path(manifest_dir=m.root))
 
     with _out_dir_lock(out), portable.project_roots(out, m.root), tags(f"project:{m.project}"):
         claim_output_folder(out)
         sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
-        stage_states: dict[tuple[str, str], str] = {}
-
-        def shared(stage: str, t, **kwargs):
-            with tags("lang:all"):
-                future = staged(t).submit(**kwargs)
-            future.wait()
-            stage_states[(SHARED, stage)] = _state_name(future)
-            if stage_states[(SHARED, stage)] == "Cached":
-                progress.emit(SHARED, stage, "cached")
-            return future.result()
-
-        video = plan.video
-        if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
-            video = shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio, work_root=work_root)
-        media = shared("ingest", ingest_task, video=video, work_root=work_root, language=m.source.language,
-                       audio_stream=m.source.audio_stream)
-        for warning in plan.warnings:
-            logger.warning(warning)
-        separation_weights = None
-        if plan.separation not in ("provided", "none"):
-            separation_weights = _weights("separate", plan.separation, models_file)
-        stems = shared("separate", separate_task, media=media, music_effects=plan.music_effects,
-                       mode=plan.separation, options=m.separation.options, models_file=separation_weights,
-                       work_root=work_root)
-        transcript = shared("transcribe", transcribe_task, media=media, script=plan.script,
-                            language=m.source.language, backend=m.asr.backend, options=m.asr.options,
-                            models_file=None if plan.script else _weights("asr", m.asr.backend, models_file))
-        transcript = shared("align", align_task, media=media, transcript=transcript, backend=m.alignment,
-                            from_script=plan.script is not None)
-        info["source_language"] = transcript.language  # detected when the manifest says 'auto'
-        logger.info("source: %d segments, separation: %s, mix: %s", len(transcript.segments), stems.backend, plan.mix_mode)
+        source = _shared_stages(run)
         checkpoint()
-
-        face = None
-        if m.lipsync.enabled:
-            ensure_tag_limit(GPU_TAG, m.lipsync.slots, replace=False)  # an admin's limit wins
-            face = shared("track-face", track_face_task, video=video, media=media, work_root=work_root)
-            logger.info("face track: %s", face.reason)
 
         lanes: dict[str, list[tuple[str, PrefectFuture]]] = {}
         results: dict[str, dict[str, Any]] = {}
         waits: dict[tuple[str, str], SlotWait] = {}  # renders waiting for the gpu slot
         for lp in plan.languages:
-            lang = lp.language
-            if not transcript.segments and lp.translation_file is None:  # a translation of nothing: no dub is made
-                results[lang] = {"status": "skipped", "warning": NO_SPEECH}
-                progress.emit(lang, "translate", "skipped", detail=NO_SPEECH)
-                logger.warning("%s: %s", lang, NO_SPEECH)
+            if not source.transcript.segments and lp.translation_file is None:  # a translation of nothing
+                results[lp.language] = {"status": "skipped", "warning": NO_SPEECH}
+                progress.emit(lp.language, "translate", "skipped", detail=NO_SPEECH)
+                get_run_logger().warning("%s: %s", lp.language, NO_SPEECH)
                 continue
-
-            def in_lane(t, stage: str, lang: str = lang):
-                # the task's own name carries the language too: a task blocked by a failed upstream never gets its
-                # run name (Prefect names it after the task, `voice-fr-7af`)
-                return staged(t).with_options(name=f"{stage}-{lang}", task_run_name=f"{stage}-{lang}")
-
-            with tags(f"lang:{lang}"):  # every task of the lane, for filtering in the UI
-                tr = in_lane(translate_task, "translate").submit(
-                    language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
-                    machine=lp.machine, video_duration=media.duration,
-                    glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
-                vo = in_lane(voice_task, "voice").submit(
-                    language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
-                    video_duration=media.duration, stems=stems, transcript=transcript,
-                    models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
-                    else None, work_root=work_root)
-                mx = in_lane(mix_task, "mix").submit(
-                    language=lang, dub=vo, stems=stems, media=media, mode=plan.mix_mode, options=m.mix, work_root=work_root)
-                lane = [("translate", tr), ("voice", vo), ("mix", mx)]
-                picture = None
-                if face is not None:
-                    picture = in_lane(lipsync_task, "lipsync").submit(
-                        language=lang, video=video, face=face, dub=vo, transcript=transcript, options=m.lipsync,
-                        portrait=plan.portrait_audio is not None,
-                        models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=work_root)
-                    lane.append(("lipsync", picture))
-                    waits[(lang, "lipsync")] = SlotWait(GPU_TAG, lang, "lipsync", picture, after=[vo])
-                refresh = not _deliverables_exist(out, m.project, lang)
-                dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
-                    language=lang, plan_info=info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
-                    stems=stems, picture=picture, deliver_dir=out)
-                lanes[lang] = [*lane, ("deliver", dl)]
-
+            lanes[lp.language] = _lane(run, lp, source, waits)
         for lang, futures in lanes.items():
-            failure = _failure(futures)
-            for stage, future in futures:
-                stage_states[(lang, stage)] = _state_name(future)
-                if stage_states[(lang, stage)] == "Cached":
-                    progress.emit(lang, stage, "cached")
-            if failure:
-                logger.error("%s failed at %s", lang, failure)
-                _mark_skipped(futures, failure)
-                results[lang] = {"status": "failed", "error": failure}
-            else:
-                results[lang] = futures[-1][1].result().report_entry()
-                with contextlib.suppress(OSError, ValueError):  # also on cache hits: the UI shows every language
-                    qc = json.loads((out / lang / "qc.json").read_text(encoding="utf-8"))
-                    publish_qc(m.project, lang, qc, m.timing.max_speedup)
+            results[lang] = _finish_lane(run, lang, futures)
             checkpoint()  # a finished language survives this worker
 
         results = _with_other_languages(results, out, [normalise_language(t.language) for t in m.targets])
-        deliveries = {lang: Deliverable.model_validate({k: v for k, v in r.items() if k in Deliverable.model_fields})
-                      for lang, r in results.items() if r["status"] == "completed"}  # this run's and kept ones
-        master: dict[str, Any] = {}
-        if m.outputs.master and deliveries:
-            master_path = out / f"{m.project}.master.mkv"
-            with tags("lang:all"):
-                future = staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
-                    plan_info=info, media=media, deliveries=deliveries, deliver_dir=out)
-            future.wait()
-            stage_states[(SHARED, "master")] = _state_name(future)
-            if future.state.is_completed():
-                master = future.result()
-                if stage_states[(SHARED, "master")] == "Cached":
-                    progress.emit(SHARED, "master", "cached")
-            else:
-                master = {"error": str(future.result(raise_on_failure=False))}
-
-        seconds = stage_seconds(stage_names(plan.manifest.lipsync.enabled, plan.portrait_audio is not None,
+        master = _master(run, source.media, results)
+        seconds = stage_seconds(stage_names(m.lipsync.enabled, plan.portrait_audio is not None,
                                             [lp.language for lp in plan.languages]))
-        report = build_report(plan, stems, transcript, results, master, stage_states, seconds,
+        report = build_report(plan, source.stems, source.transcript, results, master, run.states, seconds,
                               time.perf_counter() - started, waited={k: w.result() for k, w in waits.items()})
         if manifest_name:
             report["manifest"] = manifest_name

@@ -36,6 +36,7 @@ from dubforge.core.reports import (
     LineQC,
     LipsyncQC,
     LoudnessQC,
+    MasterTrack,
     QCReport,
 )
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
@@ -270,14 +271,14 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     )
 
 
-def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, Deliverable],
+def deliver_master(info: dict[str, Any], media: SourceMedia, deliveries: dict[str, MasterTrack],
                    out_dir: Path) -> dict[str, Any]:
 
     project = info["project"]
     out = Path(out_dir) / f"{project}.master.mkv"
     provenance_path = Path(out_dir) / f"{project}.master.mkv.provenance.json"
     tracks = [
-        (lang, master_audio(d.mp4, d.mix_wav, media.video), d.srt_for_master)
+        (lang, master_audio(d.mp4, d.mix_wav, media.video), d.srt)
         for lang, d in sorted(deliveries.items())
     ]
     original = media.video if media.mix_wav is not None else None  # the source's own audio stream, copied

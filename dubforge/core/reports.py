@@ -124,6 +124,14 @@ class QCReport(Record):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class MasterTrack(Record):
+    """What the master takes from a delivered language (its cache key hashes these files' content only)."""
+
+    mp4: Path
+    mix_wav: Path
+    srt: Path
+
+
 class Deliverable(Record):
     """A delivered language: its files (all in `OUT/<lang>/`) and the figures the run report shows."""
 
@@ -146,6 +154,9 @@ class Deliverable(Record):
     lipsync_coverage: float | None = None
     median_cer: float | None = None
     flagged_lines: tuple[FlaggedLine, ...] | None = None
+
+    def master_track(self) -> MasterTrack:
+        return MasterTrack(mp4=self.mp4, mix_wav=self.mix_wav, srt=self.srt_for_master)
 
     def report_entry(self) -> dict[str, Any]:
         """The language's entry in report.json (absent optional fields left out)."""
