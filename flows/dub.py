@@ -385,7 +385,7 @@ def dub_project(manifest: str, languages: list[str] | None = None, out_dir: str 
 
 def _final_state(report: dict[str, Any]) -> Any:
     """The report, or a Failed state carrying it when a language of this run failed (not a green Completed)."""
-    failed = [lang for lang, r in report["languages"].items() if r["status"] != "completed" and not r.get("previous_run")]
+    failed = [lang for lang, r in report["languages"].items() if r["status"] == "failed" and not r.get("previous_run")]
     if not failed:
         return report
     return Failed(message=f"{len(failed)} language(s) failed: {', '.join(failed)}", data=report)
