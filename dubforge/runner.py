@@ -115,8 +115,11 @@ def _interruptible(console: Console) -> Iterator[None]:
 
     def stop() -> None:
         if said.acquire(blocking=False):
-            console.print("[yellow]Interrupted[/]: stopping (Ctrl-C again to quit at once); finished stages are kept "
-                          "for the next run", highlight=False, soft_wrap=True)
+            # straight to the file descriptor: the interrupt may have landed while this thread held the stream's
+            # lock (a console write in progress), and printing through it would then wait forever
+            with contextlib.suppress(OSError):
+                os.write(console.file.fileno(), b"Interrupted: stopping (Ctrl-C again to quit at once); finished "
+                         b"stages are kept for the next run\n")
         _exit_now(130)
 
     def watchdog() -> None:

@@ -138,7 +138,9 @@ def test_run_page_of_a_partly_failed_run(service, tmp_path):
 
     manifest = project(service.demo, "partly", ["es", "fr"])
     data = yaml.safe_load(manifest.read_text())
-    data["targets"][1]["translation"] = {"from": "machine"}
+    broken = service.demo / "not-a-model"  # passes validate (the folder exists), fails when the backend loads it
+    broken.mkdir(exist_ok=True)
+    data["targets"][1]["translation"] = {"from": "machine", "backend": "ctranslate2", "model": str(broken)}
     manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     run_id = service.submit(manifest)
     finished = wait(run_id)
