@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -43,7 +42,13 @@ from dubforge.core.contracts import (
     Translation,
 )
 from dubforge.core.errors import InputError, Problem, RunError, TransientError
-from dubforge.core.files import claim_output_folder, fingerprint, sweep_temporaries, write_json_atomic
+from dubforge.core.files import (
+    claim_output_folder,
+    fingerprint,
+    installed_versions,
+    sweep_temporaries,
+    write_json_atomic,
+)
 from dubforge.core.glossary import required_terms
 from dubforge.core.languages import normalise_language
 from dubforge.core.manifest import (
@@ -85,13 +90,7 @@ NO_SPEECH = "no speech found in the source (music or effects only?) and no trans
 
 @cache
 def _stack_versions() -> tuple[str, ...]:
-    found = []
-    for name in STACK:
-        try:
-            found.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name}==absent")
-    return tuple(found)
+    return installed_versions(*STACK)
 
 
 def _cache_key(stage: str):

