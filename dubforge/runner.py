@@ -113,13 +113,16 @@ def _interruptible(console: Console) -> Iterator[None]:
     interrupted = threading.Event()
     said = threading.Lock()
 
-    def stop() -> None:
+    def say() -> None:
         if said.acquire(blocking=False):
             # straight to the file descriptor: the interrupt may have landed while this thread held the stream's
             # lock (a console write in progress), and printing through it would then wait forever
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 os.write(console.file.fileno(), b"Interrupted: stopping (Ctrl-C again to quit at once); finished "
                          b"stages are kept for the next run\n")
+
+    def stop() -> None:
+        say()
         _exit_now(130)
 
     def watchdog() -> None:
@@ -132,6 +135,7 @@ def _interruptible(console: Console) -> Iterator[None]:
             os._exit(130)
         progress.cancel()
         interrupted.set()
+        say()  # now: whatever catches the KeyboardInterrupt (Prefect's engine may), the user has been told
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
