@@ -56,5 +56,5 @@ def test_waiting_for_the_gpu_slot_is_shown_and_reported(tmp_path, prefect_api):
     assert "waiting for a render slot (held by run other-project-render)" in " ".join(result.output.split())
     stage = json.loads((tmp_path / "out" / "report.json").read_text())["languages"]["es"]["stages"]["lipsync"]
     assert stage["waited_for_slot"] >= 2.0, stage
-    assert stage["waited_for_slot"] <= HOLD_S + 2.0, stage
+    assert stage["waited_for_slot"] <= HOLD_S + 5.0, stage  # Prefect polls the slot; a loaded machine adds seconds
     assert stage["seconds"] < time.monotonic() - held_since - stage["waited_for_slot"], stage  # the render alone
