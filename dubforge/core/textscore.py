@@ -26,7 +26,7 @@ def _spell(match: re.Match[str], language: str) -> str:
     try:
         value: float | int = int(raw) if raw.isdigit() else float(raw.replace(",", "."))
         return f" {num2words(value, lang=language)} "
-    except (NotImplementedError, ValueError, OverflowError, KeyError):
+    except (NotImplementedError, ValueError, OverflowError, KeyError):  # a language num2words lacks, or no number
         return f" {raw} "
 
 
