@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -107,8 +108,16 @@ def test_a_started_server_gets_retention_and_a_pid_file(local, tmp_path, monkeyp
     assert local_server.ensure_local_server() == f"http://127.0.0.1:{port}/api"
     assert launched["command"][-2:] == ["--port", str(port)]
     assert launched["env"]["PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED"] == "events,flow_runs"
-    assert int(launched["env"]["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"]) == 14 * 86400
     assert (tmp_path / local_server.PID_FILE).read_text().split() == ["424242", str(port)]
+    # The server parses its environment with Prefect's own settings: a value it rejects stops it at start-up.
+    for name, value in launched["env"].items():
+        if name.startswith("PREFECT_SERVER_"):
+            monkeypatch.setenv(name, value)
+    from prefect.settings import Settings
+
+    settings = Settings()
+    assert settings.server.services.db_vacuum.retention_period == timedelta(days=14)
+    assert settings.server.events.retention_period == timedelta(days=3)
 
 
 def test_prune_deletes_old_finished_runs_only(prefect_api):

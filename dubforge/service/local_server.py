@@ -27,10 +27,11 @@ PID_FILE = "dubforge-server.pid"
 PATIENCE_S = 60.0  # how long a server that holds the port (or that dubforge started) may take to answer
 SLOW_HEALTH_S = 15.0  # one health request to a busy server
 # Prefect's database vacuum: flow runs (with their logs and artifacts) older than 14 days, events after 3 days.
+# ISO 8601 durations: Prefect's events setting rejects a bare number of seconds.
 RETENTION = {
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
-    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(14 * 86400),
-    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": str(3 * 86400),
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": "P14D",
+    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": "P3D",
 }
 
 
