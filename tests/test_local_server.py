@@ -142,3 +142,23 @@ def test_prune_deletes_old_finished_runs_only(prefect_api):
         pruned = CliRunner().invoke(app, ["server", "prune", "--flow", "prune-me", "--older-than", "0"])
         assert pruned.exit_code == 0 and "deleted 3 flow runs older than 0 days" in pruned.output, pruned.output
         assert client.read_flow_runs(flow_filter=named) == []
+
+
+def test_the_real_server_starts_and_answers(tmp_path, monkeypatch):
+    """The front door: `dubforge run` with no server starts Prefect's own, with dubforge's settings, on a free port."""
+    import os
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.setattr(local_server, "LOCAL_PORT", port)
+    try:
+        api = local_server.ensure_local_server(timeout=120)
+        assert api == f"http://127.0.0.1:{port}/api" and local_server.healthy(api, timeout=10)
+        assert local_server.started_server_pid() is not None
+    finally:
+        pid = local_server.started_server_pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGTERM)
