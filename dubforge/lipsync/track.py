@@ -32,7 +32,7 @@ from dubforge.core.files import (
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
+from dubforge.lipsync.video import frame_time, probe, rgb_frames, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
 TRACK_VERSION = 11  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot
@@ -90,12 +90,12 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     turn = None
     mesh = FaceMesh(MAX_FACES)
     try:
-        for index, frame in enumerate(frames(video)):
+        for index, (frame, stored) in enumerate(rgb_frames(video)):
             if turn is None:
                 turn = rotation(frame)
             times.append(frame_time(frame, index, info))
             pts.append(frame.pts if frame.pts is not None else -1)
-            rgb = upright(frame.to_ndarray(format="rgb24"), turn)
+            rgb = upright(stored, turn)
             thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
             if prev_thumb is not None:
                 d = float(np.mean(np.abs(thumb.astype(np.float32) - prev_thumb))) / 255.0
