@@ -1,11 +1,12 @@
 """Lip-sync render speed and memory at 1280x720, against a bare decode + x264 encode of the same clip.
 
-    .venv/bin/python benchmarks/lipsync_bench.py [--frames 240] [--cores 2]
+    .venv/bin/python benchmarks/lipsync_bench.py [--frames 240] [--cores 2] [--repeat 3]
 
-Prints fps per language (warm: face track and mouth bank cached, as for every language after the
-first), the ratio to decode+encode measured in the same run, the cold first-language cost, the whole lip-sync
-stage for 3 languages (track, bank, render and score) over 3 bare transcodes, the scorecard's time (first language, then others: the source side is cached) and its numbers, and peak
-memory of a render at N and 3N frames (each in its own process) to show it does not grow with length.
+Runs the lip-sync stage for 3 languages (track once; render and score each; the first language builds the
+mouth bank and the scorecard's source-side cache) and 3 bare transcodes, interleaved `--repeat` times so both
+see the same load, and prints medians: wall and CPU (user+sys, all threads) seconds per step, the stage over
+the bare transcodes in wall and in CPU seconds, the scorecard, and peak memory of a render at N and 3N frames
+(each in its own process) to show it does not grow with length.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,26 +58,51 @@ def bare_transcode(video: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def render_once(video: Path, work: Path, phonemes: list, out: Path, score: bool = False) -> dict:
+def _cpu() -> float:
+    """User + system seconds of this process, all its threads (x264's and mediapipe's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), _cpu()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - wall, _cpu() - cpu
+
+
+def render_once(video: Path, work: Path, phonemes: list, out: Path) -> dict:
+    """One render in a fresh process (peak memory)."""
+    from dubforge.tasks.lipsync import render_lipsync, track_face
+
+    track = track_face(video, work)
+    result = render_lipsync(video, track, phonemes, [], out)
+    return {"frames": result.frames_rendered + result.frames_passed_through,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def stage(video: Path, work: Path, phonemes: list, languages: int = 3) -> dict:
+    """The lip-sync stage as the flow runs it for `languages` languages: track once, then render and score
+    each (the first language builds the mouth bank and the scorecard's source-side cache). Wall and CPU
+    seconds per step."""
     from dubforge.tasks.lipsync import render_lipsync, score_lipsync, track_face
 
-    t0 = time.perf_counter()
-    track = track_face(video, work)
-    t1 = time.perf_counter()
-    result = render_lipsync(video, track, phonemes, [], out)
-    t2 = time.perf_counter()
-    report = {"track_s": t1 - t0, "render_s": t2 - t1, "frames": result.frames_rendered + result.frames_passed_through,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if score:  # the scorecard (its source-side detection is cached per source after the first language)
-        card = score_lipsync(out, video, track, phonemes)
-        report.update(score_s=time.perf_counter() - t2, scorecard=card)
-    return report
+    track, wall, cpu = timed(track_face, video, work)
+    steps = {"track": (wall, cpu)}
+    card: dict = {}
+    for k in range(languages):
+        out = work / f"out-{k}.mp4"
+        _, wall, cpu = timed(render_lipsync, video, track, phonemes, [], out)
+        steps[f"render{k}"] = (wall, cpu)
+        card, wall, cpu = timed(score_lipsync, out, video, track, phonemes)
+        steps[f"score{k}"] = (wall, cpu)
+    return {"steps": steps, "scorecard": card}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "dubforge-lipsync-bench")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -88,26 +115,42 @@ def main() -> None:
         print(json.dumps(render_once(video, args.work / "w", phonemes, args.work / f"child-{args.frames}.mp4")))
         return
 
-    cold = render_once(video, args.work / f"cold-{time.time_ns()}", phonemes, args.work / "out-cold.mp4", score=True)
-    bare = min(bare_transcode(video, args.work / "bare.mp4") for _ in range(2))
-    warm = min((render_once(video, args.work / "w", phonemes, args.work / "out.mp4", score=True) for _ in range(2)),
-               key=lambda r: r["render_s"])
-    n = warm["frames"]
+    from dubforge.lipsync.detect import FaceMesh
+
+    FaceMesh(1).close()  # imports (mediapipe's graph) once, outside the timings
+    load_before = os.getloadavg()[0]
+    bares, stages = [], []
+    for r in range(args.repeat):  # interleaved, so both see the same load
+        runs_ = [timed(bare_transcode, video, args.work / "bare.mp4")[1:] for _ in range(3)]
+        bares.append((sum(w for w, _ in runs_), sum(c for _, c in runs_)))
+        stages.append(stage(video, args.work / f"stage-{r}-{time.time_ns()}", phonemes))
+
+    def med(values) -> float:
+        return float(statistics.median(values))
+
+    def step(name: str, i: int) -> float:  # i: 0 wall, 1 cpu
+        return med(s["steps"][name][i] for s in stages)
+
+    bare_wall, bare_cpu = med(b[0] for b in bares) / 3, med(b[1] for b in bares) / 3
+    total = [sum(v[0] for v in s["steps"].values()) for s in stages]
+    total_cpu = [sum(v[1] for v in s["steps"].values()) for s in stages]
+    n = args.frames
     report = {
         "frames": n, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_avg_1min": os.getloadavg()[0],
-        "bare_decode_encode_fps": n / bare,
-        "render_fps_warm": n / warm["render_s"],
-        "render_over_bare_warm": warm["render_s"] / bare,
-        "render_fps_cold_first_language": n / cold["render_s"],
-        "render_over_bare_cold": cold["render_s"] / bare,
-        "track_once_fps": n / cold["track_s"],
-        "score_s_first_language": cold["score_s"],
-        "score_s_other_languages": warm["score_s"],
-        # The whole lip-sync stage for 3 languages (track once, bank once, render + score each) vs 3 bare transcodes.
-        "stage_3_languages_over_3_bare": (cold["track_s"] + cold["render_s"] + cold["score_s"]
-                                          + 2 * (warm["render_s"] + warm["score_s"])) / (3 * bare),
-        "scorecard": {k: round(v, 3) if isinstance(v, float) else v for k, v in warm["scorecard"].items()},
+        "repeat": args.repeat, "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0],
+        "bare_s": bare_wall, "bare_cpu_s": bare_cpu, "bare_decode_encode_fps": n / bare_wall,
+        "track_s": step("track", 0), "track_cpu_s": step("track", 1),
+        "render_s_first_language": step("render0", 0), "render_cpu_s_first_language": step("render0", 1),
+        "render_s_other_languages": step("render1", 0), "render_cpu_s_other_languages": step("render1", 1),
+        "render_over_bare_warm": step("render1", 0) / bare_wall,
+        "render_over_bare_cold": step("render0", 0) / bare_wall,
+        "score_s_first_language": step("score0", 0), "score_cpu_s_first_language": step("score0", 1),
+        "score_s_other_languages": step("score1", 0), "score_cpu_s_other_languages": step("score1", 1),
+        # The whole lip-sync stage for 3 languages (track once, bank once, render + score each) vs 3 bare
+        # transcodes: medians over the repeats, in wall seconds and in CPU seconds.
+        "stage_3_languages_over_3_bare": med(total) / (3 * bare_wall),
+        "stage_3_languages_over_3_bare_cpu": med(total_cpu) / (3 * bare_cpu),
+        "scorecard": {k: round(v, 3) if isinstance(v, float) else v for k, v in stages[-1]["scorecard"].items()},
     }
     for frames in (args.frames, 3 * args.frames):
         out = subprocess.run([sys.executable, __file__, "--child", "--frames", str(frames), "--cores", str(args.cores),

@@ -75,7 +75,7 @@ from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
 from dubforge.tasks.deliver import deliver_language, deliver_master
 from dubforge.tasks.ingest import ingest
-from dubforge.tasks.lipsync import lipsync_language, track_face
+from dubforge.tasks.lipsync import lipsync_language, speaker_lines, track_face
 from dubforge.tasks.mix import mix
 from dubforge.tasks.portrait import still_video
 from dubforge.tasks.separate import separate
@@ -193,10 +193,11 @@ def align_task(media: SourceMedia, transcript: Transcript, backend: str, from_sc
 
 
 @_stage_task("track-face", "track-face")
-def track_face_task(video: Path, media: SourceMedia, work_root: Path) -> FaceTrack:
+def track_face_task(video: Path, media: SourceMedia, work_root: Path,
+                    lines: tuple[tuple[float, float, str], ...] = ()) -> FaceTrack:
 
     with _live(SHARED, "track-face"):
-        return track_face(video, _work(work_root, "track-face", video), media.speech_wav)
+        return track_face(video, _work(work_root, "track-face", video), media.speech_wav, lines)
 
 
 # ---------------------------------------------------------------- per-language lane
@@ -470,7 +471,8 @@ def _shared_stages(run: _Run) -> _Source:
     face = None
     if m.lipsync.enabled:
         ensure_tag_limit(GPU_TAG, m.lipsync.slots, replace=False)  # an admin's limit wins
-        face = run.shared("track-face", track_face_task, video=video, media=media, work_root=run.work_root)
+        face = run.shared("track-face", track_face_task, video=video, media=media, work_root=run.work_root,
+                          lines=speaker_lines(transcript))
         logger.info("face track: %s", face.reason)
     return _Source(video, media, stems, transcript, face)
 

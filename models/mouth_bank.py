@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dubforge.core.contracts import Phoneme
-from dubforge.core.files import atomic_path, fingerprint
+from dubforge.core.files import atomic_path, fingerprint, write_json_atomic
 from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
@@ -21,6 +22,7 @@ from dubforge.lipsync.video import (
     H264Writer,
     copy_into,
     frames,
+    prefetched,
     probe,
     yuv_planes,
 )
@@ -134,7 +136,7 @@ class MouthBankRenderer(LipsyncRenderer):
                     + "; using generic viseme shapes scaled to the speaker's range")
             # The new mouth's texture is matched to the source's before encoding, plus what the re-encode
             # will remove from it (but not from the source it is compared with): measured, not guessed.
-            margin = 1.0 / calibrate(Path(video), arrays, preset, crf)
+            margin = 1.0 / encode_loss(Path(video), track, arrays, preset, crf)
             plan = (bank, canon, targets, closed, path, fade, margin)
 
         rendered = 0
@@ -142,7 +144,7 @@ class MouthBankRenderer(LipsyncRenderer):
             with H264Writer(tmp, info, preset=preset, crf=crf) as writer:
                 with EncodeThread(writer) as pipe:
                     state: dict = {}
-                    for i, frame in enumerate(frames(video)):
+                    for i, frame in enumerate(prefetched(frames(video))):
                         slot = pipe.acquire()
                         copy_into(frame, slot[1])
                         if plan is not None and i < n and valid[i]:
@@ -198,6 +200,16 @@ def mouth_box(points_px: np.ndarray, width: int, height: int) -> tuple[int, int,
 
     lips = points_px[c._LIPS]
     return c.region(lips, width, height, int(0.15 * np.ptp(lips[:, 0])))
+
+
+def encode_loss(video: Path, track: FaceTrack, arrays: dict, preset: str, crf: int) -> float:
+    """calibrate(), measured once per source video, preset and crf (cached beside the face track)."""
+    path = Path(track.npz).with_name(f"encode-loss-{fingerprint(Path(track.npz), preset, crf, CALIBRATION_FRAMES)}.json")
+    if path.is_file():
+        return float(json.loads(path.read_text())["encode_loss"])
+    loss = calibrate(video, arrays, preset, crf)
+    write_json_atomic(path, {"encode_loss": loss})
+    return loss
 
 
 def calibrate(video: Path, arrays: dict, preset: str, crf: int) -> float:

@@ -18,12 +18,23 @@ from dubforge.models.base import create_renderer
 DEFAULT_BACKEND = "mouth-bank"
 
 
-def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> FaceTrack:
+def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
+               lines: Sequence[tuple[float, float, str]] = ()) -> FaceTrack:
     """Landmarks, smoothing and pose of the speaking face, cached in work_dir by content hash.
 
-    With several faces, `speech_wav` (the source speech) picks the one whose mouth moves with it."""
+    With several faces, `speech_wav` (the source speech) picks the one whose mouth moves with it; `lines`
+    (speaker_lines: the script's lines when it names two or more speakers) binds each speaker to a face, which
+    is rendered during that speaker's lines."""
 
-    return run(Path(video), Path(work_dir), Path(speech_wav) if speech_wav else None)
+    return run(Path(video), Path(work_dir), Path(speech_wav) if speech_wav else None, lines)
+
+
+def speaker_lines(transcript: Transcript) -> tuple[tuple[float, float, str], ...]:
+    """(start, end, speaker) of each line when the transcript (a script's speaker column) names two or more
+    speakers; () otherwise. Only these reach the face track, so editing a line's text does not track again."""
+    if len({s.speaker for s in transcript.segments}) < 2:
+        return ()
+    return tuple((s.start, s.end, s.speaker) for s in transcript.segments)
 
 
 def render_lipsync(

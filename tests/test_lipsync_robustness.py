@@ -60,3 +60,34 @@ def test_two_people_taking_turns_in_one_shot_are_both_rendered(tmp_path):
     first, second = (t > 0.5) & (t < half - 0.5), (t > half + 1.0) & (t < case.seconds - 0.5)
     assert arrays["valid"][first].mean() > 0.95 and arrays["valid"][second].mean() > 0.95
     assert (x[first] < w).mean() > 0.95 and (x[second] > w).mean() > 0.95, track.reason
+
+
+def test_script_speakers_bind_faces_and_follow_short_turns(tmp_path):
+    """The same two faces, with the script's speaker column: each speaker is bound to the face whose mouth moves
+    with the speech during their lines, so the turn is followed where the script puts it (not up to 1 s late), and
+    short turns the audio-visual windows cannot follow are followed too."""
+    import numpy as np
+
+    from dubforge.core.contracts import Segment, Transcript
+    from dubforge.lipsync.track import load_arrays
+    from dubforge.tasks.lipsync import speaker_lines, track_face
+    from tests.lipsync_cases import build
+
+    case = CASES["turn-taking"]
+    made = build(case, tmp_path)
+    half, end, w = case.seconds / 2, case.seconds, case.size[0] / 2
+    # Anna (the left face, who speaks first) is also given a 0.6 s line inside Ben's half, where the source audio
+    # still follows Ben: the script wins for its lines, the binding comes from the other lines.
+    lines = [(0.0, half, "ANNA"), (half, 4.5, "BEN"), (4.5, 5.1, "ANNA"), (5.1, end, "BEN")]
+    transcript = Transcript(language="en", backend="script", segments=tuple(
+        Segment(start=a, end=b, text="...", speaker=who) for a, b, who in lines))
+    track = track_face(made["src"], tmp_path / "cache", made["audio"], speaker_lines(transcript))
+    arrays = load_arrays(track)
+    assert "ANNA = face" in track.reason and "BEN = face" in track.reason, track.reason
+    x = np.nanmean(arrays["points"][:, :, 0], axis=1)
+    t = made["times"]
+    for a, b, who in lines:
+        inside = (t > a + 0.1) & (t < b - 0.1)
+        assert arrays["valid"][inside].mean() > 0.95, (who, a, b)
+        left = (x[inside] < w).mean()
+        assert (left if who == "ANNA" else 1 - left) > 0.95, (who, a, b, track.reason)

@@ -15,7 +15,7 @@ from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import load_arrays, runs
-from dubforge.lipsync.video import frames, yuv_planes
+from dubforge.lipsync.video import frames, prefetched, yuv_planes
 
 BANK_VERSION = 2
 MAX_UNITS = 360
@@ -96,7 +96,7 @@ def build(video: Path, track: FaceTrack) -> Bank:
     chroma = np.zeros((len(chosen), h // 2, w // 2, 2), np.uint8)
     origin = np.zeros((len(chosen), 2), np.int64)
     slot = {int(f): k for k, f in enumerate(chosen)}
-    for index, frame in enumerate(frames(video)):
+    for index, frame in enumerate(prefetched(frames(video))):
         if index > chosen[-1]:
             break
         k = slot.get(index)

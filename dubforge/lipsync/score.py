@@ -34,7 +34,7 @@ from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.phoneclass import bilabials, openness, speaking
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.track import MAX_FACES, load_arrays
-from dubforge.lipsync.video import frames, rotation, upright, upright_to_stored
+from dubforge.lipsync.video import rgb_frames, rotation, upright, upright_to_stored
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
 MAX_LAG = 5
@@ -67,10 +67,9 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * DILATE_PX + 1, 2 * DILATE_PX + 1))
     ring_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_PX + 1, 2 * RING_PX + 1))
     with FaceMesh(MAX_FACES, static=True) as mesh:
-        for i, (fo, fs) in enumerate(zip(frames(rendered), frames(source))):
+        for i, ((fo, out), (fs, src)) in enumerate(zip(rgb_frames(rendered), rgb_frames(source))):
             if i >= n:
                 break
-            out, src = fo.to_ndarray(format="rgb24"), fs.to_ndarray(format="rgb24")
             if speak[i] and not src_done[i]:
                 found = _detect(mesh, src, rotation(fs))
                 picked = _pick(np.stack(found), anchor[i]) if found else None

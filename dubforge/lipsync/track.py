@@ -13,6 +13,7 @@ with those arrays, never with pixels."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -32,10 +33,10 @@ from dubforge.core.files import (
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.video import frame_time, frames, probe, rotation, upright, upright_to_stored
+from dubforge.lipsync.video import frame_time, probe, rgb_frames, rotation, upright, upright_to_stored
 from dubforge.media.audio import read_wav
 
-TRACK_VERSION = 11  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot
+TRACK_VERSION = 12  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot; 12: script speakers
 MAX_FACES = 3
 MIN_FACE_PX = 40.0  # narrower faces are passed through: too small to render a mouth into
 LIP_SIGMA, FACE_SIGMA, POSE_SIGMA = 0.6, 1.0, 1.5  # temporal smoothing, in frames
@@ -51,6 +52,7 @@ OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
 # Turns within a shot (two people in one frame taking turns): another face takes over where its mouth correlates
 # with the speech by TURN_MARGIN more than the current speaker's over a TURN_WINDOW_S window, for TURN_MIN_S or more.
 TURN_WINDOW_S, TURN_MIN_S, TURN_MARGIN, TURN_MIN_R = 2.0, 1.0, 0.2, 0.3
+SPEAKER_MIN_FRAMES = 10  # frames of a speaker's lines a face must be on screen for to be bound to that speaker
 
 
 @dataclass
@@ -69,11 +71,15 @@ class _Tracklet:
         return np.median(np.stack(self.sigs), axis=0)
 
 
-def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> FaceTrack:
+def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
+               lines: Sequence[tuple[float, float, str]] = ()) -> FaceTrack:
+    """`lines`: (start, end, speaker) of the script's lines; with two or more speakers named (and the source
+    speech), each speaker is bound to a face and that face is rendered during the speaker's lines."""
     video = Path(video)
     info = probe(video)
     video_sha = sha256_file(video)
-    key = fingerprint(video_sha, TRACK_VERSION, speech_wav if speech_wav else None)
+    lines = [(float(a), float(b), str(who)) for a, b, who in lines] if len({who for *_, who in lines}) > 1 else []
+    key = fingerprint(video_sha, TRACK_VERSION, speech_wav if speech_wav else None, lines or None)
     json_path = Path(work_dir) / f"face-track-{key}.json"
     if json_path.is_file():
         cached = FaceTrack.model_validate_json(json_path.read_text())
@@ -90,12 +96,12 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     turn = None
     mesh = FaceMesh(MAX_FACES)
     try:
-        for index, frame in enumerate(frames(video)):
+        for index, (frame, stored) in enumerate(rgb_frames(video)):
             if turn is None:
                 turn = rotation(frame)
             times.append(frame_time(frame, index, info))
             pts.append(frame.pts if frame.pts is not None else -1)
-            rgb = upright(frame.to_ndarray(format="rgb24"), turn)
+            rgb = upright(stored, turn)
             thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
             if prev_thumb is not None:
                 d = float(np.mean(np.abs(thumb.astype(np.float32) - prev_thumb))) / 255.0
@@ -139,6 +145,9 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None) -> F
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
     chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
                                                   max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
+    if lines and envelope is not None:
+        chosen, bound = _by_speaker(chosen, faces_points, present, envelope, np.asarray(times), lines)
+        reason += "; script speakers: " + (", ".join(f"{who} = face {f}" for who, f in bound.items()) or "none bound")
 
     points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
     identity = np.full(n, -1, np.int64)
@@ -376,6 +385,30 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, w
         reason = "the only face"
     audio = (float(np.average([c for _, c in corrs], weights=[w for w, _ in corrs])) if corrs else None)
     return chosen.tolist(), reason, audio
+
+
+def _by_speaker(chosen: list[int], curves: dict, present: dict, envelope: np.ndarray, times: np.ndarray,
+                lines: list[tuple[float, float, str]]) -> tuple[list[int], dict[str, int]]:
+    """The script names who speaks when: bind each speaker to the face whose mouth moves with the source speech
+    during that speaker's lines (one face per speaker, Hungarian on the correlations; a pair that does not
+    correlate positively is not bound), then render the bound face wherever it is on screen during its
+    speaker's lines, in every shot; a face bound to another speaker is not rendered there (it listens). Other
+    frames keep `chosen`."""
+    who = sorted({w for *_, w in lines})
+    faces = sorted(curves)
+    spans = {w: np.zeros(len(times), bool) for w in who}
+    for a, b, w in lines:
+        spans[w] |= (times >= a) & (times < b)
+    corr = np.array([[_masked_corr(g.opening(np.nan_to_num(curves[f])), envelope, present[f] & spans[w])
+                      if (present[f] & spans[w]).sum() >= SPEAKER_MIN_FRAMES else 0.0 for f in faces] for w in who])
+    rows, cols = linear_sum_assignment(-corr)
+    bound = {who[r]: faces[c] for r, c in zip(rows, cols) if corr[r, c] > 0}
+    out = np.asarray(chosen, np.int64).copy()
+    for w, f in bound.items():
+        others = [o for v, o in bound.items() if v != w]
+        out[spans[w] & np.isin(out, others)] = -1  # the script says that person listens here
+        out[spans[w] & present[f]] = f
+    return out.tolist(), bound
 
 
 def _turns(main: int, candidates: list[int], curves: dict, present: dict, idx: np.ndarray, envelope: np.ndarray,

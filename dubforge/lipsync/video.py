@@ -71,6 +71,79 @@ def frames(path: Path) -> Iterator:
         yield from container.decode(stream)
 
 
+class RgbConverter:
+    """Decoded frame -> RGB uint8 array with one reused swscale context: `frame.to_ndarray(format="rgb24")`
+    builds a new one for every frame, which costs more than the conversion itself (~1.5 ms of ~2 ms at 720p)."""
+
+    def __init__(self) -> None:
+        self._reformatter = av.video.reformatter.VideoReformatter()
+
+    def __call__(self, frame) -> np.ndarray:
+        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
+def rgb_frames(path: Path) -> Iterator[tuple]:
+    """(av.VideoFrame, its RGB uint8 array) in presentation order, decoded and converted ahead on a
+    background thread (see prefetched)."""
+
+    def convert() -> Iterator[tuple]:
+        to_rgb = RgbConverter()
+        for frame in frames(path):
+            yield frame, to_rgb(frame)
+
+    return prefetched(convert())
+
+
+def prefetched(items: Iterator, depth: int = 4) -> Iterator:
+    """The items of `items`, produced on a background thread up to `depth` ahead, so decoding and colour
+    conversion (PyAV releases the GIL in both) overlap the consumer's work on a second core. Memory: `depth`
+    items. The producer stops when the consumer stops early; its errors are raised in the consumer."""
+
+    todo: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                todo.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    break
+            else:
+                put((end, None))
+        except BaseException as exc:  # re-raised in the consumer
+            put((end, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def consume() -> Iterator:
+        thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+        thread.start()  # on the first next(): a generator never started is never closed
+        try:
+            while True:
+                item, error = todo.get()
+                if error is not None:
+                    raise error
+                if item is end:
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    return consume()
+
+
 def rotation(frame) -> int:
     """The display rotation of a decoded frame in degrees counter-clockwise (0, 90, 180 or 270): how far
     a player turns the stored pixels to show them (the display matrix; ffprobe's side_data rotation)."""

@@ -23,13 +23,14 @@ GENERIC: dict[str, tuple[float, float, float]] = {
     "ER": (0.45, -0.3, 0.0), "HH": (0.4, 0.0, 0.0),
 }
 VISEMES = tuple(GENERIC)
-# How strongly each class holds its shape against its neighbours (open, width): lips-only sounds dominate,
-# tongue sounds borrow the lips from the vowels around them.
+# How strongly each class holds its shape against its neighbours (open, width): lips-only sounds dominate the
+# width; tongue sounds borrow the lips' width from the vowels around them but not their opening (the jaw rises
+# for a tongue tip or back to reach the palate), and a pause relaxes the mouth.
 DOMINANCE: dict[str, tuple[float, float]] = {
-    SIL: (0.5, 0.5), "PBM": (1.0, 0.6), "FV": (1.5, 0.6), "TH": (0.7, 0.3), "TD": (0.4, 0.2),
-    "SZ": (0.8, 0.6), "SH": (0.8, 1.2), "KG": (0.3, 0.2), "R": (0.6, 1.2), "W": (1.2, 2.0),
+    SIL: (1.0, 0.5), "PBM": (1.0, 0.6), "FV": (1.5, 0.6), "TH": (1.0, 0.3), "TD": (1.0, 0.2),
+    "SZ": (1.2, 0.6), "SH": (0.8, 1.2), "KG": (0.8, 0.2), "R": (0.6, 1.2), "W": (1.2, 2.0),
     "AA": (1.5, 0.8), "EH": (1.5, 0.8), "IY": (1.2, 1.0), "AO": (1.5, 1.5), "UH": (1.2, 1.5),
-    "AH": (1.5, 0.6), "ER": (1.2, 1.0), "HH": (0.1, 0.1),
+    "AH": (1.5, 0.6), "ER": (1.2, 1.0), "HH": (0.5, 0.1),
 }
 ROUNDED = {"W", "AO", "UH", "SH", "R", "ER"}
 VOWELS = {"AA", "EH", "IY", "AO", "UH", "AH", "ER", "W"}
