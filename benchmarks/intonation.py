@@ -11,7 +11,8 @@ settings were chosen on) and HELD_OUT (twelve other lines, in Spanish and German
 The measure is the benchmark's own, independent of the transfer's code: Praat (parselmouth) autocorrelation pitch
 75-500 Hz; each line's voiced F0 in semitones is resampled to 50 points over its voiced span. Per voice: the median
 Pearson correlation of the dub's contour with the source's, the median ratio of their ranges (5th-95th
-percentile, semitones), and artefact checks: median HNR (Praat harmonicity, dB, voiced frames) and median local
+percentile, semitones), also with the source contour taken from the source over a music bed (`--bed-db`
+below the speech, as from the original mix in voice-over mode), and artefact checks: median HNR (Praat harmonicity, dB, voiced frames) and median local
 jitter (%, Praat periodic point process). CER table: back-transcription by Whisper base (as benchmarks/languages.py)
 of the four sentences of benchmarks/languages.py in es, fr and de and of the held-out lines, with and without the
 transfer (source contours from Piper speaking the English sentences).
@@ -135,9 +136,11 @@ def table(title: str, wavs: dict[str, list[Path]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="1.0,0.8,0.6", help="shares of the source contour to measure")
+    parser.add_argument("--bed-db", type=float, default=10.0, help="speech-to-music ratio of the music condition")
     parser.add_argument("--skip-cer", action="store_true")
     args = parser.parse_args()
 
+    from benchmarks.languages import music_bed, to16
     from dubforge.media import prosody
     from dubforge.media.audio import read_wav
     from dubforge.models.base import create_synthesizer
@@ -148,10 +151,14 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     print(f"# load average {os.getloadavg()[0]:.1f}; stage default weight {INTONATION_WEIGHT}")
 
-    def with_source(kokoro, weight: float):
+    def with_source(kokoro, weight: float, bed_db: float | None = None):
         def make(source_wav: Path):
             audio, rate = read_wav(source_wav)
-            found = prosody.source_contour(audio.mean(axis=1), rate)
+            audio = audio.mean(axis=1)
+            if bed_db is not None:  # the source actor over music, as the original mix in voice-over mode
+                audio, rate = to16(source_wav), 16_000
+                audio = audio + music_bed(len(audio)) * np.sqrt(np.mean(audio**2)) * 10 ** (-bed_db / 20)
+            found = prosody.source_contour(audio, rate)
             return kokoro if found is None else SourceIntonation(kokoro, found, weight)
         return make
 
@@ -159,6 +166,8 @@ def main() -> None:
         espeak, kokoro = create_synthesizer("espeak", language=language), create_synthesizer("kokoro", language=language)
         chosen = {"espeak": lambda _: espeak, "kokoro jm_kumo": lambda _: kokoro}
         chosen |= {f"kokoro + source intonation w={w:g}": with_source(kokoro, w) for w in weights}
+        chosen[f"kokoro + source intonation, source over music {args.bed_db:g} dB down"] = with_source(
+            kokoro, INTONATION_WEIGHT, args.bed_db)
         return chosen
 
     table("TUNE set, es (settings chosen on it)", dubs(TUNE, "es", source, voices("es"), work / "tune-es"))
