@@ -29,6 +29,7 @@ class SourceIntonation:
     """`inner` speaking with a source line's intonation; the line cache keys on the contour through fingerprint()."""
 
     name: ClassVar[str] = "source-intonation"
+    needs_weights: ClassVar[bool] = False
 
     def __init__(self, inner: Synthesizer, contour: np.ndarray, weight: float = INTONATION_WEIGHT):
         self.inner, self.contour, self.weight = inner, contour, weight
