@@ -160,12 +160,14 @@ def fit_track(
     language: str,
     progress: Callable[[int, int], None] | None = None,
     tts_cache: Path | None = None,
+    line_voice: Callable[[Line, Synthesizer], Synthesizer] | None = None,
 ) -> DubTrack:
     """Synthesise, fit and place every line; write `work_dir/dub.<language>.wav` (48 kHz mono float,
     exactly round(video_duration * 48000) samples) and return the DubTrack.
 
     Synthesised lines are cached in `tts_cache` (default `work_dir/tts`) by text, voice and rate;
-    `progress(done, total)` is called after each line."""
+    `progress(done, total)` is called after each line; `line_voice(line, synthesizer)` may give a line its own
+    synthesizer (e.g. one speaking with the source line's intonation)."""
     if not video_duration > 0:
         raise StageError(f"video duration must be positive to build the {language} dub track (got {video_duration})")
     work_dir = Path(work_dir)
@@ -181,6 +183,8 @@ def fit_track(
     for i, line in enumerate(ordered):
         synth = _pick(synthesizers, line.speaker)
         used.add(synth.name)
+        if line_voice is not None:
+            synth = line_voice(line, synth)
         spoken = bool(line.text.strip())
         start = max(line.start, not_before) if spoken else line.start
         nxt = ordered[i + 1].start - timing.gap if i + 1 < len(ordered) else video_duration
