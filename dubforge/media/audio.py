@@ -169,6 +169,23 @@ def write_wav(path: Path, data: np.ndarray, rate: int) -> Path:
     return Path(path)
 
 
+def regrouped(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The same samples in blocks of exactly `size` (the last may be shorter): streams with different block
+    boundaries can then be zipped."""
+    parts: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        parts.append(block)
+        held += len(block)
+        if held >= size:
+            joined = np.concatenate(parts)
+            cut = len(joined) - len(joined) % size
+            yield from np.split(joined[:cut], cut // size)
+            parts, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield np.concatenate(parts)
+
+
 class Rechunker:
     """Push blocks of any length; `process(ext, ext_start, start, end, last)` is called for consecutive chunks
     [start, end) of `chunk` samples (the last may be shorter), with `ext` holding samples [ext_start, end + context)
