@@ -55,7 +55,8 @@ class WavReader:
         tag, self.channels, self.rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
         if tag == _EXTENSIBLE and len(fmt) >= 26:
             tag = struct.unpack("<H", fmt[24:26])[0]
-        kinds = {(_PCM, 8): "u1", (_PCM, 16): "<i2", (_PCM, 24): "i3", (_PCM, 32): "<i4", (_FLOAT, 32): "<f4", (_FLOAT, 64): "<f8"}
+        kinds = {(_PCM, 8): "u1", (_PCM, 16): "<i2", (_PCM, 24): "i3", (_PCM, 32): "<i4",
+                 (_FLOAT, 32): "<f4", (_FLOAT, 64): "<f8"}
         if (tag, bits) not in kinds or self.channels < 1 or align != self.channels * bits // 8:
             raise ValueError(f"{self.path}: unsupported WAV format (tag {tag}, {bits} bits)")
         self._kind, self._width = kinds[(tag, bits)], bits // 8
@@ -99,10 +100,10 @@ class WavWriter:
         self._handle.write(self._header())
 
     def _header(self) -> bytes:
-        data = self.frames * self.channels * 4
-        fmt = struct.pack("<HHIIHH", _FLOAT, self.channels, self.rate, self.rate * self.channels * 4, self.channels * 4, 32)
-        return b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + data) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt \
-            + b"data" + struct.pack("<I", data)
+        data, align = self.frames * self.channels * 4, self.channels * 4
+        fmt = struct.pack("<HHIIHH", _FLOAT, self.channels, self.rate, self.rate * align, align, 32)
+        riff = struct.pack("<I", 4 + 8 + len(fmt) + 8 + data)
+        return b"RIFF" + riff + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data)
 
     def write(self, block: np.ndarray) -> None:
         block = np.asarray(block, dtype="<f4")
@@ -212,7 +213,8 @@ class Rechunker:
         while self.total > self._next + self.chunk + self.context:
             ext_start = max(0, self._next - self.context)
             end = self._next + self.chunk
-            self.process(buf[ext_start - self._start : end + self.context - self._start], ext_start, self._next, end, False)
+            ext = buf[ext_start - self._start : end + self.context - self._start]
+            self.process(ext, ext_start, self._next, end, False)
             self._next = end
         keep = max(0, self._next - self.context) - self._start
         self._parts, self._start = [buf[keep:]], self._start + keep
@@ -306,22 +308,5 @@ def decode_audio_blocks(path: Path, key: str, rate: int = MIX_RATE, layout: str 
 
 
 def decode_audio(path: Path, key: str) -> tuple[np.ndarray, int]:
-    """Any audio file PyAV reads -> float32 (samples, 2) at MIX_RATE; `key` names the manifest key in errors."""
-    if path.suffix.lower() == ".wav":
-        try:
-            return read_wav(path)
-        except ValueError:
-            pass  # a WAV flavour scipy cannot read: let FFmpeg decode it
-
-    chunks, rate = [], MIX_RATE
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=MIX_RATE)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().T)
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().T)
-    if not chunks:
-        raise InputError(Problem(str(path), key, "the file contains no audio"))
-    return np.concatenate(chunks).astype(np.float32), rate
+    """Any audio file PyAV reads -> float32 (samples, 2) at MIX_RATE, whole; `key` names the manifest key in errors."""
+    return np.concatenate(list(decode_audio_blocks(path, key))), MIX_RATE
