@@ -7,7 +7,7 @@ so all later times (ASR, cues, the dub) line up with the picture.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import tee, zip_longest
+from itertools import zip_longest
 from pathlib import Path
 
 import av
@@ -25,6 +25,7 @@ from dubforge.media.audio import (
     regrouped,
     resample_blocks,
     to_channels,
+    two_ways,
     wav_writer,
 )
 from dubforge.media.probe import open_media, probe
@@ -126,7 +127,7 @@ def ingest(video: Path, work_dir: Path, key: str = "source.video", language: str
 def _extract(video: Path, start: float, duration: float, key: str, index: int, mix_wav: Path, speech_wav: Path) -> None:
     """One streamed decode into both WAVs, block by block."""
     rate, _, blocks = decode_source_audio(video, start, duration, key, index)
-    stereo_blocks, mono_blocks = tee(blocks)  # consumed in step below: tee holds about one block
+    stereo_blocks, mono_blocks = two_ways(blocks)  # consumed in step below: about one block is held
     stereo = fitted(resample_blocks((to_channels(b, 2) for b in stereo_blocks), rate, MIX_RATE),
                     round(duration * MIX_RATE), 2)
     mono = fitted(resample_blocks((b.mean(axis=1, keepdims=True) for b in mono_blocks), rate, SPEECH_RATE),

@@ -20,6 +20,7 @@ from dubforge.core.textscore import error_rates
 from dubforge.media import loudness
 from dubforge.media.audio import MIX_RATE, SPEECH_RATE, decode_audio_blocks, resample_blocks, to_channels, wav_writer
 from dubforge.models.base import create_transcriber
+from dubforge.tasks.transcribe import transcribe_windows
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -178,7 +179,7 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
         mono = (to_channels(b, 1) for b in decode_audio_blocks(Path(delivered), key="outputs"))
         for block in resample_blocks(mono, MIX_RATE, SPEECH_RATE):
             writer.write(block)
-    words = [w for seg in asr.transcribe(speech, language).segments for w in seg.words]
+    words = [w for seg in transcribe_windows(asr, speech, language).segments for w in seg.words]  # windowed: long dubs
     heard = _assign(words, lines)
     checks = []
     for line in lines:

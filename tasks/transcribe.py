@@ -14,13 +14,15 @@ from dubforge.core.errors import StageError
 from dubforge.core.languages import base_language
 from dubforge.core.scripts import read_script
 from dubforge.media.audio import BLOCK_S, WavReader, to_channels, wav_writer
-from dubforge.models.base import create_aligner, create_transcriber
+from dubforge.models.base import Transcriber, create_aligner, create_transcriber
 
 log = logging.getLogger(__name__)
 
 
-ASR_WINDOW_S = 300.0  # a longer source is transcribed this much at a time: memory is a window, not the programme
-ASR_SEARCH_S = 20.0  # each cut between windows goes at the quietest moment this close to its nominal place
+# A longer source is transcribed this much at a time: Whisper's feature extraction holds about 50 MB per minute
+# it is given, so memory is that of a window, not of the programme. Whisper decodes 30 s at a time anyway.
+ASR_WINDOW_S = 60.0
+ASR_SEARCH_S = 15.0  # each cut between windows goes at the quietest moment this close to its nominal place
 _QUIET_S = 0.2
 
 
@@ -29,10 +31,13 @@ def transcribe(speech_wav: Path, language: str, backend: str = "faster-whisper",
     """16 kHz mono speech -> Transcript (segments with word times) from ASR backend `backend`.
 
     Speech longer than 1.2 ASR_WINDOW_S is cut into windows of about ASR_WINDOW_S at its quietest moments (ASR
-    decodes and extracts features of all it is given at once) and transcribed window by window; the language
+    extracts the features of all it is given at once) and transcribed window by window; the language
     detected in the first window ('auto') is used for the others."""
-    transcriber = create_transcriber(backend, models_file, **(options or {}))
-    speech_wav = Path(speech_wav)
+    return transcribe_windows(create_transcriber(backend, models_file, **(options or {})), Path(speech_wav), language)
+
+
+def transcribe_windows(transcriber: Transcriber, speech_wav: Path, language: str) -> Transcript:
+    """`transcriber` on `speech_wav`, window by window when it is longer than 1.2 ASR_WINDOW_S (see `transcribe`)."""
     try:
         reader = WavReader(speech_wav)
     except (OSError, ValueError):

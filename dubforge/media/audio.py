@@ -7,6 +7,7 @@ is bounded by a block, not by the length of the source.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -185,6 +186,25 @@ def regrouped(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
             parts, held = [joined[cut:]], len(joined) - cut
     if held:
         yield np.concatenate(parts)
+
+
+def two_ways(blocks: Iterable[np.ndarray]) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
+    """Two iterators over the same blocks, each block released once both have taken it (itertools.tee holds
+    up to 57 items in each of its link cells: 57 blocks of audio)."""
+    source = iter(blocks)
+    queues: tuple[deque[np.ndarray], deque[np.ndarray]] = (deque(), deque())
+
+    def side(queue: deque[np.ndarray]) -> Iterator[np.ndarray]:
+        while True:
+            if not queue:
+                block = next(source, None)
+                if block is None:
+                    return
+                for q in queues:
+                    q.append(block)
+            yield queue.popleft()
+
+    return side(queues[0]), side(queues[1])
 
 
 class Rechunker:
