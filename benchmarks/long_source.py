@@ -1,6 +1,7 @@
 """Peak memory and time per stage on a long source against a 1-minute one (issue 12: memory flat in length).
 
-    .venv/bin/python benchmarks/long_source.py [--minutes 60] [--short 1] [--asr-minutes 10] [--work DIR]
+    .venv/bin/python benchmarks/long_source.py [--minutes 60] [--short 1] [--asr-minutes 10] [--lipsync-minutes M]
+                                               [--work DIR] [--json FILE]
 
 The source is the 20 s demo (`dubforge demo`: the real talking-head clip at 1280x720, Piper English speech over
 music and effects) looped by stream copy to each length, with its M&E stem and English script looped alike and
@@ -9,12 +10,13 @@ records the earlier stages wrote, as the flow runs it: ingest, separate (provide
 the English script), voice (fit_track with espeak, the cheapest real TTS), mix (ebu-r128), mux (the language's
 MP4), qc (measure_delivery + the dialogue-gated loudness of the delivered file), asr (faster-whisper) and
 back-transcription (Whisper base on the delivered MP4). Printed per stage and length: peak RSS of the process
-(wait4, MiB), wall and CPU seconds, and the ratio long/short. "python" is the floor: a process that only
+(its VmHWM or its largest child's, MiB), wall and CPU seconds, and the ratio long/short. "python" is the floor: a process that only
 imports the stage modules.
 
 Whisper runs at about 0.2-0.3x real time on 2 cores, so asr and back-transcription get at most --asr-minutes of
 the long source (they work in windows of about a minute: more minutes add time, not memory); the table says so.
-Lip-sync is not in this benchmark (its frames already stream: benchmarks/lipsync_bench.py).
+--lipsync-minutes M adds face tracking and the lip-sync render + scorecard (1280x720), on a source of M minutes
+against the short one (rendering an hour of 720p takes hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import timed  # noqa: E402
 
 STAGES = ("python", "ingest", "separate", "align", "voice", "mix", "mux", "qc", "asr", "back-transcription")
+LIPSYNC_STAGES = ("track-face", "lipsync")  # after ingest, align and voice (--lipsync-minutes)
 TARGET_RATIO = 1.10
 
 
@@ -99,6 +102,18 @@ def run_stage(stage: str, folder: Path) -> None:
         lines = tuple(line for line in dub.lines if line.end <= limit)
         checks = back_transcribe(folder / "asr.es.mp4", lines, "es", 0.25, work)
         print(f"back-transcription median CER: {checks.median_cer}")
+    elif stage == "track-face":
+        from dubforge.tasks.lipsync import track_face
+
+        save("face", track_face(media.video, work / "track", media.speech_wav))
+    elif stage == "lipsync":
+        from dubforge.core.manifest import Lipsync
+        from dubforge.lipsync.records import FaceTrack
+        from dubforge.tasks.lipsync import lipsync_language
+
+        picture = lipsync_language(media.video, load("face", FaceTrack), load("dub", DubTrack),
+                                   load("transcript", Transcript), Lipsync(), False, None, folder / "lipsync.es.mp4")
+        print(f"lip-sync coverage {picture.scorecard.get('coverage')}, {picture.result.frames_rendered} frames rendered")
     else:
         raise SystemExit(f"unknown stage {stage}")
 
@@ -173,9 +188,9 @@ def asr_inputs(folder: Path) -> None:
 
 # --- the comparison -----------------------------------------------------------------------------------------------
 
-def measure(folder: Path, log: Path) -> dict[str, dict]:
+def measure(folder: Path, log: Path, stages: tuple[str, ...] = STAGES) -> dict[str, dict]:
     results = {}
-    for stage in STAGES:
+    for stage in stages:
         if stage == "asr":
             asr_inputs(folder)
         result = timed([sys.executable, __file__, "--stage", stage, "--folder", str(folder)], log=log.with_suffix(f".{stage}.log"))
@@ -191,11 +206,23 @@ def measure(folder: Path, log: Path) -> dict[str, dict]:
     return results
 
 
+def lipsync_measure(work: Path, short: float, minutes: float, asr_minutes: float) -> dict[str, dict]:
+    """Face tracking and lip-sync (1280x720 rendering: slow on 2 cores, hence a length of its own)."""
+    folder = work / f"{minutes:g}min"
+    make_source(work / "demo", minutes, asr_minutes, folder)
+    if not (folder / "dub.json").is_file():
+        measure(folder, work / "lipsync-prep.log", ("ingest", "align", "voice"))
+    return {"short": measure(work / f"{short:g}min", work / "lipsync-short.log", LIPSYNC_STAGES),
+            "long": measure(folder, work / "lipsync.log", LIPSYNC_STAGES)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="the long source (default 60)")
     parser.add_argument("--short", type=float, default=1.0, help="the reference source (default 1)")
     parser.add_argument("--asr-minutes", type=float, default=10.0, help="most minutes given to Whisper (default 10)")
+    parser.add_argument("--lipsync-minutes", type=float, default=0.0,
+                        help="also measure face tracking and lip-sync on a source this long against --short (default: off)")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
@@ -223,20 +250,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
               f"load average {os.getloadavg()[0]:.2f}; sources ready in {time.perf_counter() - began:.0f} s")
         measured = {name: measure(work / f"{minutes:g}min", work / f"{name}.log") for name, minutes in lengths.items()}
+        rows = [(stage, measured["short"][stage], measured["long"][stage], args.minutes) for stage in STAGES]
+        if args.lipsync_minutes:
+            measured["lipsync"] = lipsync_measure(work, args.short, args.lipsync_minutes, args.asr_minutes)
+            rows += [(stage, measured["lipsync"]["short"][stage], measured["lipsync"]["long"][stage], args.lipsync_minutes)
+                     for stage in LIPSYNC_STAGES]
         asr_long = min(args.minutes, args.asr_minutes)
         print(f"\n  {'stage':<20}{'peak MiB':>10}{'peak MiB':>10}{'ratio':>7}{'wall s':>9}{'wall s':>9}"
               f"{'cpu s':>8}{'cpu s':>8}")
         print(f"  {'':<20}{args.short:>8g}mn{args.minutes:>8g}mn{'':>7}{args.short:>7g}mn{args.minutes:>7g}mn"
               f"{args.short:>6g}mn{args.minutes:>6g}mn")
         worst = 0.0
-        for stage in STAGES:
-            a, b = measured["short"][stage], measured["long"][stage]
+        for stage, a, b, minutes in rows:
             ratio = b["peak_mib"] / a["peak_mib"]
             worst = max(worst, ratio)
-            capped = f"  (Whisper on {min(args.short, args.asr_minutes):g} vs {asr_long:g} min)" if stage in (
-                "asr", "back-transcription") else ""
+            note = f"  ({args.short:g} vs {minutes:g} min)" if minutes != args.minutes else ""
+            if stage in ("asr", "back-transcription"):
+                note = f"  (Whisper on {min(args.short, args.asr_minutes):g} vs {asr_long:g} min)"
             print(f"  {stage:<20}{a['peak_mib']:>10.0f}{b['peak_mib']:>10.0f}{ratio:>7.2f}{a['wall']:>9.1f}{b['wall']:>9.1f}"
-                  f"{a['cpu']:>8.1f}{b['cpu']:>8.1f}{capped}")
+                  f"{a['cpu']:>8.1f}{b['cpu']:>8.1f}{note}")
         print(f"\n  target: every stage's peak within {TARGET_RATIO - 1:.0%} of the {args.short:g}-minute source: "
               f"worst ratio {worst:.2f} {'PASS' if worst <= TARGET_RATIO else 'FAIL'}; load average now "
               f"{os.getloadavg()[0]:.2f}")
