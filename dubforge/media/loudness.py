@@ -322,6 +322,8 @@ class _Spool:
             yield from self._blocks
 
     def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
@@ -354,29 +356,32 @@ def _normalise(source: Callable[[], Iterable[np.ndarray]], rate: int, channels: 
     spec = _lookup(preset)
     gate = dialogue if spec.dialogue_gated else None
     loudness, peak = _measure(source(), rate, channels, gate)
-    current, gain, spool = source, 1.0, None
-    if np.isfinite(loudness):
-        for _ in range(MAX_PASSES):
-            gain = 10 ** ((spec.target_lufs - loudness) / 20)
-            peak *= gain  # the oversampling filter is linear: no need to re-measure
-            loudness = spec.target_lufs  # likewise loudness: a gain of g dB moves it by exactly g
-            if dbtp(peak) <= spec.ceiling_dbtp - LIMIT_MARGIN_DB / 2:
-                break  # gain only: loudness is now on target
-            limited = _Spool(folder, rate, channels)
-            limiter = StreamLimiter(rate, spec.ceiling_dbtp - LIMIT_MARGIN_DB, limited.write)
-            for block in current():
-                limiter.add((block * gain).astype(np.float32))
-            limiter.close()
-            if spool is not None:
-                spool.discard()
-            spool, current, gain = limited, limited.blocks, 1.0
-            loudness, peak = _measure(current(), rate, channels, gate)
-            if abs(loudness - spec.target_lufs) <= TOLERANCE_LU:
-                break
-    for block in current():
-        sink(block if gain == 1.0 else (block * gain).astype(np.float32))
-    if spool is not None:
-        spool.discard()
+    current, gain, spools = source, 1.0, []
+    try:
+        if np.isfinite(loudness):
+            for _ in range(MAX_PASSES):
+                gain = 10 ** ((spec.target_lufs - loudness) / 20)
+                peak *= gain  # the oversampling filter is linear: no need to re-measure
+                loudness = spec.target_lufs  # likewise loudness: a gain of g dB moves it by exactly g
+                if dbtp(peak) <= spec.ceiling_dbtp - LIMIT_MARGIN_DB / 2:
+                    break  # gain only: loudness is now on target
+                limited = _Spool(folder, rate, channels)
+                spools.append(limited)
+                limiter = StreamLimiter(rate, spec.ceiling_dbtp - LIMIT_MARGIN_DB, limited.write)
+                for block in current():
+                    limiter.add((block * gain).astype(np.float32))
+                limiter.close()
+                if len(spools) > 1:
+                    spools.pop(0).discard()  # the pass before: no longer read
+                current, gain = limited.blocks, 1.0
+                loudness, peak = _measure(current(), rate, channels, gate)
+                if abs(loudness - spec.target_lufs) <= TOLERANCE_LU:
+                    break
+        for block in current():
+            sink(block if gain == 1.0 else (block * gain).astype(np.float32))
+    finally:
+        for spool in spools:
+            spool.discard()
     return loudness, dbtp(peak)
 
 
