@@ -22,7 +22,16 @@ from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
-from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels, write_wav
+from dubforge.media.audio import (
+    BLOCK_S,
+    SPEECH_RATE,
+    WavReader,
+    regrouped,
+    resample,
+    resample_blocks,
+    to_channels,
+    write_wav,
+)
 from dubforge.models.base import Aligner
 from dubforge.models.espeak_tts import EspeakSynthesizer, _info
 from dubforge.models.whisper_asr import FasterWhisperTranscriber
@@ -47,8 +56,9 @@ class EspeakWordAligner(Aligner):
             voice = EspeakSynthesizer(language)
         except ValueError as exc:
             raise StageError(f"espeak-words alignment: {exc}") from None
-        audio, rate = read_wav(Path(speech_wav))
-        envelope = _envelope(resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0])
+        reader = WavReader(Path(speech_wav))  # read in blocks and per segment: memory is a block, not the source
+        mono = resample_blocks((to_channels(b, 1) for b in reader.blocks()), reader.rate, SPEECH_RATE)
+        envelope = np.concatenate([_envelope(b[:, 0]) for b in regrouped(mono, int(BLOCK_S * SPEECH_RATE))] or [np.zeros(0)])
         out = []
         with tempfile.TemporaryDirectory(prefix="dubforge-align-") as tmp:
             for seg in segments:
@@ -61,7 +71,7 @@ class EspeakWordAligner(Aligner):
                 if seg.words and len(seg.words) == len(tokens):  # the ASR's own words and times
                     spans = [(w.start, w.end) for w in seg.words]
                 else:
-                    heard = self._heard_words(speech_wav, seg, language, Path(tmp))
+                    heard = self._heard_words(reader, seg, language, Path(tmp))
                     spans = _match(tokens, heard, weights, seg, language)
                 spans = _snap_to_sound(spans, envelope)
                 words = []
@@ -71,13 +81,12 @@ class EspeakWordAligner(Aligner):
                 out.append(seg.model_copy(update={"words": tuple(words)}))
         return tuple(out)
 
-    def _heard_words(self, speech_wav: Path, seg: Segment, language: str, tmp: Path) -> list[Word]:
+    def _heard_words(self, reader: WavReader, seg: Segment, language: str, tmp: Path) -> list[Word]:
         """Whisper's words (absolute times) in a script segment's audio."""
 
-        audio, rate = read_wav(Path(speech_wav))
-        mono = resample(to_channels(audio, 1), rate, SPEECH_RATE)
         begin = max(0.0, seg.start - PADDING)
-        clip = mono[int(begin * SPEECH_RATE): int((seg.end + PADDING) * SPEECH_RATE)]
+        first, last = int(begin * reader.rate), int((seg.end + PADDING) * reader.rate)
+        clip = resample(to_channels(reader.read(first, max(0, last - first)), 1), reader.rate, SPEECH_RATE)
         if len(clip) < SPEECH_RATE // 10:
             return []
         wav = write_wav(tmp / "segment.wav", clip, SPEECH_RATE)

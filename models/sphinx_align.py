@@ -23,7 +23,7 @@ from dubforge.core.contracts import Phoneme, Segment, Word
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint
 from dubforge.core.languages import base_language
-from dubforge.media.audio import read_wav, resample, to_channels
+from dubforge.media.audio import WavReader, resample, to_channels
 from dubforge.models.base import Aligner
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,13 @@ class PocketsphinxAligner(Aligner):
                 "(choose another align backend or skip alignment for this language)"
             )
         try:
-            audio, rate = read_wav(Path(speech_wav))
+            reader = WavReader(Path(speech_wav))  # each segment's clip is read on its own: memory is a segment
         except (OSError, ValueError) as exc:
             raise StageError(f"{speech_wav}: cannot read WAV for alignment: {exc}") from exc
-        mono = resample(to_channels(audio, 1), rate, RATE)[:, 0]
-        pcm = (np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
         with _LOCK:
-            return tuple(self._align_segment(pcm, seg) for seg in segments)
+            return tuple(self._align_segment(reader, seg) for seg in segments)
 
-    def _align_segment(self, pcm: np.ndarray, seg: Segment) -> Segment:
+    def _align_segment(self, reader: WavReader, seg: Segment) -> Segment:
         decoder = self._decoder()
         words = [(raw, tokenize(raw)) for raw in seg.text.split()]
         words = [(raw, toks) for raw, toks in words if toks]
@@ -100,8 +98,11 @@ class PocketsphinxAligner(Aligner):
             return seg.model_copy(update={"words": ()})
         prons = [[_pronounce(decoder, t) for t in toks] for _, toks in words]
         start = max(0.0, seg.start - self.padding)
-        end = min(len(pcm) / RATE, seg.end + self.padding)
-        clip = pcm[int(round(start * RATE)) : int(round(end * RATE))]
+        end = min(reader.frames / reader.rate, seg.end + self.padding)
+        first = int(round(start * reader.rate))
+        audio = reader.read(first, max(0, int(round(end * reader.rate)) - first))
+        mono = resample(to_channels(audio, 1), reader.rate, RATE)[:, 0]
+        clip = (np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
         try:
             aligned = _force_align(decoder, clip, [t for _, toks in words for t in toks])
         except Exception as exc:

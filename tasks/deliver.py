@@ -42,8 +42,8 @@ from dubforge.core.reports import (
 from dubforge.core.scripts import CsvRow, write_dubbing_csv, write_srt, write_vtt
 from dubforge.core.subtitles import SubtitleRules, bilingual_cues, broadcast_cues
 from dubforge.lipsync.records import RenderedPicture
-from dubforge.media.audio import decode_audio
-from dubforge.media.loudness import integrated_lufs
+from dubforge.media.audio import MIX_RATE, decode_audio_blocks
+from dubforge.media.loudness import LoudnessMeter
 from dubforge.media.loudness import preset as loudness_preset
 from dubforge.media.probe import probe
 from dubforge.tasks.mix import dialogue_mask
@@ -109,9 +109,14 @@ def _finite(value: float) -> float | None:
 def _dialogue_gated_lufs(mp4: Path, dub: DubTrack) -> float:
     """Loudness of the delivered audio measured only where dubbed dialogue plays (Netflix-style gating)."""
 
-    data, rate = decode_audio(mp4, key="outputs")
-    mask = dialogue_mask(dub.lines, len(data)) if rate == dub.sample_rate else None
-    return integrated_lufs(data[mask] if mask is not None and mask.any() else data, rate)
+    gated, everything = LoudnessMeter(MIX_RATE, 2), LoudnessMeter(MIX_RATE, 2)
+    at = 0
+    for block in decode_audio_blocks(mp4, key="outputs"):  # streamed: never the whole track in memory
+        everything.add(block)
+        if dub.sample_rate == MIX_RATE:
+            gated.add(block[dialogue_mask(dub.lines, len(block), at)])
+        at += len(block)
+    return (gated if gated.samples else everything).integrated()
 
 
 def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation: Translation, dub: DubTrack,

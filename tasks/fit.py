@@ -25,7 +25,7 @@ from dubforge.core.contracts import DubTrack, FittedLine, Line, Phoneme, Speech
 from dubforge.core.errors import StageError
 from dubforge.core.files import fingerprint, write_json_atomic
 from dubforge.core.registry import UnknownBackend, load_class
-from dubforge.media.audio import MIX_RATE, read_wav, resample, write_wav
+from dubforge.media.audio import BLOCK_S, MIX_RATE, WavWriter, read_wav, resample, wav_writer
 from dubforge.media.stretch import time_stretch
 
 if TYPE_CHECKING:
@@ -151,6 +151,39 @@ def _edge_fades(samples: np.ndarray, fade_in: float, fade_out: float) -> np.ndar
     return out
 
 
+class _Track:
+    """The dub track, written as the lines are placed. Lines come in order of start, so the samples before a line's
+    start are final: only those a later line can still add to are held (memory: a line, not the programme)."""
+
+    def __init__(self, writer: WavWriter, total: int):
+        self.writer, self.total, self.done = writer, total, 0
+        self.held = np.zeros(0, np.float32)  # samples [done, done + len(held))
+
+    def add(self, first: int, audio: np.ndarray) -> None:
+        self._flush(first)
+        audio = audio[max(0, self.done - first) :]
+        offset = max(0, first - self.done)
+        if not len(audio):
+            return
+        if offset + len(audio) > len(self.held):
+            self.held = np.concatenate([self.held, np.zeros(offset + len(audio) - len(self.held), np.float32)])
+        self.held[offset : offset + len(audio)] += audio
+
+    def _flush(self, upto: int) -> None:
+        count = min(upto, self.total) - self.done
+        if count <= 0:
+            return
+        kept = min(count, len(self.held))
+        self.writer.write(self.held[:kept, None])
+        self.held = self.held[kept:]
+        for start in range(kept, count, int(BLOCK_S * MIX_RATE)):
+            self.writer.write(np.zeros((min(count - start, int(BLOCK_S * MIX_RATE)), 1), np.float32))
+        self.done += count
+
+    def close(self) -> None:
+        self._flush(self.total)
+
+
 def fit_track(
     lines: Sequence[Line],
     synthesizers: Mapping[str, Synthesizer],
@@ -173,84 +206,85 @@ def fit_track(
     work_dir = Path(work_dir)
     cache_dir = Path(tts_cache) if tts_cache else work_dir / "tts"
     total = int(round(video_duration * MIX_RATE))
-    track = np.zeros(total, np.float32)
     ordered = sorted(lines, key=lambda ln: (ln.start, ln.index))
     fitted: list[FittedLine] = []
     phonemes: list[Phoneme] = []
     used: set[str] = set()
     not_before = -math.inf  # an overflowing line pushes the next one to its end + gap
 
-    for i, line in enumerate(ordered):
-        synth = _pick(synthesizers, line.speaker)
-        used.add(synth.name)
-        if line_voice is not None:
-            synth = line_voice(line, synth)
-        spoken = bool(line.text.strip())
-        start = max(line.start, not_before) if spoken else line.start
-        nxt = ordered[i + 1].start - timing.gap if i + 1 < len(ordered) else video_duration
-        window = max(0.0, min(line.end, video_duration) - start)
-        span = max(window, min(nxt, video_duration) - start)
+    wav = work_dir / f"dub.{language}.wav"
+    with wav_writer(wav, MIX_RATE, 1) as writer:
+        track = _Track(writer, total)
+        for i, line in enumerate(ordered):
+            synth = _pick(synthesizers, line.speaker)
+            used.add(synth.name)
+            if line_voice is not None:
+                synth = line_voice(line, synth)
+            spoken = bool(line.text.strip())
+            start = max(line.start, not_before) if spoken else line.start
+            nxt = ordered[i + 1].start - timing.gap if i + 1 < len(ordered) else video_duration
+            window = max(0.0, min(line.end, video_duration) - start)
+            span = max(window, min(nxt, video_duration) - start)
 
-        clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if spoken else _SILENT
-        natural = clip.duration
-        speed = _choose_speed(natural, window, timing.max_speedup) if natural > 0 else 1.0
-        rate, stretch = 1.0, 1.0
-        if speed > 1.0 + EPS:
-            rate = min(speed, timing.max_rate)
-            if rate > 1.0 + EPS:
-                clip = synthesize_cached(synth, line.text, rate, cache_dir)
-            else:
-                rate = 1.0
-            target = max(1, int(round(natural * MIX_RATE / speed)))
-            # stretch the rest; also when the TTS rate overshot (e.g. espeak's whole words-per-minute
-            # steps), so that the total speed-up is exactly the one chosen
-            if abs(len(clip.samples) / target - 1) > 1e-3:
-                stretch = len(clip.samples) / target
-                stretched = time_stretch(clip.samples[:, None], MIX_RATE, stretch)[:, 0]
-                scaled = (Phoneme(symbol=p.symbol, start=p.start / stretch, end=p.end / stretch) for p in clip.phonemes)
-                clip = Clip(stretched, tuple(scaled))
-        placed = clip.duration
-        end = start + placed
-        # under one sample is rounding, not borrowing/overflow
-        borrowed = _clean(min(placed, span) - window)
-        overflow = _clean(placed - span)
-        if overflow > 0:
-            not_before = max(not_before, end + timing.gap)
+            clip = synthesize_cached(synth, line.text, 1.0, cache_dir) if spoken else _SILENT
+            natural = clip.duration
+            speed = _choose_speed(natural, window, timing.max_speedup) if natural > 0 else 1.0
+            rate, stretch = 1.0, 1.0
+            if speed > 1.0 + EPS:
+                rate = min(speed, timing.max_rate)
+                if rate > 1.0 + EPS:
+                    clip = synthesize_cached(synth, line.text, rate, cache_dir)
+                else:
+                    rate = 1.0
+                target = max(1, int(round(natural * MIX_RATE / speed)))
+                # stretch the rest; also when the TTS rate overshot (e.g. espeak's whole words-per-minute
+                # steps), so that the total speed-up is exactly the one chosen
+                if abs(len(clip.samples) / target - 1) > 1e-3:
+                    stretch = len(clip.samples) / target
+                    stretched = time_stretch(clip.samples[:, None], MIX_RATE, stretch)[:, 0]
+                    scaled = (Phoneme(symbol=p.symbol, start=p.start / stretch, end=p.end / stretch) for p in clip.phonemes)
+                    clip = Clip(stretched, tuple(scaled))
+            placed = clip.duration
+            end = start + placed
+            # under one sample is rounding, not borrowing/overflow
+            borrowed = _clean(min(placed, span) - window)
+            overflow = _clean(placed - span)
+            if overflow > 0:
+                not_before = max(not_before, end + timing.gap)
 
-        # place on the track; audio past the video end is faded out and cut
-        first = int(round(start * MIX_RATE))
-        audio = _edge_fades(clip.samples, FADE_S, FADE_S)
-        room = total - first
-        if room < len(audio):
-            audio = _edge_fades(audio[: max(0, room)], 0.0, TAIL_FADE_S)
-        if len(audio):
-            track[first : first + len(audio)] += audio
-        cut = min(end, video_duration)
-        for p in clip.phonemes:
-            p_start, p_end = start + p.start, min(start + p.end, cut)
-            if p_end > p_start:
-                phonemes.append(Phoneme(symbol=p.symbol, start=p_start, end=p_end))
+            # place on the track; audio past the video end is faded out and cut
+            first = int(round(start * MIX_RATE))
+            audio = _edge_fades(clip.samples, FADE_S, FADE_S)
+            room = total - first
+            if room < len(audio):
+                audio = _edge_fades(audio[: max(0, room)], 0.0, TAIL_FADE_S)
+            track.add(first, audio)
+            cut = min(end, video_duration)
+            for p in clip.phonemes:
+                p_start, p_end = start + p.start, min(start + p.end, cut)
+                if p_end > p_start:
+                    phonemes.append(Phoneme(symbol=p.symbol, start=p_start, end=p_end))
 
-        fitted.append(
-            FittedLine(
-                index=line.index,
-                window_start=line.start,
-                window_end=line.end,
-                start=start,
-                end=end,
-                natural_duration=natural,
-                rate=rate,
-                stretch=stretch,
-                speed=natural / placed if placed > 0 else 1.0,
-                borrowed=borrowed,
-                overflow=overflow,
-                text=line.text,
+            fitted.append(
+                FittedLine(
+                    index=line.index,
+                    window_start=line.start,
+                    window_end=line.end,
+                    start=start,
+                    end=end,
+                    natural_duration=natural,
+                    rate=rate,
+                    stretch=stretch,
+                    speed=natural / placed if placed > 0 else 1.0,
+                    borrowed=borrowed,
+                    overflow=overflow,
+                    text=line.text,
+                )
             )
-        )
-        if progress:
-            progress(i + 1, len(ordered))
+            if progress:
+                progress(i + 1, len(ordered))
+        track.close()
 
-    wav = write_wav(work_dir / f"dub.{language}.wav", track[:, None], MIX_RATE)
     return DubTrack(
         language=language,
         wav=wav,

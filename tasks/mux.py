@@ -164,20 +164,36 @@ def disable_subtitle_tracks(mp4: Path) -> None:
     """Clear the 'enabled' flag of the MP4's subtitle tracks. FFmpeg's MP4 muxer enables the first track of each
     kind when none is marked default, so players showed the subtitles on; viewers now turn them on themselves."""
     with open(mp4, "r+b") as handle:
-        data = bytearray(handle.read())
-        for kind, body, end in _boxes(data, 0, len(data)):
-            if kind != b"moov":
+        size = handle.seek(0, os.SEEK_END)
+        at = 0
+        while at + 8 <= size:  # top-level boxes by their headers: the media data is never read
+            handle.seek(at)
+            header = handle.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - at
+            if length < 8:
+                return
+            if kind == b"moov":
+                handle.seek(at)
+                _disable_in_moov(handle, at, bytearray(handle.read(length)))
+            at += length
+
+
+def _disable_in_moov(handle, offset: int, data: bytearray) -> None:
+    for kind, body, end in _boxes(data, 0, len(data)):
+        for trak_kind, trak, trak_end in _boxes(data, body, end):
+            if trak_kind != b"trak":
                 continue
-            for trak_kind, trak, trak_end in _boxes(data, body, end):
-                if trak_kind != b"trak":
-                    continue
-                children = {k: (b, e) for k, b, e in _boxes(data, trak, trak_end)}
-                media = children.get(b"mdia")
-                handler = next((data[b + 8:b + 12] for k, b, _ in _boxes(data, *media) if k == b"hdlr"), b"") if media else b""
-                if bytes(handler) in (b"sbtl", b"text", b"subt") and b"tkhd" in children:
-                    flags_at = children[b"tkhd"][0] + 3  # version (1 byte), then 24-bit flags; bit 0 = enabled
-                    handle.seek(flags_at)
-                    handle.write(bytes([data[flags_at] & ~1 & 0xFF]))
+            children = {k: (b, e) for k, b, e in _boxes(data, trak, trak_end)}
+            media = children.get(b"mdia")
+            handler = next((data[b + 8:b + 12] for k, b, _ in _boxes(data, *media) if k == b"hdlr"), b"") if media else b""
+            if bytes(handler) in (b"sbtl", b"text", b"subt") and b"tkhd" in children:
+                flags_at = children[b"tkhd"][0] + 3  # version (1 byte), then 24-bit flags; bit 0 = enabled
+                handle.seek(offset + flags_at)
+                handle.write(bytes([data[flags_at] & ~1 & 0xFF]))
 
 
 def _matroska_tag(code: str) -> str:

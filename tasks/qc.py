@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
-import numpy as np
 import srt
 
 from dubforge.core.contracts import BackTranscription, FittedLine, LineCheck, Word
 from dubforge.core.errors import StageError
 from dubforge.core.textscore import error_rates
 from dubforge.media import loudness
-from dubforge.media.audio import SPEECH_RATE, decode_audio, resample, to_channels, write_wav
+from dubforge.media.audio import MIX_RATE, SPEECH_RATE, decode_audio_blocks, resample_blocks, to_channels, wav_writer
 from dubforge.models.base import create_transcriber
+from dubforge.tasks.transcribe import transcribe_windows
 
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
@@ -114,14 +114,19 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
         if measured is not None:
             layout = "mono" if measured.codec_context.channels == 1 else "stereo"
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=measured.codec_context.sample_rate)
+            meter = loudness.LoudnessMeter(resampler.rate, 1 if layout == "mono" else 2)  # streamed: no whole track
+            peak_meter = loudness.PeakMeter()
         spans = {s.index: _Span() for s in [video, *streams.audio]}
-        chunks: list[np.ndarray] = []
+        measured_any = False
         try:
             for packet in container.demux(video, *streams.audio):
                 if packet.pts is not None and packet.size:
                     spans[packet.stream.index].add(packet)
                 if resampler is not None and measured is not None and packet.stream.index == measured.index:
-                    chunks += [c.to_ndarray() for f in packet.decode() for c in resampler.resample(f)]  # type: ignore[arg-type]
+                    for block in (c.to_ndarray().T for f in packet.decode() for c in resampler.resample(f)):  # type: ignore[arg-type]
+                        meter.add(block)
+                        peak_meter.add(block)
+                        measured_any = True
         except av.FFmpegError as exc:
             raise StageError(f"qc: cannot decode deliverable {path}: {exc}") from exc
         metadata = {k.lower(): v for k, v in container.metadata.items()}  # Matroska stores COMMENT
@@ -132,8 +137,8 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
         video_index = video.index
     used = [span for span in spans.values() if span.packets]
     lufs = peak = float("-inf")
-    if chunks and resampler is not None:
-        lufs, peak = loudness.measure(np.ascontiguousarray(np.concatenate(chunks, axis=1).T), resampler.rate)
+    if measured_any:
+        lufs, peak = meter.integrated(), loudness.dbtp(peak_meter.result())
     v = spans[video_index]
     return Delivery(
         path=path,
@@ -169,10 +174,12 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
     dubbed line (placed spans in `lines`) against its text; lines with CER above `max_cer` are flagged."""
     options = dict(ear or EAR)
     asr = create_transcriber(options.pop("backend"), **options)
-    audio, rate = decode_audio(Path(delivered), key="outputs")
-    speech = write_wav(Path(work) / "back-transcription.wav",
-                       resample(to_channels(audio, 1), rate, SPEECH_RATE), SPEECH_RATE)
-    words = [w for seg in asr.transcribe(speech, language).segments for w in seg.words]
+    speech = Path(work) / "back-transcription.wav"
+    with wav_writer(speech, SPEECH_RATE, 1) as writer:  # streamed: never the whole track in memory
+        mono = (to_channels(b, 1) for b in decode_audio_blocks(Path(delivered), key="outputs"))
+        for block in resample_blocks(mono, MIX_RATE, SPEECH_RATE):
+            writer.write(block)
+    words = [w for seg in transcribe_windows(asr, speech, language).segments for w in seg.words]  # windowed: long dubs
     heard = _assign(words, lines)
     checks = []
     for line in lines:

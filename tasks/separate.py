@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dubforge.core.contracts import SourceMedia, Stems
 from dubforge.core.errors import StageError
-from dubforge.media.audio import MIX_RATE, decode_audio, resample, to_channels, write_wav
+from dubforge.media.audio import MIX_RATE, decode_audio_blocks, fitted, wav_writer
 from dubforge.models.base import create_separator
 
 
@@ -30,10 +28,9 @@ def separate(media: SourceMedia, music_effects: Path | None, mode: str, work_dir
         return Stems(background=media.mix_wav, mode="voice_over", backend="none (original audio ducked)")
     if music_effects is None:
         raise StageError("separation 'provided' needs the M&E stem (source.music_effects)")
-    data, rate = decode_audio(music_effects, key="source.music_effects")
-    data = to_channels(resample(data, rate, MIX_RATE), 2)
-    length = round(media.duration * MIX_RATE)
-    conformed = np.zeros((length, 2), dtype=np.float32)
-    conformed[: min(length, len(data))] = data[:length]
-    out = write_wav(Path(work_dir) / "music_effects.wav", conformed, MIX_RATE)
+    out = Path(work_dir) / "music_effects.wav"
+    with wav_writer(out, MIX_RATE, 2) as writer:  # streamed: conformed block by block
+        stem = decode_audio_blocks(music_effects, key="source.music_effects")
+        for block in fitted(stem, round(media.duration * MIX_RATE), 2):
+            writer.write(block)
     return Stems(background=out, mode="replace", backend="provided M&E stem")

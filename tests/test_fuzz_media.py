@@ -45,6 +45,12 @@ def make_cases(media: Path) -> dict[str, tuple[str, str]]:
     ffmpeg("-f", "lavfi", "-i", "color=gray:s=8192x8192:d=0.04:r=25", "-f", "lavfi", "-i", "sine=d=0.04",
            "-c:v", "mjpeg", "-c:a", "aac", "-shortest", media / "huge.mov")
     ffmpeg("-i", good, "-map", "0:v", "-map", "0:a", "-c", "copy", "-frames:v", "0", media / "no-frames.mp4")
+    # Matroska/WebM count no frames: a cut one still opens, with a header that declares the whole duration
+    ffmpeg("-i", good, "-c", "copy", media / "whole.mkv")
+    ffmpeg("-i", good, "-c:v", "libvpx", "-b:v", "200k", "-c:a", "libopus", media / "whole.webm")
+    for name in ("whole.mkv", "whole.webm"):
+        whole = (media / name).read_bytes()
+        (media / name.replace("whole", "cut")).write_bytes(whole[: len(whole) // 2])
     return {
         "zero-byte": ("zero.mp4", "not a media file"),
         "truncated": ("cut.mp4", "not a media file"),
@@ -54,6 +60,8 @@ def make_cases(media: Path) -> dict[str, tuple[str, str]]:
         "8192x8192": ("huge.mov", "picture is 8192x8192"),
         "1000-fps": ("fast.mp4", "frame rate 1000 fps: expected at most 240"),
         "0-duration": ("no-frames.mp4", "source.video"),
+        "truncated-mkv": ("cut.mkv", "cut.mkv: source.video: the file is truncated or damaged"),
+        "truncated-webm": ("cut.webm", "cut.webm: source.video: the file is truncated or damaged"),
     }
 
 
@@ -64,7 +72,8 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]]]:
     return root, make_cases(root / "media")
 
 
-CASES = ["zero-byte", "truncated", "truncated-with-index", "corrupt-stream", "1x1", "8192x8192", "1000-fps", "0-duration"]
+CASES = ["zero-byte", "truncated", "truncated-with-index", "corrupt-stream", "1x1", "8192x8192", "1000-fps", "0-duration",
+         "truncated-mkv", "truncated-webm"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -91,3 +100,21 @@ def test_bad_media_is_refused_or_fails_clearly(project, case, prefect_api):
         assert not (root / f"out-{case}").exists()
     message = " ".join(result.output.split())
     assert expected in message and "Traceback" not in result.output, message
+
+
+@pytest.mark.parametrize("suffix", ["mkv", "webm"])
+def test_truncated_matroska_is_refused_by_validate(project, suffix):
+    """A cut MKV/WebM is caught by `validate` itself (exit 2 naming the file); the uncut file passes."""
+    from dubforge.cli import app
+
+    root, _ = project
+    for name, code in ((f"whole.{suffix}", 0), (f"cut.{suffix}", 2)):
+        manifest = root / f"matroska-{name}.yaml"
+        manifest.write_text(yaml.safe_dump({"version": 1, "project": "x", "source": {"video": f"media/{name}"},
+                                            "targets": [{"language": "pt-BR"}], "outputs": {"dir": "out-mkv"}}))
+        result = runner.invoke(app, ["validate", str(manifest)])
+        assert result.exit_code == code and "Traceback" not in result.output, result.output
+        if code:
+            message = " ".join(result.output.split())
+            assert f"{name}: source.video: the file is truncated or damaged: its video ends at" in message, message
+    assert not (root / "out-mkv").exists()

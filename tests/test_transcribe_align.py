@@ -166,3 +166,30 @@ def test_align_keeps_asr_segments(spoken, asr):
     for seg in aligned.segments:
         assert seg.words and all(w.phonemes for w in seg.words)
         assert all(seg.start - 0.16 <= w.start < w.end <= seg.end + 0.16 for w in seg.words)
+
+
+def test_long_speech_is_transcribed_window_by_window(spoken, asr, monkeypatch):
+    """A source longer than the ASR window is cut at quiet moments and transcribed piece by piece: the same words
+    as the whole-file transcription, on the same timeline."""
+    import dubforge.tasks.transcribe as stage
+    from dubforge.media.audio import WavReader
+
+    monkeypatch.setattr(stage, "ASR_WINDOW_S", spoken.duration / 3)
+    monkeypatch.setattr(stage, "ASR_SEARCH_S", 1.5)
+    reader = WavReader(spoken.path)
+    cuts = stage._cuts(reader)
+    assert len(cuts) >= 3 and cuts[0] == 0 and cuts[-1] == reader.frames
+    for cut in cuts[1:-1]:  # every cut falls in a pause, never inside a word
+        t = cut / reader.rate
+        assert not any(w.start < t < w.end for w in spoken.words), (t, spoken.words)
+    windowed = stage.transcribe(spoken.path, "en", options={"beam_size": 1})
+    whole = [w for seg in asr.segments for w in seg.words]
+    pieces = [w for seg in windowed.segments for w in seg.words]
+    assert norm(" ".join(w.text for w in pieces)) == norm(" ".join(w.text for w in whole))
+    assert len(pieces) == len(spoken.words)
+
+    def timing_error(words) -> float:  # mean distance of word midpoints from Piper's true word spans
+        return float(np.mean([max(t.start - (w.start + w.end) / 2, (w.start + w.end) / 2 - t.end, 0.0)
+                              for w, t in zip(words, spoken.words)]))
+
+    assert timing_error(pieces) <= timing_error(whole) + 0.02, (timing_error(pieces), timing_error(whole))

@@ -152,10 +152,13 @@ def check_complete(info: MediaInfo, key: str = "source.video") -> None:
         streams = [video] + ([container.streams.audio[info.audio_index]] if info.has_audio else [])
         counts = {s.index: 0 for s in streams}
         first: dict[int, list[av.Packet]] = {s.index: [] for s in streams}
+        video_end = 0.0  # where the last video packet present ends, on the container clock
         try:
             for packet in container.demux(streams):
                 if packet.size:
                     counts[packet.stream.index] += 1
+                    if packet.stream.index == video.index and packet.pts is not None and packet.time_base:
+                        video_end = max(video_end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
                     if len(first[packet.stream.index]) < 8:
                         first[packet.stream.index].append(packet)
             for stream in streams:
@@ -168,10 +171,16 @@ def check_complete(info: MediaInfo, key: str = "source.video") -> None:
         except av.FFmpegError as exc:
             raise InputError(Problem(str(path), key, f"the file is damaged: {exc}")) from None
         present, declared = counts[video.index], int(video.frames or 0)
+        matroska = "matroska" in container.format.name  # also WebM
     # only an index that counts its frames (MP4/MOV) can prove a file short; an estimate from durations cannot
     if declared and declared - present > max(2, declared // 100):
         raise InputError(Problem(str(path), key, f"the file is truncated or damaged: {present} of its "
                                  f"{declared} video frames are present"))
+    # Matroska/WebM count no frames, but their header declares the duration the muxer wrote (not an estimate)
+    expected_end = info.start_time + info.duration
+    if matroska and not declared and expected_end - video_end > max(2 / info.fps, info.duration / 100):
+        raise InputError(Problem(str(path), key, f"the file is truncated or damaged: its video ends at "
+                                 f"{video_end:.2f} s of the {info.duration:.2f} s its header declares"))
 
 
 def read_image(path: Path, key: str) -> np.ndarray:
