@@ -53,6 +53,7 @@ from dubforge.tasks.qc import back_transcribe, measure_delivery
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
 DEFAULT_MAX_CER = 0.25  # manifest qc.max_cer
+HEARD = Path(".dubforge", "work", "heard")  # under OUT: back-transcription kept per group of lines
 
 
 def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str, str]:
@@ -200,14 +201,17 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
 
     final = Path(out_dir) / language
     with staged_folder(final, Path(out_dir) / STAGING) as folder:
-        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
+        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture,
+                                  Path(out_dir) / HEARD)
     # the files were built in the staging folder: name them where they now are
     return written.model_copy(update={k: final / v.name for k, v in written if isinstance(v, Path) and k != "mix_wav"})
 
 
 def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
-                    picture: RenderedPicture | None) -> Deliverable:
+                    picture: RenderedPicture | None, heard: Path) -> Deliverable:
+    """`heard`: where back-transcription keeps what it heard, per group of lines (outlives the mix: a re-delivery
+    hears again only the groups whose audio changed)."""
     project = info["project"]
     stem = f"{project}.{language}"
     style, rules = info.get("subtitle_style") or {}, _rules(info)
@@ -237,8 +241,7 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
     checks = None
     if info.get("qc", {}).get("back_transcription", True):
-        work = Path(mix.wav).parent  # the mix's own work folder: same inputs, same place
-        checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), work)
+        checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), heard)
         qc = _with_back_transcription(qc, checks)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
