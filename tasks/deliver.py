@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -235,13 +236,15 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
-    if style.get("burn_in"):
-        outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
-    delivered = measure_delivery(mp4)
-    qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
-    checks = None
-    if info.get("qc", {}).get("back_transcription", True):
-        checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), heard)
+    with ThreadPoolExecutor(max_workers=1) as ear:  # Whisper hears the file while the rest is measured and written
+        hearing = ear.submit(back_transcribe, mp4, dub.lines, language, info.get("qc", {}).get(
+            "max_cer", DEFAULT_MAX_CER), heard) if info.get("qc", {}).get("back_transcription", True) else None
+        if style.get("burn_in"):
+            outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
+        delivered = measure_delivery(mp4)
+        qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
+        checks = hearing.result() if hearing else None
+    if checks is not None:
         qc = _with_back_transcription(qc, checks)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines

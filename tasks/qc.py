@@ -166,7 +166,8 @@ def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) 
 
 EAR = {"backend": "faster-whisper", "model": "base"}  # the independent ear: multilingual, never the source ASR's tiny.en
 WORD_SLACK = 0.3  # seconds: a word heard this close outside a line's span still belongs to it
-HEAR_SPAN = 28.0  # seconds of consecutive lines heard in one call: with its padding, one 30 s Whisper window
+HEAR_SPAN = 27.5  # seconds of consecutive lines heard in one call: with its padding, one 30 s Whisper window
+HEAR_PAD = 1.0  # seconds of audio heard around a group (lead-in: Whisper misheard short clips cut close)
 SAME_AUDIO_DB = -25.0  # a line's audio matches what was heard before: residual after a gain match, dB
 
 
@@ -179,8 +180,8 @@ class _Group:
     lines: tuple[FittedLine, ...]
 
 
-def _groups(lines: tuple[FittedLine, ...], duration: float) -> list[_Group]:
-    """Lines in start order, cut into runs of at most HEAR_SPAN seconds; each run's audio is padded by WORD_SLACK
+def _groups(lines: tuple[FittedLine, ...]) -> list[_Group]:
+    """Lines in start order, cut into runs of at most HEAR_SPAN seconds; each run's audio is padded by HEAR_PAD
     but never past the middle of the gap to the next run, so no run hears a neighbour's speech."""
     runs: list[list[FittedLine]] = []
     for line in sorted((x for x in lines if x.text.strip()), key=lambda x: (x.start, x.index)):
@@ -191,12 +192,12 @@ def _groups(lines: tuple[FittedLine, ...], duration: float) -> list[_Group]:
     groups = []
     for i, run in enumerate(runs):
         first, last = run[0].start, max(x.end for x in run)
-        lo, hi = first - WORD_SLACK, last + WORD_SLACK
+        lo, hi = first - HEAR_PAD, last + HEAR_PAD
         if i and (previous := max(x.end for x in runs[i - 1])) <= first:
             lo = max(lo, (previous + first) / 2)
         if i + 1 < len(runs) and (following := runs[i + 1][0].start) >= last:
             hi = min(hi, (last + following) / 2)
-        groups.append(_Group(max(lo, 0.0), min(hi, duration), tuple(run)))
+        groups.append(_Group(max(lo, 0.0), hi, tuple(run)))
     return groups
 
 
@@ -215,7 +216,7 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
     samples = resample(to_channels(audio, 1), rate, SPEECH_RATE)[:, 0]
     Path(work).mkdir(parents=True, exist_ok=True)
     heard: dict[int, list[str]] = {}
-    groups = _groups(lines, len(samples) / SPEECH_RATE)
+    groups = _groups(lines)
     again = 0
     for group in groups:
         words, fresh = _hear(asr, samples, group, language, Path(work))
@@ -238,9 +239,8 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
 def _hear(asr, samples: np.ndarray, group: _Group, language: str, work: Path) -> tuple[list[Word], bool]:
     """Words heard in the group's audio (times on the track's clock), and whether Whisper ran for them."""
     a, b = round(group.start * SPEECH_RATE), round(group.end * SPEECH_RATE)
-    clip = np.ascontiguousarray(samples[a:b], dtype=np.float32)
-    if len(clip) == 0:
-        return [], False
+    clip = np.zeros(b - a, np.float32)  # past the end of the track: silence (the extent does not move with its length)
+    clip[:max(0, min(b, len(samples)) - a)] = samples[a:b]
     entry = work / f"heard-{fingerprint(asr.fingerprint(), language, a, b)}.npz"
     words = _reuse(entry, clip, group)
     fresh = words is None
