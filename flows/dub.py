@@ -31,6 +31,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque
 
 from dubforge.core import progress
 from dubforge.core.contracts import (
@@ -137,6 +138,12 @@ def _stage_task(stage: str, run_name: str, **options: Any):
         persist_result=True,
         **options,
     )
+
+
+def _submit(t, **parameters: Any) -> PrefectFuture:
+    """Submit with every parameter `opaque`: Prefect waits for a future passed as a parameter but does not walk
+    into the records (transcripts, dub tracks with their phonemes), a walk that cost CPU on every task."""
+    return t.submit(**{name: opaque(value) for name, value in parameters.items()})
 
 
 def _weights(stage: str, backend: str, models_file: Path) -> Path | None:
@@ -426,7 +433,7 @@ class _Run:
     def shared(self, stage: str, t, **kwargs):
         """Run a shared stage to completion (every language needs it) and return its result."""
         with tags("lang:all"):
-            future = self.staged(t).submit(**kwargs)
+            future = _submit(self.staged(t), **kwargs)
         future.wait()
         self.states[(SHARED, stage)] = _state_name(future)
         if self.states[(SHARED, stage)] == "Cached":
@@ -490,29 +497,29 @@ def _lane(run: _Run, lp: LanguagePlan, source: _Source,
         return run.staged(t).with_options(name=f"{stage}-{lang}", task_run_name=f"{stage}-{lang}")
 
     with tags(f"lang:{lang}"):  # every task of the lane, for filtering in the UI
-        tr = in_lane(translate_task, "translate").submit(
+        tr = _submit(in_lane(translate_task, "translate"),
             language=lang, source_language=transcript.language, transcript=transcript, file=lp.translation_file,
             machine=lp.machine, video_duration=media.duration,
             glossary=required_terms(m.glossary.keep, m.glossary.fixed, lang))
-        vo = in_lane(voice_task, "voice").submit(
+        vo = _submit(in_lane(voice_task, "voice"),
             language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
             video_duration=media.duration, stems=source.stems, transcript=transcript,
             models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
             else None, work_root=run.work_root)
-        mx = in_lane(mix_task, "mix").submit(
+        mx = _submit(in_lane(mix_task, "mix"),
             language=lang, dub=vo, stems=source.stems, media=media, mode=run.plan.mix_mode, options=m.mix,
             work_root=run.work_root)
         lane: list[tuple[str, PrefectFuture]] = [("translate", tr), ("voice", vo), ("mix", mx)]
         picture = None
         if source.face is not None:
-            picture = in_lane(lipsync_task, "lipsync").submit(
+            picture = _submit(in_lane(lipsync_task, "lipsync"),
                 language=lang, video=source.video, face=source.face, dub=vo, transcript=transcript, options=m.lipsync,
                 portrait=run.plan.portrait_audio is not None,
                 models_file=_weights("lipsync", m.lipsync.backend, models_file), work_root=run.work_root)
             lane.append(("lipsync", picture))
             waits[(lang, "lipsync")] = SlotWait(GPU_TAG, lang, "lipsync", picture, after=[vo])
         refresh = not _deliverables_exist(run.out, m.project, lang)
-        dl = in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh).submit(
+        dl = _submit(in_lane(deliver_task, "deliver").with_options(refresh_cache=refresh),
             language=lang, plan_info=run.info, media=media, transcript=transcript, translation=tr, dub=vo, mix=mx,
             stems=source.stems, picture=picture, deliver_dir=run.out)
     return [*lane, ("deliver", dl)]
@@ -543,7 +550,7 @@ def _master(run: _Run, media: SourceMedia, results: dict[str, dict[str, Any]]) -
         return {}
     master_path = run.out / f"{run.plan.manifest.project}.master.mkv"
     with tags("lang:all"):
-        future = run.staged(master_task).with_options(refresh_cache=not master_path.exists()).submit(
+        future = _submit(run.staged(master_task).with_options(refresh_cache=not master_path.exists()),
             plan_info=run.info, media=media, deliveries=deliveries, deliver_dir=run.out)
     future.wait()
     run.states[(SHARED, "master")] = _state_name(future)

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from dubforge.tasks.qc import back_transcribe, measure_delivery
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
 DEFAULT_MAX_CER = 0.25  # manifest qc.max_cer
+HEARD = Path(".dubforge", "work", "heard")  # under OUT: back-transcription kept per group of lines
 
 
 def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str, str]:
@@ -205,14 +207,17 @@ def deliver_language(language: str, info: dict[str, Any], media: SourceMedia, tr
 
     final = Path(out_dir) / language
     with staged_folder(final, Path(out_dir) / STAGING) as folder:
-        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture)
+        written = _write_language(language, info, media, transcript, translation, dub, mix, stems, folder, picture,
+                                  Path(out_dir) / HEARD)
     # the files were built in the staging folder: name them where they now are
     return written.model_copy(update={k: final / v.name for k, v in written if isinstance(v, Path) and k != "mix_wav"})
 
 
 def _write_language(language: str, info: dict[str, Any], media: SourceMedia, transcript: Transcript,
                     translation: Translation, dub: DubTrack, mix: Mix, stems: Stems, folder: Path,
-                    picture: RenderedPicture | None) -> Deliverable:
+                    picture: RenderedPicture | None, heard: Path) -> Deliverable:
+    """`heard`: where back-transcription keeps what it heard, per group of lines (outlives the mix: a re-delivery
+    hears again only the groups whose audio changed)."""
     project = info["project"]
     stem = f"{project}.{language}"
     style, rules = info.get("subtitle_style") or {}, _rules(info)
@@ -236,14 +241,15 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
     mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
-    if style.get("burn_in"):
-        outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
-    delivered = measure_delivery(mp4)
-    qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
-    checks = None
-    if info.get("qc", {}).get("back_transcription", True):
-        work = Path(mix.wav).parent  # the mix's own work folder: same inputs, same place
-        checks = back_transcribe(mp4, dub.lines, language, info.get("qc", {}).get("max_cer", DEFAULT_MAX_CER), work)
+    with ThreadPoolExecutor(max_workers=1) as ear:  # Whisper hears the file while the rest is measured and written
+        hearing = ear.submit(back_transcribe, mp4, dub.lines, language, info.get("qc", {}).get(
+            "max_cer", DEFAULT_MAX_CER), heard) if info.get("qc", {}).get("back_transcription", True) else None
+        if style.get("burn_in"):
+            outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
+        delivered = measure_delivery(mp4)
+        qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
+        checks = hearing.result() if hearing else None
+    if checks is not None:
         qc = _with_back_transcription(qc, checks)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines

@@ -8,20 +8,34 @@ that mispronounces, a dub buried under music, or a bad translation: listen to it
 
 from __future__ import annotations
 
+import json
+import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 import srt
+from scipy.io import wavfile
 
 from dubforge.core.contracts import BackTranscription, FittedLine, LineCheck, Word
 from dubforge.core.errors import StageError
+from dubforge.core.files import atomic_path, fingerprint
 from dubforge.core.textscore import error_rates
 from dubforge.media import loudness
-from dubforge.media.audio import MIX_RATE, SPEECH_RATE, decode_audio_blocks, resample_blocks, to_channels, wav_writer
+from dubforge.media.audio import (
+    MIX_RATE,
+    SPEECH_RATE,
+    decode_audio_blocks,
+    resample_blocks,
+    to_channels,
+    wav_writer,
+    write_wav,
+)
 from dubforge.models.base import create_transcriber
-from dubforge.tasks.transcribe import transcribe_windows
 
+log = logging.getLogger(__name__)
 _OVERSAMPLE = 4  # true peak per ITU-R BS.1770-4 annex 2
 
 
@@ -166,31 +180,125 @@ def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) 
 
 EAR = {"backend": "faster-whisper", "model": "base"}  # the independent ear: multilingual, never the source ASR's tiny.en
 WORD_SLACK = 0.3  # seconds: a word heard this close outside a line's span still belongs to it
+HEAR_SPAN = 27.5  # seconds of consecutive lines heard in one call: with its padding, one 30 s Whisper window
+HEAR_PAD = 1.0  # seconds of audio heard around a group (lead-in: Whisper misheard short clips cut close)
+SAME_AUDIO_DB = -25.0  # a line's audio matches what was heard before: residual after a gain match, dB
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Consecutive dubbed lines heard together, and the stretch of the delivered audio that holds them."""
+
+    start: float
+    end: float
+    lines: tuple[FittedLine, ...]
+
+
+def _groups(lines: tuple[FittedLine, ...]) -> list[_Group]:
+    """Lines in start order, cut into runs of at most HEAR_SPAN seconds; each run's audio is padded by HEAR_PAD
+    but never past the middle of the gap to the next run, so no run hears a neighbour's speech."""
+    runs: list[list[FittedLine]] = []
+    for line in sorted((x for x in lines if x.text.strip()), key=lambda x: (x.start, x.index)):
+        if runs and line.end - runs[-1][0].start <= HEAR_SPAN:
+            runs[-1].append(line)
+        else:
+            runs.append([line])
+    groups = []
+    for i, run in enumerate(runs):
+        first, last = run[0].start, max(x.end for x in run)
+        lo, hi = first - HEAR_PAD, last + HEAR_PAD
+        if i and (previous := max(x.end for x in runs[i - 1])) <= first:
+            lo = max(lo, (previous + first) / 2)
+        if i + 1 < len(runs) and (following := runs[i + 1][0].start) >= last:
+            hi = min(hi, (last + following) / 2)
+        groups.append(_Group(max(lo, 0.0), hi, tuple(run)))
+    return groups
 
 
 def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: str, max_cer: float, work: Path,
                     ear: dict | None = None) -> BackTranscription:
     """Transcribe the audio of `delivered` (any file with an audio stream) in `language` and score every
-    dubbed line (placed spans in `lines`) against its text; lines with CER above `max_cer` are flagged."""
+    dubbed line (placed spans in `lines`) against its text; lines with CER above `max_cer` are flagged.
+
+    Only the lines' stretches of the delivered audio are heard, a group of consecutive lines per call
+    (`_groups`). What was heard is kept in `work` with the audio it was heard in; a later delivery whose audio
+    in a group matches it, line by line (`_same_audio`), reuses it: after one line is edited only its group is
+    heard again (the rest of the track differs only by the mix's loudness gain and AAC re-encoding noise)."""
     options = dict(ear or EAR)
     asr = create_transcriber(options.pop("backend"), **options)
+    Path(work).mkdir(parents=True, exist_ok=True)
     speech = Path(work) / "back-transcription.wav"
     with wav_writer(speech, SPEECH_RATE, 1) as writer:  # streamed: never the whole track in memory
         mono = (to_channels(b, 1) for b in decode_audio_blocks(Path(delivered), key="outputs"))
         for block in resample_blocks(mono, MIX_RATE, SPEECH_RATE):
             writer.write(block)
-    words = [w for seg in transcribe_windows(asr, speech, language).segments for w in seg.words]  # windowed: long dubs
-    heard = _assign(words, lines)
+    samples = wavfile.read(str(speech), mmap=True)[1]  # float32 mono, read a group at a time
+    heard: dict[int, list[str]] = {}
+    groups = _groups(lines)
+    again = 0
+    for group in groups:
+        words, fresh = _hear(asr, samples, group, language, Path(work))
+        again += fresh
+        heard.update(_assign(words, group.lines))
+    log.info("back-transcription %s: %d of %d line groups heard, %d reused", language, again, len(groups),
+             len(groups) - again)
     checks = []
     for line in lines:
         if not line.text.strip():
             continue
-        text = " ".join(heard[line.index])
+        text = " ".join(heard.get(line.index, []))
         wer, cer = error_rates(line.text, text, language)
         checks.append(LineCheck(index=line.index, start=round(line.start, 3), end=round(line.end, 3), text=line.text,
                                 heard=text, wer=round(wer, 4), cer=round(cer, 4), flagged=cer > max_cer))
     return BackTranscription(language=language, backend=f"{asr.name} {options.get('model', '')}".strip(),
                              max_cer=max_cer, lines=tuple(checks))
+
+
+def _hear(asr, samples: np.ndarray, group: _Group, language: str, work: Path) -> tuple[list[Word], bool]:
+    """Words heard in the group's audio (times on the track's clock), and whether Whisper ran for them."""
+    a, b = round(group.start * SPEECH_RATE), round(group.end * SPEECH_RATE)
+    clip = np.zeros(b - a, np.float32)  # past the end of the track: silence (the extent does not move with its length)
+    clip[:max(0, min(b, len(samples)) - a)] = samples[a:b]
+    entry = work / f"heard-{fingerprint(asr.fingerprint(), language, a, b)}.npz"
+    words = _reuse(entry, clip, group)
+    fresh = words is None
+    if words is None:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            wav = write_wav(Path(tmp) / "group.wav", clip[:, None], SPEECH_RATE)
+            words = [w for seg in asr.transcribe(wav, language).segments for w in seg.words]
+        with atomic_path(entry) as part, open(part, "wb") as handle:
+            np.savez(handle, audio=clip, words=np.array(json.dumps([w.model_dump() for w in words])))
+    return [w.model_copy(update={"start": w.start + group.start, "end": w.end + group.start}) for w in words], fresh
+
+
+def _reuse(entry: Path, clip: np.ndarray, group: _Group) -> list[Word] | None:
+    """The words kept in `entry` if its audio is the same as `clip` (`_same_audio`), else None."""
+    try:
+        with np.load(entry, allow_pickle=False) as kept:
+            before, words = kept["audio"], json.loads(str(kept["words"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    if not _same_audio(before, clip, [(x.start - group.start, x.end - group.start) for x in group.lines]):
+        return None
+    return [Word.model_validate(w) for w in words]
+
+
+def _same_audio(before: np.ndarray, now: np.ndarray, spans: list[tuple[float, float]]) -> bool:
+    """True when `now` is `before` up to one gain (the mix's loudness normalisation moves with any edit) and
+    codec noise: the residual after the best gain is under SAME_AUDIO_DB of the signal over the whole clip and
+    within every line's span. Re-encoded unchanged audio measures -30 to -44 dB; a changed line, above -12 dB."""
+    if before.shape != now.shape:
+        return False
+    energy = float(before @ before)
+    gain = float(before @ now) / energy if energy > 0 else 0.0
+    residual = now - gain * before
+    limit = 10 ** (SAME_AUDIO_DB / 10)
+    for lo, hi in [(0.0, len(now) / SPEECH_RATE), *spans]:
+        part = slice(max(0, round(lo * SPEECH_RATE)), max(0, round(hi * SPEECH_RATE)))
+        signal = float(now[part] @ now[part])
+        if float(residual[part] @ residual[part]) > limit * max(signal, 1e-9):
+            return False
+    return True
 
 
 def _assign(words: list[Word], lines: tuple[FittedLine, ...]) -> dict[int, list[str]]:

@@ -188,30 +188,46 @@ def test_normaliser():
     assert error_rates("", "", "es") == (0.0, 0.0) and error_rates("hola", "", "es") == (1.0, 1.0)
 
 
-def test_a_line_replaced_by_noise_is_flagged(tmp_path):
-    from dubforge.tasks.qc import back_transcribe
+def test_a_line_replaced_by_noise_is_flagged(tmp_path, monkeypatch):
+    """Heard once clean, then delivered again (AAC, 2 dB quieter as after a loudness change) with line 2 replaced by
+    noise: only line 2's group is heard again, and it is flagged; the others keep what was heard."""
+    from dubforge.media import ffmpeg
+    from dubforge.tasks import qc
 
+    monkeypatch.setattr(qc, "HEAR_SPAN", 3.0)  # one line per group: each group can be reused on its own
+    calls = []
+    hear = FasterWhisperTranscriber.transcribe
+    monkeypatch.setattr(FasterWhisperTranscriber, "transcribe", lambda self, wav, lang: calls.append(wav) or hear(self, wav, lang))
     texts = ["Hoy hace mucho calor en la playa.", "Mañana vamos a visitar a mis abuelos.",
              "La cena estará lista a las nueve."]
     synth = KokoroSynthesizer("es")
-    track, lines, t = [np.zeros(RATE // 2, np.float32)], [], 0.5
+    clean, noisy, lines, t = [np.zeros(RATE // 2, np.float32)], [np.zeros(RATE // 2, np.float32)], [], 0.5
     rng = np.random.default_rng(1)
     for i, text in enumerate(texts):
         clip, _ = read_wav(to16(synth.synthesize(text, tmp_path / f"{i}.wav").wav, tmp_path / f"{i}.16k.wav"))
         audio = clip[:, 0]
-        if i == 1:  # the dub of line 2 went wrong: noise where the speech should be
-            audio = (rng.standard_normal(len(audio)) * 0.1).astype(np.float32)
         lines.append(FittedLine(index=i, window_start=t, window_end=t + len(audio) / RATE, start=t,
                                 end=t + len(audio) / RATE, natural_duration=len(audio) / RATE, rate=1, stretch=1,
                                 speed=1, borrowed=0, overflow=0, text=text))
-        track += [audio, np.zeros(int(0.7 * RATE), np.float32)]
+        gap = np.zeros(int(0.7 * RATE), np.float32)
+        clean += [audio, gap]
+        # the dub of line 2 went wrong: noise where the speech should be
+        noisy += [(rng.standard_normal(len(audio)) * 0.1).astype(np.float32) if i == 1 else audio, gap]
         t += len(audio) / RATE + 0.7
-    wav = write_wav(tmp_path / "delivered.wav", np.concatenate(track)[:, None], RATE)
-    result = back_transcribe(wav, tuple(lines), "es", 0.25, tmp_path)
+    heard = tmp_path / "heard"
+    first = qc.back_transcribe(write_wav(tmp_path / "clean.wav", np.concatenate(clean)[:, None], RATE), tuple(lines),
+                               "es", 0.25, heard)
+    assert len(calls) == 3 and first.flagged == () and all(c.cer < 0.1 for c in first.lines)
+    wav = write_wav(tmp_path / "noisy.wav", np.concatenate(noisy)[:, None] * 10 ** (-2 / 20), RATE)
+    delivered = tmp_path / "delivered.m4a"
+    ffmpeg.run(["-v", "error", "-i", wav, "-c:a", "aac", "-b:a", "128k", delivered], what="encode the test track")
+    result = qc.back_transcribe(delivered, tuple(lines), "es", 0.25, heard)
+    assert len(calls) == 4  # only the changed line's group
     assert result.flagged == (1,)
     assert [c.index for c in result.lines] == [0, 1, 2]
     assert result.lines[0].cer < 0.1 and result.lines[2].cer < 0.1 and result.lines[1].cer > 0.5
     assert result.median_cer == sorted(c.cer for c in result.lines)[1]
+    assert [result.lines[i].heard for i in (0, 2)] == [first.lines[i].heard for i in (0, 2)]
 
 
 # ---------------------------------------------------------------- validate: machine translation pairs
