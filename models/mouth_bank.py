@@ -37,7 +37,7 @@ from dubforge.lipsync.visemes import (
 )
 from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
-VERSION = 3  # 3: per-person units and visemes, segments, no fades at cuts or occluders
+VERSION = 4  # 3: per-person units and visemes, segments, no fades at cuts or occluders; 4: open at a release
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
 SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
