@@ -37,7 +37,7 @@ from dubforge.lipsync.visemes import (
 )
 from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
-VERSION = 3  # 3: per-person units and visemes, segments, no fades at cuts or occluders
+VERSION = 4  # 3: per-person units and visemes, segments, no fades at cuts or occluders; 4: open at a release, closures never faded
 FADE_FRAMES = 3  # the mouth fades in/out where a face appears or disappears mid-clip
 SYNC_MIN = 0.35  # source mouth vs its own phonemes: below this the audio does not belong to the footage
 CALIBRATION_FRAMES = 12  # source frames encoded once per render to measure x264's detail loss
@@ -128,7 +128,8 @@ class MouthBankRenderer(LipsyncRenderer):
                         ramp[:k] = np.arange(1, k + 1) / (k + 1)
                     if b < n and k and shot[b] == shot[b - 1] and not occluded[b]:
                         ramp[-k:] = np.minimum(ramp[-k:], np.arange(k, 0, -1) / (k + 1))
-                    fade[a:b] = ramp
+                    # A bilabial is shown closed even while the mouth fades in or out: half a closure reads as open.
+                    fade[a:b] = np.where(closed[a:b], 1.0, ramp)
             if visemes == "generic" and source_phonemes:
                 warnings.append(
                     "source speech does not move with the footage's mouth "

@@ -38,7 +38,9 @@ VOWELS = {"AA", "EH", "IY", "AO", "UH", "AH", "ER", "W"}
 TAU_VOWEL, TAU_CONSONANT, TAU_ROUND_BEFORE = 0.06, 0.03, 0.14
 BILABIAL = "PBM"
 PAUSE = 0.15  # seconds without a sound that count as a pause
-CLOSURE_PAD = 0.02  # seconds: lips close a little before and stay closed a little after a bilabial's span
+# Seconds the lips close before a bilabial's span, and stay closed after it: only briefly, the lips open at the
+# release, where the next sound is heard.
+CLOSURE_PAD, RELEASE_PAD = 0.02, 0.01
 
 _IPA = {
     "p": "PBM", "b": "PBM", "m": "PBM", "ɸ": "PBM", "β": "PBM", "ʙ": "PBM",
@@ -217,7 +219,7 @@ def trajectory(phonemes: Sequence[Phoneme], times: np.ndarray, shapes: Shapes) -
         num[lo:hi] += dom * shapes.target(v)
         den[lo:hi] += dom
         if v == BILABIAL:
-            closed[lo:hi] |= np.abs(dt) <= half + CLOSURE_PAD
+            closed[lo:hi] |= (dt >= -half - CLOSURE_PAD) & (dt <= half + RELEASE_PAD)
             if n:  # even a bilabial shorter than a frame closes the frame nearest its centre
                 closed[int(np.argmin(np.abs(times - centre)))] = True
     target = num / den
