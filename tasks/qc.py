@@ -181,7 +181,8 @@ def subtitles_inside(srt_path: Path, duration: float, tolerance: float = 0.001) 
 EAR = {"backend": "faster-whisper", "model": "base"}  # the independent ear: multilingual, never the source ASR's tiny.en
 WORD_SLACK = 0.3  # seconds: a word heard this close outside a line's span still belongs to it
 HEAR_SPAN = 27.5  # seconds of consecutive lines heard in one call: with its padding, one 30 s Whisper window
-HEAR_PAD = 1.0  # seconds of audio heard around a group (lead-in: Whisper misheard short clips cut close)
+HEAR_PAD = 0.3  # seconds of audio heard around a group
+HEAR_START = 1.0  # a group whose first line starts this close to the track's start is heard from 0
 SAME_AUDIO_DB = -25.0  # a line's audio matches what was heard before: residual after a gain match, dB
 
 
@@ -196,7 +197,9 @@ class _Group:
 
 def _groups(lines: tuple[FittedLine, ...]) -> list[_Group]:
     """Lines in start order, cut into runs of at most HEAR_SPAN seconds; each run's audio is padded by HEAR_PAD
-    but never past the middle of the gap to the next run, so no run hears a neighbour's speech."""
+    but never past the middle of the gap to the next run, so no run hears a neighbour's speech. A run whose first
+    line starts within HEAR_START of the track's start is heard from 0, as the whole track was: cut 0.3 s before
+    a line there, Whisper misheard it (a longer lead-in everywhere made Whisper decode far longer on music)."""
     runs: list[list[FittedLine]] = []
     for line in sorted((x for x in lines if x.text.strip()), key=lambda x: (x.start, x.index)):
         if runs and line.end - runs[-1][0].start <= HEAR_SPAN:
@@ -206,7 +209,7 @@ def _groups(lines: tuple[FittedLine, ...]) -> list[_Group]:
     groups = []
     for i, run in enumerate(runs):
         first, last = run[0].start, max(x.end for x in run)
-        lo, hi = first - HEAR_PAD, last + HEAR_PAD
+        lo, hi = (first - HEAR_PAD if first > HEAR_START else 0.0), last + HEAR_PAD
         if i and (previous := max(x.end for x in runs[i - 1])) <= first:
             lo = max(lo, (previous + first) / 2)
         if i + 1 < len(runs) and (following := runs[i + 1][0].start) >= last:
