@@ -1,6 +1,6 @@
 """Intonation transfer: the source actor's pitch contour imposed on a synthesised line (Praat, no torch).
 
-The source line's F0 (Praat cross-correlation tracker) is turned into semitone excursions around its own median,
+The source line's F0 (Praat autocorrelation, smoothed) is turned into semitone excursions around its own median,
 time-normalised over its voiced span. The dub line keeps its own median pitch (its register); over its voiced
 span, its F0 becomes `weight` x the source's excursions + (1 - weight) x its own, the source's span capped at
 `MAX_SPAN_ST`. Praat's Manipulation imposes that PitchTier by pitch-synchronous overlap-add (PSOLA), which keeps
