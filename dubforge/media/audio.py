@@ -22,6 +22,24 @@ from scipy.signal import resample_poly
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.files import atomic_path
 
+
+def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
+    """Serve every allocation of `size` bytes or more (audio blocks, Whisper's features) by its own mmap, returned to
+    the OS when freed. glibc raises its threshold after each large free, and then carves later blocks out of the
+    heap, which fragments: a long run's RSS crept up by 60-90 MB over an hour of blocks and ASR windows. Fixing the
+    threshold keeps it flat; elsewhere than glibc this does nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_fixed_mmap_threshold()
+
 MIX_RATE = 48_000
 SPEECH_RATE = 16_000
 BLOCK_S = 10.0  # streamed work holds about this much audio at a time
