@@ -105,7 +105,7 @@ class Voice(Strict):
     clone: bool = Field(False, description="coqui XTTS: clone each speaker's voice from the separated source dialogue")
     rate: float = Field(1.0, gt=0.5, lt=2.0, description="base speaking rate (1 = the voice's normal rate)")
     intonation: Literal["source", "voice"] = Field(
-        "voice",
+        "source",
         description="voice: the voice's own intonation; source: each line takes the pitch contour of the source "
                     "actor's line (in the voice's own register; needs the source dialogue: separated stem or the "
                     "original audio in voice-over mode)")
