@@ -105,13 +105,15 @@ class FasterWhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
     def __init__(self, model: str | None = None, compute_type: str = "int8", beam_size: int = 1,
-                 vad_filter: bool = True):
+                 vad_filter: bool = True, fallback: bool = True):
         """`model`: unset ('auto': tiny.en for English, base otherwise), 'base' (bundled multilingual),
-        'tiny.en' (bundled, English only), or a CTranslate2 Whisper folder."""
+        'tiny.en' (bundled, English only), or a CTranslate2 Whisper folder. `fallback`: decode again at rising
+        temperatures when the text looks wrong (Whisper's default); off, one greedy decode per window."""
         self.model = str(model) if model else AUTO
         self.compute_type = compute_type
         self.beam_size = int(beam_size)
         self.vad_filter = bool(vad_filter)
+        self.fallback = bool(fallback)
 
     def fingerprint(self) -> str:
         if self.model == AUTO:
@@ -122,7 +124,7 @@ class FasterWhisperTranscriber(Transcriber):
             folder = Path(self.model)
             content = sorted((f.name, f) for f in folder.iterdir() if f.is_file()) if folder.is_dir() else self.model
         return fingerprint("faster-whisper", version("faster-whisper"), content, self.compute_type,
-                           self.beam_size, self.vad_filter)
+                           self.beam_size, self.vad_filter, self.fallback)
 
     def _chosen(self, language: str) -> str:
         """The model for `language`: 'auto' takes tiny.en for English (as accurate as base on the benchmark, 1.6x
@@ -174,6 +176,7 @@ class FasterWhisperTranscriber(Transcriber):
         pieces, info = whisper.transcribe(
             samples, language=code, beam_size=self.beam_size, word_timestamps=True,
             vad_filter=self.vad_filter, condition_on_previous_text=False,
+            **({} if self.fallback else {"temperature": 0.0}),
         )
 
         def clamp(t: float) -> float:
