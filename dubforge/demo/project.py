@@ -28,7 +28,6 @@ import numpy as np
 import srt
 import yaml
 from av.video.reformatter import Colorspace
-from scipy.signal import butter, resample_poly, sosfilt
 
 from dubforge.core.files import (
     atomic_path,
@@ -258,6 +257,7 @@ def _trim_silence(audio: np.ndarray, floor_db: float = -40.0, margin: float = 0.
 
 def _music_bed(n: int, lines: list[DemoLine]) -> tuple[np.ndarray, list[dict]]:
     """A soft C-Am-F-G pad with bass, kick and shaker at 96 BPM, a door knock and a whoosh in pauses."""
+    from scipy.signal import resample_poly  # ~0.8 s to import: every CLI command loads this module
 
     rng = np.random.default_rng(_SEED + 1)
     beat = 60 / 96
@@ -355,6 +355,7 @@ def _knock(rng: np.random.Generator) -> np.ndarray:
 
 def _whoosh(rng: np.random.Generator, length: float) -> np.ndarray:
     """Band-passed noise that swells and pans from left to right."""
+    from scipy.signal import butter, sosfilt  # ~0.8 s to import: every CLI command loads this module
 
     count = int(length * RATE)
     noise = sosfilt(butter(2, [400, 4000], btype="bandpass", fs=RATE, output="sos"), rng.standard_normal(count))

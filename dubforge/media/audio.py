@@ -17,7 +17,6 @@ from pathlib import Path
 import av
 import numpy as np
 from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.files import atomic_path
@@ -281,6 +280,8 @@ def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -
     chunk = max(1, int(BLOCK_S * rate_in) // down) * down
     out: list[np.ndarray] = []
 
+    from scipy.signal import resample_poly  # ~0.8 s to import: a cached re-run never pays it
+
     def process(ext: np.ndarray, ext_start: int, start: int, end: int, last: bool) -> None:
         y = resample_poly(ext, up, down, axis=0)
         first = (start - ext_start) * up // down
@@ -299,6 +300,8 @@ def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -
 def resample(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return data
+
+    from scipy.signal import resample_poly  # ~0.8 s to import: a cached re-run never pays it
 
     g = gcd(rate_in, rate_out)
     return resample_poly(data, rate_out // g, rate_in // g, axis=0).astype(np.float32)

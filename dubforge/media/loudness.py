@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d
-from scipy.signal import lfilter, resample_poly
 
 from dubforge.media.audio import BLOCK_S, Rechunker, WavReader, WavWriter, wav_writer
 
@@ -94,6 +93,8 @@ class LoudnessMeter:
         data = np.asarray(block, dtype=np.float64).reshape(len(block), self.channels)
         if not len(data):
             return
+        from scipy.signal import lfilter  # ~0.8 s to import: a cached re-run never pays it
+
         for k, (gain, b, a) in enumerate(self._stages):
             data, self._state[k] = lfilter(b, a, data, axis=0, zi=self._state[k])
             data = gain * data
@@ -147,6 +148,8 @@ def integrated_lufs(samples: np.ndarray, rate: int) -> float:
 
 def _peak_envelope(data: np.ndarray) -> np.ndarray:
     """Per-sample true-peak magnitude (max over channels and the 4 oversampled points)."""
+
+    from scipy.signal import resample_poly  # ~0.8 s to import: a cached re-run never pays it
 
     planar = np.ascontiguousarray(data.T, dtype=np.float32)  # float32, time on the last axis: ~3x faster
     over = resample_poly(planar, OVERSAMPLE, 1, axis=1)[:, : len(data) * OVERSAMPLE]
