@@ -63,6 +63,11 @@ def run_stage(stage: str, folder: Path) -> None:
     def save(name: str, record) -> None:
         (folder / f"{name}.json").write_text(record.model_dump_json(), encoding="utf-8")
 
+    from dubforge.media.audio import LONG_SOURCE_S, bound_heap
+
+    length = folder / "seconds"
+    if length.is_file() and float(length.read_text()) >= LONG_SOURCE_S:
+        bound_heap()  # as the flow does for a source this long
     work = folder / "work"
     work.mkdir(exist_ok=True)
     if stage == "python":
@@ -176,6 +181,7 @@ def make_source(demo: Path, minutes: float, asr_minutes: float, folder: Path) ->
     looped_srt(demo / "scripts" / "demo.es.srt", period, seconds, folder / "source.es.srt")
     asr_seconds = min(seconds, asr_minutes * 60)
     (folder / "asr-seconds").write_text(str(asr_seconds))
+    (folder / "seconds").write_text(str(seconds))
 
 
 def asr_inputs(folder: Path) -> None:

@@ -74,6 +74,7 @@ from dubforge.flows.slots import SlotWait
 from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
+from dubforge.media.audio import LONG_SOURCE_S, bound_heap
 from dubforge.tasks.deliver import deliver_language, deliver_master
 from dubforge.tasks.ingest import ingest
 from dubforge.tasks.lipsync import lipsync_language, speaker_lines, track_face
@@ -459,6 +460,8 @@ def _shared_stages(run: _Run) -> _Source:
     if plan.portrait_audio is not None:  # a photo: from here on, a still video with the speech
         video = run.shared("portrait", portrait_task, image=plan.video, audio=plan.portrait_audio,
                            work_root=run.work_root)
+    if plan.duration >= LONG_SOURCE_S:
+        bound_heap()
     media = run.shared("ingest", ingest_task, video=video, work_root=run.work_root, language=m.source.language,
                        audio_stream=m.source.audio_stream)
     for warning in plan.warnings:

@@ -21,12 +21,16 @@ from scipy.io import wavfile
 from dubforge.core.errors import InputError, Problem
 from dubforge.core.files import atomic_path
 
+LONG_SOURCE_S = 600.0  # from this length on, a run bounds its heap (`bound_heap`)
 
-def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
+
+def bound_heap(size: int = 1 << 20) -> None:
     """Serve every allocation of `size` bytes or more (audio blocks, Whisper's features) by its own mmap, returned to
     the OS when freed. glibc raises its threshold after each large free, and then carves later blocks out of the
     heap, which fragments: a long run's RSS crept up by 60-90 MB over an hour of blocks and ASR windows. Fixing the
-    threshold keeps it flat; elsewhere than glibc this does nothing."""
+    threshold keeps it flat, at a CPU cost (page faults: about 12% on a minute's decode, resample and loudness), so
+    the flow calls this for sources of LONG_SOURCE_S or more only. Process-wide; elsewhere than glibc it does
+    nothing."""
     import ctypes
     import ctypes.util
 
@@ -36,8 +40,6 @@ def _fixed_mmap_threshold(size: int = 1 << 20) -> None:
     except (OSError, AttributeError):
         pass
 
-
-_fixed_mmap_threshold()
 
 MIX_RATE = 48_000
 SPEECH_RATE = 16_000
