@@ -1,6 +1,6 @@
 """The voice stage of a language: a synthesizer per speaker, then every line synthesised and fitted (tasks/fit.py).
 
-Intonation (`voice.intonation: source`; the default is `voice`): each line is spoken with the pitch contour of the source
+Intonation (`voice.intonation: source`, the default): each line is spoken with the pitch contour of the source
 actor's line, read from the separated dialogue stem (or the original audio in voice-over mode) over the line's
 source window and imposed by `dubforge.media.prosody`. Without source dialogue the voices keep their own."""
 

@@ -81,7 +81,7 @@ def test_speaker_cards_with_sample_clips_and_voice_bank(project):
     assert 5.0 <= len(sample) / rate <= 10.0 and np.abs(sample).max() > 0.1
     assert cards["BEN"]["sample"] is None and "under 5 s" in cards["BEN"]["sample_note"]
     assert cards["ANA"]["voices"]["es"] == {"backend": "espeak", "name": "es", "clone": False, "rate": 1.1,
-                                            "chosen_by": "voice bank"}
+                                            "intonation": "source", "chosen_by": "voice bank"}
     assert cards["BEN"]["voices"]["es"]["chosen_by"] == "default voice"
     assert cards["ANA"]["voices"]["pt-BR"]["chosen_by"] == "default voice"  # the bank has no pt voice for ANA
 
