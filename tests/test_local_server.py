@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,13 +32,20 @@ class SlowHealth(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def local(tmp_path, monkeypatch):
-    """An isolated PREFECT_HOME and port; starting a real server is an error."""
+def isolated(tmp_path, monkeypatch) -> int:
+    """An isolated PREFECT_HOME and a free port for the local server; returns the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     monkeypatch.setattr(local_server, "LOCAL_PORT", port)
+    return port
+
+
+@pytest.fixture
+def local(isolated, monkeypatch):
+    """`isolated`, and starting a real server is an error."""
+    port = isolated
     started = []
 
     def no_second_server(*args, **kwargs):
@@ -144,16 +153,9 @@ def test_prune_deletes_old_finished_runs_only(prefect_api):
         assert client.read_flow_runs(flow_filter=named) == []
 
 
-def test_the_real_server_starts_and_answers(tmp_path, monkeypatch):
+def test_the_real_server_starts_and_answers(isolated):
     """The front door: `dubforge run` with no server starts Prefect's own, with dubforge's settings, on a free port."""
-    import os
-    import signal
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
-    monkeypatch.setattr(local_server, "LOCAL_PORT", port)
+    port = isolated
     try:
         api = local_server.ensure_local_server(timeout=120)
         assert api == f"http://127.0.0.1:{port}/api" and local_server.healthy(api, timeout=10)
