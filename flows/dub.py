@@ -70,7 +70,7 @@ from dubforge.flows import portable
 from dubforge.flows import storage as shared_storage
 from dubforge.flows.artifacts import publish_qc, publish_report
 from dubforge.flows.report import LANE_STAGES, build_report, stage_names, stage_seconds
-from dubforge.flows.slots import SlotWait
+from dubforge.flows.slots import SlotWait, slots_for_limits_only
 from dubforge.flows.storage import Mirror
 from dubforge.flows.targets import GPU_TAG, ensure_tag_limit
 from dubforge.lipsync.records import FaceTrack, RenderedPicture
@@ -575,7 +575,8 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(plan, out, plan_info(plan), registry_path(manifest_dir=m.root))
 
-    with _out_dir_lock(out), portable.project_roots(out, m.root), tags(f"project:{m.project}"):
+    with (_out_dir_lock(out), portable.project_roots(out, m.root), slots_for_limits_only(),
+          tags(f"project:{m.project}")):
         claim_output_folder(out)
         sweep_temporaries(out)  # an interrupted run's journaled temporaries; safe: we hold the lock
         source = _shared_stages(run)

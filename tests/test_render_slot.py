@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 from typer.testing import CliRunner
 
@@ -58,3 +59,38 @@ def test_waiting_for_the_gpu_slot_is_shown_and_reported(tmp_path, prefect_api):
     assert stage["waited_for_slot"] >= 2.0, stage
     assert stage["waited_for_slot"] <= HOLD_S + 5.0, stage  # Prefect polls the slot; a loaded machine adds seconds
     assert stage["seconds"] < time.monotonic() - held_since - stage["waited_for_slot"], stage  # the render alone
+
+
+def test_a_task_asks_for_slots_of_limited_tags_only(prefect_api, monkeypatch):
+    """The engine's slot request goes through the hook with the tags that may carry a limit; `project:` and `lang:`
+    (UI labels) stay on the task run. Fails if Prefect stops calling `prefect.task_engine._concurrency`."""
+    import prefect.task_engine
+    from prefect import flow, tags, task
+    from prefect.client.orchestration import get_client
+
+    from dubforge.flows.slots import slots_for_limits_only
+
+    asked: list[list[str]] = []
+
+    @contextmanager
+    def recorder(names, *args, **kwargs):
+        asked.append(list(names))
+        yield
+
+    @task(tags=["gpu"])
+    def render() -> str:
+        from prefect.runtime import task_run
+        return task_run.id
+
+    @flow
+    def project() -> str:
+        with tags("project:demo", "lang:es"):
+            return render()
+
+    monkeypatch.setattr(prefect.task_engine, "_concurrency", recorder)
+    with slots_for_limits_only():
+        task_run_id = project()
+    assert prefect.task_engine._concurrency is recorder  # put back
+    assert asked == [["tag:gpu"]]
+    with get_client(sync_client=True) as client:
+        assert {"gpu", "project:demo", "lang:es"} <= set(client.read_task_run(task_run_id).tags)
