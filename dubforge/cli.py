@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 some languages failed (the others are complete), 2 inva
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -375,6 +376,9 @@ def main() -> None:
     # Offline machines: no telemetry from the Prefect servers this process starts (they inherit the environment).
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The imports' objects (Prefect, pydantic models, numpy) live for the whole process: out of the collector's
+    # reach, a run spends about 7% less CPU on garbage collection (benchmarks/pipeline.py, one-line edit).
+    gc.freeze()
     app()
 
 

@@ -36,6 +36,9 @@ class Transcriber(Backend, Protocol):
         """Speech (16 kHz mono WAV) -> segments with words and times."""
         ...
 
+    def load(self, language: str) -> None:
+        """Load the model `transcribe` will use for `language` now (ahead of the audio), if it loads at all."""
+
 
 @runtime_checkable
 class Aligner(Backend, Protocol):

@@ -155,6 +155,9 @@ class FasterWhisperTranscriber(Transcriber):
                     ) from exc
             return _MODELS[key]
 
+    def load(self, language: str) -> None:
+        self._whisper(language)  # kept for the process
+
     def transcribe(self, speech_wav: Path, language: str) -> Transcript:
         """`language` 'auto' detects the spoken language (reported with its probability in the Transcript)."""
         import ctranslate2

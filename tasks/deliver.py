@@ -49,7 +49,7 @@ from dubforge.media.loudness import preset as loudness_preset
 from dubforge.media.probe import probe
 from dubforge.tasks.mix import dialogue_mask
 from dubforge.tasks.mux import burn_subtitles, delivery_suffix, master_audio, mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import back_transcribe, measure_delivery
+from dubforge.tasks.qc import back_transcribe, load_ear, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -240,10 +240,15 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     mp4 = folder / f"{stem}{delivery_suffix(probe(video, key='deliver.video').video_codec)}"  # MOV for ProRes/DNxHD
     provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
-    mux_language(video, mix.wav, language, mp4, subtitles=srt_path, metadata=_metadata(kind, language, provenance_path.name))
-    with ThreadPoolExecutor(max_workers=1) as ear:  # Whisper hears the file while the rest is measured and written
+    hear = info.get("qc", {}).get("back_transcription", True)
+    # Whisper loads while the file is muxed, then hears it while the rest is measured and written
+    with ThreadPoolExecutor(max_workers=1) as ear:
+        if hear:
+            ear.submit(load_ear, language)
+        mux_language(video, mix.wav, language, mp4, subtitles=srt_path,
+                     metadata=_metadata(kind, language, provenance_path.name))
         hearing = ear.submit(back_transcribe, mp4, dub.lines, language, info.get("qc", {}).get(
-            "max_cer", DEFAULT_MAX_CER), heard) if info.get("qc", {}).get("back_transcription", True) else None
+            "max_cer", DEFAULT_MAX_CER), heard) if hear else None
         if style.get("burn_in"):
             outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
         delivered = measure_delivery(mp4)

@@ -220,6 +220,12 @@ def _groups(lines: tuple[FittedLine, ...]) -> list[_Group]:
     return groups
 
 
+def load_ear(language: str, ear: dict | None = None) -> None:
+    """Load the ear's model for `language` (Whisper base: about 1.6 s), e.g. while the delivery is encoded."""
+    options = dict(ear or EAR)
+    create_transcriber(options.pop("backend"), **options).load(language)
+
+
 def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: str, max_cer: float, work: Path,
                     ear: dict | None = None) -> BackTranscription:
     """Transcribe the audio of `delivered` (any file with an audio stream) in `language` and score every
@@ -227,8 +233,9 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
 
     Only the lines' stretches of the delivered audio are heard, a group of consecutive lines per call
     (`_groups`). What was heard is kept in `work` with the audio it was heard in; a later delivery whose audio
-    in a group matches it, line by line (`_same_audio`), reuses it: after one line is edited only its group is
-    heard again (the rest of the track differs only by the mix's loudness gain and AAC re-encoding noise)."""
+    in a group matches it, line by line (`_changed_lines`), reuses it: after one line is edited only that line's
+    stretch is heard again (the rest of the track differs only by the mix's loudness gain and AAC re-encoding
+    noise)."""
     options = dict(ear or EAR)
     asr = create_transcriber(options.pop("backend"), **options)
     Path(work).mkdir(parents=True, exist_ok=True)
@@ -260,50 +267,80 @@ def back_transcribe(delivered: Path, lines: tuple[FittedLine, ...], language: st
 
 
 def _hear(asr, samples: np.ndarray, group: _Group, language: str, work: Path) -> tuple[list[Word], bool]:
-    """Words heard in the group's audio (times on the track's clock), and whether Whisper ran for them."""
+    """Words heard in the group's audio (times on the track's clock), and whether Whisper ran for them. When the
+    group was heard before and only some of its lines changed, only their stretch is heard again (Whisper's cost
+    grows with the words it decodes: one edited line of a 27 s group costs about half)."""
     a, b = round(group.start * SPEECH_RATE), round(group.end * SPEECH_RATE)
     clip = np.zeros(b - a, np.float32)  # past the end of the track: silence (the extent does not move with its length)
     clip[:max(0, min(b, len(samples)) - a)] = samples[a:b]
     entry = work / f"heard-{fingerprint(asr.fingerprint(), language, a, b)}.npz"
-    words = _reuse(entry, clip, group)
-    fresh = words is None
-    if words is None:
+    kept = _kept(entry)
+    changed = _changed_lines(kept[0], clip, group) if kept is not None else list(group.lines)
+    if kept is not None and not changed:
+        words = kept[1]
+    else:
+        lo, hi = (0.0, len(clip) / SPEECH_RATE) if kept is None or changed is None else _stretch(changed, group)
+        i, j = round(lo * SPEECH_RATE), round(hi * SPEECH_RATE)
         with tempfile.TemporaryDirectory(dir=work) as tmp:
-            wav = write_wav(Path(tmp) / "group.wav", clip[:, None], SPEECH_RATE)
-            words = [w for seg in asr.transcribe(wav, language).segments for w in seg.words]
+            wav = write_wav(Path(tmp) / "group.wav", clip[i:j, None], SPEECH_RATE)
+            fresh = [w.model_copy(update={"start": w.start + lo, "end": w.end + lo})
+                     for seg in asr.transcribe(wav, language).segments for w in seg.words]
+        outside = [w for w in kept[1] if not lo <= (w.start + w.end) / 2 < hi] if kept is not None else []
+        words = sorted(outside + fresh, key=lambda w: w.start)
         with atomic_path(entry) as part, open(part, "wb") as handle:
             np.savez(handle, audio=clip, words=np.array(json.dumps([w.model_dump() for w in words])))
-    return [w.model_copy(update={"start": w.start + group.start, "end": w.end + group.start}) for w in words], fresh
+    shifted = [w.model_copy(update={"start": w.start + group.start, "end": w.end + group.start}) for w in words]
+    return shifted, kept is None or bool(changed)
 
 
-def _reuse(entry: Path, clip: np.ndarray, group: _Group) -> list[Word] | None:
-    """The words kept in `entry` if its audio is the same as `clip` (`_same_audio`), else None."""
+def _kept(entry: Path) -> tuple[np.ndarray, list[Word]] | None:
+    """The audio a group was heard in and the words heard (times from the group's start), if kept."""
     try:
         with np.load(entry, allow_pickle=False) as kept:
-            before, words = kept["audio"], json.loads(str(kept["words"]))
+            return kept["audio"], [Word.model_validate(w) for w in json.loads(str(kept["words"]))]
     except (OSError, ValueError, KeyError):
         return None
-    if not _same_audio(before, clip, [(x.start - group.start, x.end - group.start) for x in group.lines]):
-        return None
-    return [Word.model_validate(w) for w in words]
 
 
-def _same_audio(before: np.ndarray, now: np.ndarray, spans: list[tuple[float, float]]) -> bool:
-    """True when `now` is `before` up to one gain (the mix's loudness normalisation moves with any edit) and
-    codec noise: the residual after the best gain is under SAME_AUDIO_DB of the signal over the whole clip and
-    within every line's span. Re-encoded unchanged audio measures -30 to -44 dB; a changed line, above -12 dB."""
+def _changed_lines(before: np.ndarray, now: np.ndarray, group: _Group) -> list[FittedLine] | None:
+    """The group's lines whose audio in `now` is not the one in `before`, or None when all must be heard again.
+
+    The same audio is `before` up to one gain (the mix's loudness normalisation moves with any edit) and codec
+    noise: the residual after that gain is under SAME_AUDIO_DB of the signal in the line's span (with WORD_SLACK
+    either side). The gain is the one most lines agree on (a changed line's own gain would say nothing). When no
+    line changed but the clip did (speech between the lines), all is heard again. Re-encoded unchanged audio
+    measures -30 to -44 dB; a changed line, above -12 dB."""
     if before.shape != now.shape:
-        return False
-    energy = float(before @ before)
-    gain = float(before @ now) / energy if energy > 0 else 0.0
-    residual = now - gain * before
+        return None
     limit = 10 ** (SAME_AUDIO_DB / 10)
-    for lo, hi in [(0.0, len(now) / SPEECH_RATE), *spans]:
-        part = slice(max(0, round(lo * SPEECH_RATE)), max(0, round(hi * SPEECH_RATE)))
-        signal = float(now[part] @ now[part])
-        if float(residual[part] @ residual[part]) > limit * max(signal, 1e-9):
-            return False
-    return True
+    parts = [slice(max(0, round((x.start - WORD_SLACK - group.start) * SPEECH_RATE)),
+                   max(0, round((x.end + WORD_SLACK - group.start) * SPEECH_RATE))) for x in group.lines]
+    sums = [(float(before[p] @ before[p]), float(before[p] @ now[p]), float(now[p] @ now[p])) for p in parts]
+
+    def same(gain: float, bb: float, bn: float, nn: float) -> bool:  # residual energy of now - gain * before
+        return nn - 2 * gain * bn + gain * gain * bb <= limit * max(nn, 1e-9)
+
+    gains = [bn / bb for bb, bn, _ in sums if bb > 0] or [0.0]
+    gain = max(gains, key=lambda g: sum(same(g, *x) for x in sums))
+    changed = [line for line, x in zip(group.lines, sums) if not same(gain, *x)]
+    if not changed:
+        whole = (float(before @ before), float(before @ now), float(now @ now))
+        return None if not same(gain, *whole) else []
+    return changed
+
+
+def _stretch(changed: list[FittedLine], group: _Group) -> tuple[float, float]:
+    """The part of the group's clip (seconds from its start) to hear again for `changed` lines: from the first to
+    the last, padded as a group is (`_groups`), never into an unchanged neighbour's half of the gap."""
+    first, last = min(x.start for x in changed), max(x.end for x in changed)
+    lo = first - HEAR_PAD if first > HEAR_START else 0.0
+    hi = last + HEAR_PAD
+    for line in group.lines:
+        if line.end <= first:
+            lo = max(lo, (line.end + first) / 2)
+        elif line.start >= last:
+            hi = min(hi, (last + line.start) / 2)
+    return max(lo, group.start) - group.start, min(hi, group.end) - group.start
 
 
 def _assign(words: list[Word], lines: tuple[FittedLine, ...]) -> dict[int, list[str]]:

@@ -188,16 +188,11 @@ def test_normaliser():
     assert error_rates("", "", "es") == (0.0, 0.0) and error_rates("hola", "", "es") == (1.0, 1.0)
 
 
-def test_a_line_replaced_by_noise_is_flagged(tmp_path, monkeypatch):
-    """Heard once clean, then delivered again (AAC, 2 dB quieter as after a loudness change) with line 2 replaced by
-    noise: only line 2's group is heard again, and it is flagged; the others keep what was heard."""
+def _three_lines(tmp_path: Path) -> tuple[tuple[FittedLine, ...], Path, Path]:
+    """Three Spanish lines 0.7 s apart: the clean track (16 kHz WAV), and a re-delivery (AAC, 2 dB quieter as after
+    a loudness change) whose line 2 went wrong: noise where the speech should be."""
     from dubforge.media import ffmpeg
-    from dubforge.tasks import qc
 
-    monkeypatch.setattr(qc, "HEAR_SPAN", 3.0)  # one line per group: each group can be reused on its own
-    calls = []
-    hear = FasterWhisperTranscriber.transcribe
-    monkeypatch.setattr(FasterWhisperTranscriber, "transcribe", lambda self, wav, lang: calls.append(wav) or hear(self, wav, lang))
     texts = ["Hoy hace mucho calor en la playa.", "Mañana vamos a visitar a mis abuelos.",
              "La cena estará lista a las nueve."]
     synth = KokoroSynthesizer("es")
@@ -211,23 +206,62 @@ def test_a_line_replaced_by_noise_is_flagged(tmp_path, monkeypatch):
                                 speed=1, borrowed=0, overflow=0, text=text))
         gap = np.zeros(int(0.7 * RATE), np.float32)
         clean += [audio, gap]
-        # the dub of line 2 went wrong: noise where the speech should be
         noisy += [(rng.standard_normal(len(audio)) * 0.1).astype(np.float32) if i == 1 else audio, gap]
         t += len(audio) / RATE + 0.7
-    heard = tmp_path / "heard"
-    first = qc.back_transcribe(write_wav(tmp_path / "clean.wav", np.concatenate(clean)[:, None], RATE), tuple(lines),
-                               "es", 0.25, heard)
-    assert len(calls) == 3 and first.flagged == () and all(c.cer < 0.1 for c in first.lines)
     wav = write_wav(tmp_path / "noisy.wav", np.concatenate(noisy)[:, None] * 10 ** (-2 / 20), RATE)
     delivered = tmp_path / "delivered.m4a"
     ffmpeg.run(["-v", "error", "-i", wav, "-c:a", "aac", "-b:a", "128k", delivered], what="encode the test track")
-    result = qc.back_transcribe(delivered, tuple(lines), "es", 0.25, heard)
+    return tuple(lines), write_wav(tmp_path / "clean.wav", np.concatenate(clean)[:, None], RATE), delivered
+
+
+def _counting_calls(monkeypatch) -> list[float]:
+    """Seconds of audio of each Whisper call from now on."""
+    calls: list[float] = []
+    hear = FasterWhisperTranscriber.transcribe
+    monkeypatch.setattr(FasterWhisperTranscriber, "transcribe",
+                        lambda self, wav, lang: calls.append(len(read_wav(wav)[0]) / RATE) or hear(self, wav, lang))
+    return calls
+
+
+def test_a_line_replaced_by_noise_is_flagged(tmp_path, monkeypatch):
+    """Heard once clean, then delivered again with line 2 replaced by noise: only line 2's group is heard again,
+    and it is flagged; the others keep what was heard."""
+    from dubforge.tasks import qc
+
+    monkeypatch.setattr(qc, "HEAR_SPAN", 3.0)  # one line per group: each group can be reused on its own
+    calls = _counting_calls(monkeypatch)
+    lines, clean, delivered = _three_lines(tmp_path)
+    heard = tmp_path / "heard"
+    first = qc.back_transcribe(clean, lines, "es", 0.25, heard)
+    assert len(calls) == 3 and first.flagged == () and all(c.cer < 0.1 for c in first.lines)
+    result = qc.back_transcribe(delivered, lines, "es", 0.25, heard)
     assert len(calls) == 4  # only the changed line's group
     assert result.flagged == (1,)
     assert [c.index for c in result.lines] == [0, 1, 2]
     assert result.lines[0].cer < 0.1 and result.lines[2].cer < 0.1 and result.lines[1].cer > 0.5
     assert result.median_cer == sorted(c.cer for c in result.lines)[1]
     assert [result.lines[i].heard for i in (0, 2)] == [first.lines[i].heard for i in (0, 2)]
+
+
+def test_a_changed_line_is_heard_again_alone(tmp_path, monkeypatch):
+    """The three lines are one group. After line 2 changes, only its stretch is heard again (with its padding,
+    not into its neighbours' half of the gaps); the group is kept with the new audio, so the same delivery once
+    more is not heard at all."""
+    from dubforge.tasks import qc
+
+    calls = _counting_calls(monkeypatch)
+    lines, clean, delivered = _three_lines(tmp_path)
+    heard = tmp_path / "heard"
+    first = qc.back_transcribe(clean, lines, "es", 0.25, heard)
+    assert len(calls) == 1 and first.flagged == ()
+    result = qc.back_transcribe(delivered, lines, "es", 0.25, heard)
+    middle = lines[1]
+    assert len(calls) == 2
+    assert middle.end - middle.start < calls[1] <= middle.end - middle.start + 0.7 + 1e-3 < calls[0] / 2
+    assert result.flagged == (1,) and result.lines[1].cer > 0.5
+    assert [result.lines[i].heard for i in (0, 2)] == [first.lines[i].heard for i in (0, 2)]
+    again = qc.back_transcribe(delivered, lines, "es", 0.25, heard)
+    assert len(calls) == 2 and again.lines == result.lines
 
 
 # ---------------------------------------------------------------- validate: machine translation pairs
