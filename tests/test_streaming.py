@@ -184,3 +184,19 @@ def test_memory_of_ingest_and_mix_does_not_grow_with_length(tmp_path):
     for stage in ("ingest", "mix"):
         # 3 more minutes would add 66 MB if the track were held whole; +1 MiB: tracemalloc's own noise
         assert peaks[4][stage] <= 1.1 * peaks[1][stage] + 1.0, peaks
+
+
+def test_true_peak_between_samples_of_a_quieter_piece():
+    """The loudest samples (a click at 0.4) are not where the true peak is: a quarter-rate tone sampled 45 degrees
+    off its crests, samples at 0.35, peaks at 0.5 between them. The meter oversamples pieces loudest first and
+    may skip the rest only when they cannot beat the peak: it must still find the tone's."""
+    rate = 48_000
+    data = np.zeros((10 * rate, 2), np.float32)
+    data[rate, 0] = 0.4
+    n = np.arange(rate)
+    data[5 * rate : 6 * rate, 1] = 0.5 * np.sin(np.pi / 2 * n + np.pi / 4)
+    peak = loudness.PeakMeter()
+    for part in splits(data, 3):
+        peak.add(part)
+    over = np.abs(resample_poly(data, 4, 1, axis=0)).max()
+    assert peak.result() == pytest.approx(over, rel=1e-6) and over > 0.45

@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -159,18 +160,42 @@ def _peak_envelope(data: np.ndarray) -> np.ndarray:
 
 
 _PEAK_CONTEXT = 32  # samples around a chunk: more than the oversampling filter's reach (10 samples)
+_PEAK_PIECE = 4096  # samples: a chunk's pieces are oversampled loudest first, until none can beat the peak
+
+
+@cache
+def _filter_gain() -> float:
+    """The most the oversampling filter can make of a signal within [-1, 1]: per output phase, the sum of its taps'
+    magnitudes (the taps are the oversampled unit impulse), the largest phase; a margin for float rounding."""
+    from scipy.signal import resample_poly
+
+    impulse = np.zeros(64, np.float32)
+    impulse[32] = 1.0
+    taps = np.abs(resample_poly(impulse, OVERSAMPLE, 1))
+    return max(float(taps[phase::OVERSAMPLE].sum()) for phase in range(OVERSAMPLE)) * (1 + 1e-4)
 
 
 class PeakMeter:
-    """True peak (4x oversampled) of a signal fed block by block."""
+    """True peak (4x oversampled) of a signal fed block by block. A piece of the signal whose samples, times the
+    filter's gain, stay under the peak found so far cannot hold the peak, so it is not oversampled (the result is
+    the same; most of a programme is skipped)."""
 
     def __init__(self) -> None:
         self.peak = 0.0
         self._chunks = Rechunker(int(BLOCK_S * 48_000), _PEAK_CONTEXT, self._process)
 
     def _process(self, ext: np.ndarray, ext_start: int, start: int, end: int, last: bool) -> None:
-        envelope = _peak_envelope(ext)[start - ext_start : end - ext_start]
-        self.peak = max(self.peak, float(envelope.max()) if len(envelope) else 0.0)
+        magnitude = np.abs(ext).max(axis=1) if ext.ndim == 2 else np.abs(ext)
+        pieces = []
+        for a in range(start, end, _PEAK_PIECE):
+            lo, hi = max(a - _PEAK_CONTEXT, ext_start), min(a + _PEAK_PIECE + _PEAK_CONTEXT, ext_start + len(ext))
+            pieces.append((float(magnitude[lo - ext_start : hi - ext_start].max()), a, lo, hi))
+        for loudest, a, lo, hi in sorted(pieces, reverse=True):
+            if loudest * _filter_gain() <= self.peak:
+                break
+            b = min(a + _PEAK_PIECE, end)
+            envelope = _peak_envelope(ext[lo - ext_start : hi - ext_start])[a - lo : b - lo]
+            self.peak = max(self.peak, float(envelope.max()) if len(envelope) else 0.0)
 
     def add(self, block: np.ndarray) -> None:
         self._chunks.push(np.asarray(block, dtype=np.float32))
