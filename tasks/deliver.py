@@ -7,6 +7,7 @@ deliverable. Outputs are marked AI-modified in container metadata and in a prove
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 import shutil
@@ -55,6 +56,8 @@ AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .pro
 LOUDNESS_TOLERANCE_LU = 1.0
 DEFAULT_MAX_CER = 0.25  # manifest qc.max_cer
 HEARD = Path(".dubforge", "work", "heard")  # under OUT: back-transcription kept per group of lines
+SAME_AS_MIX_DB = -20.0  # the delivered track carries the mix that was heard (AAC 192 kb/s: about -30 dB; a wrong track: +1)
+log = logging.getLogger(__name__)
 
 
 def _metadata(kind: str, language: str | None, provenance_name: str) -> dict[str, str]:
@@ -166,8 +169,9 @@ def _qc(language: str, info: dict[str, Any], transcript: Transcript, translation
     )
 
 
-def _with_back_transcription(qc: QCReport, checks: BackTranscription) -> QCReport:
-    """Per line: heard text, WER, CER, flag; the summary beside."""
+def _with_back_transcription(qc: QCReport, checks: BackTranscription, mix_residual_db: float | None) -> QCReport:
+    """Per line: heard text, WER, CER, flag; the summary beside. `mix_residual_db`: the mix was heard and the
+    delivered track matches it this closely (None: the delivered track itself was heard)."""
     by_index = {c.index: c for c in checks.lines}
     segments = tuple(
         line.model_copy(update={"heard": c.heard, "wer": c.wer, "cer": c.cer, "flagged": c.flagged})
@@ -180,6 +184,8 @@ def _with_back_transcription(qc: QCReport, checks: BackTranscription) -> QCRepor
         median_cer=round(median, 4) if median is not None else None,
         flagged=tuple(FlaggedLine(index=c.index, start=c.start, end=c.end, text=c.text, heard=c.heard, cer=c.cer)
                       for c in checks.lines if c.flagged),
+        heard="delivery" if mix_residual_db is None else "mix",
+        mix_residual_db=None if mix_residual_db is None else round(mix_residual_db, 1),
     )
     return qc.model_copy(update={"segments": segments, "back_transcription": heard_back})
 
@@ -240,22 +246,29 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     mp4 = folder / f"{stem}{delivery_suffix(probe(video, key='deliver.video').video_codec)}"  # MOV for ProRes/DNxHD
     provenance_path = folder / f"{mp4.name}.provenance.json"  # write_provenance's naming
     kind = "synthetic dubbed speech and lip movement" if picture else "synthetic dubbed speech"
-    hear = info.get("qc", {}).get("back_transcription", True)
-    # Whisper loads while the file is muxed, then hears it while the rest is measured and written
+    qc_options = info.get("qc", {})
+    hear, max_cer = qc_options.get("back_transcription", True), qc_options.get("max_cer", DEFAULT_MAX_CER)
+    # Whisper hears the mix while it is encoded into the file; the file's track is then checked against the mix
     with ThreadPoolExecutor(max_workers=1) as ear:
+        hearing = None
         if hear:
             ear.submit(load_ear, language)
+            hearing = ear.submit(back_transcribe, mix.wav, dub.lines, language, max_cer, heard)
         mux_language(video, mix.wav, language, mp4, subtitles=srt_path,
                      metadata=_metadata(kind, language, provenance_path.name))
-        hearing = ear.submit(back_transcribe, mp4, dub.lines, language, info.get("qc", {}).get(
-            "max_cer", DEFAULT_MAX_CER), heard) if hear else None
         if style.get("burn_in"):
             outputs["captioned_mp4"] = burn_subtitles(mp4, srt_path, folder / f"{stem}.captioned.mp4")
-        delivered = measure_delivery(mp4)
+        delivered = measure_delivery(mp4, reference=mix.wav if hear else None)
         qc = _qc(language, info, transcript, translation, dub, mix, stems, delivered, mp4)
         checks = hearing.result() if hearing else None
     if checks is not None:
-        qc = _with_back_transcription(qc, checks)
+        residual = delivered.reference_residual_db
+        if residual is None or residual > SAME_AS_MIX_DB:  # the file does not carry what was heard: hear the file
+            log.warning("%s: the delivered track differs from its mix (%s dB): hearing the file", language,
+                        "?" if residual is None else f"{residual:.1f}")
+            checks = back_transcribe(mp4, dub.lines, language, max_cer, heard)
+        qc = _with_back_transcription(qc, checks, residual if residual is not None and residual <= SAME_AS_MIX_DB
+                                      else None)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
     ], extra=_review_columns(translation, checks))

@@ -27,6 +27,7 @@ from dubforge.media import loudness
 from dubforge.media.audio import (
     MIX_RATE,
     SPEECH_RATE,
+    WavReader,
     decode_audio_blocks,
     resample_blocks,
     to_channels,
@@ -63,6 +64,7 @@ class Delivery:
     measured_audio: int = 0  # which audio track (ordinal) the loudness figures are for
     integrated_lufs: float = float("-inf")  # -inf for digital silence
     true_peak_dbtp: float = float("-inf")
+    reference_residual_db: float | None = None  # the measured track against `reference` (measure_delivery)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -98,9 +100,30 @@ class _Span:
         self.packets += 1
 
 
-def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
+class _Residual:
+    """How far a decoded track is from the WAV it was encoded from, sample for sample from the start (the mux
+    pads or trims only the end): the energy of the difference, dB under the WAV's, over what both hold."""
+
+    def __init__(self, reference: Path):
+        self.reader, self.at, self.signal, self.error = WavReader(reference), 0, 0.0, 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        ref = self.reader.read(self.at, len(block))
+        if ref.shape[1:] != block.shape[1:]:
+            raise ValueError("channel layouts differ")
+        self.at += len(block)
+        diff = block[: len(ref)] - ref
+        self.signal += float(np.vdot(ref, ref))
+        self.error += float(np.vdot(diff, diff))
+
+    def db(self) -> float:
+        return 10 * np.log10(max(self.error, 1e-20) / max(self.signal, 1e-20))
+
+
+def measure_delivery(path: Path, stream_index: int | None = None, reference: Path | None = None) -> Delivery:
     """Read a deliverable once: stream layout and tags, exact extents from packet timestamps, and the
-    loudness of one audio track decoded from the file.
+    loudness of one audio track decoded from the file; with `reference` (the WAV it was encoded from), how far
+    the track is from it (`reference_residual_db`; None when rate or channels differ).
 
     `stream_index` is the ordinal among audio streams (0 = first audio track, ffmpeg's a:0); None picks the
     track flagged default, else the first. Durations come from packet timestamps (Matroska's stored
@@ -124,12 +147,15 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
         if audio and not 0 <= stream_index < len(audio):
             raise StageError(f"qc: {path} has {len(audio)} audio streams; no audio stream {stream_index}")
         measured = streams.audio[stream_index] if audio else None
-        resampler = None
+        resampler, residual = None, None
         if measured is not None:
             layout = "mono" if measured.codec_context.channels == 1 else "stereo"
             resampler = av.AudioResampler(format="fltp", layout=layout, rate=measured.codec_context.sample_rate)
             meter = loudness.LoudnessMeter(resampler.rate, 1 if layout == "mono" else 2)  # streamed: no whole track
             peak_meter = loudness.PeakMeter()
+            residual = _Residual(reference) if reference is not None else None
+            if residual is not None and residual.reader.rate != resampler.rate:
+                residual = None
         spans = {s.index: _Span() for s in [video, *streams.audio]}
         measured_any = False
         try:
@@ -140,6 +166,11 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
                     for block in (c.to_ndarray().T for f in packet.decode() for c in resampler.resample(f)):  # type: ignore[arg-type]
                         meter.add(block)
                         peak_meter.add(block)
+                        if residual is not None:
+                            try:
+                                residual.add(block)
+                            except ValueError:
+                                residual = None
                         measured_any = True
         except av.FFmpegError as exc:
             raise StageError(f"qc: cannot decode deliverable {path}: {exc}") from exc
@@ -166,6 +197,7 @@ def measure_delivery(path: Path, stream_index: int | None = None) -> Delivery:
         measured_audio=stream_index if audio else -1,
         integrated_lufs=lufs,
         true_peak_dbtp=peak,
+        reference_residual_db=residual.db() if measured_any and residual is not None else None,
     )
 
 

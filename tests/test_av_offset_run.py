@@ -3,6 +3,7 @@ starting at 0) and the master (the source picture) carry the dub at the same tim
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import av
@@ -67,3 +68,5 @@ def test_master_dub_keeps_the_offset_with_lipsync(early_audio_demo):
     dubbed = next(i for i, t in enumerate(titles) if "dubbed" in t)
     in_master = track_from_first_frame(root / "out" / "demo.master.mkv", dubbed, seconds)
     assert abs(lag_seconds(delivered, in_master)) <= 1 / 25, titles  # within one frame
+    heard = json.loads((root / "out" / "es" / "qc.json").read_text())["back_transcription"]
+    assert heard["heard"] == "mix" and heard["mix_residual_db"] < -20  # the file's track is the mix Whisper heard

@@ -93,6 +93,10 @@ def test_mux_language(tmp_path, source):
 
     qc = measure_delivery(out)
     assert abs(qc.duration - info.duration) <= 1 / info.fps
+    assert qc.reference_residual_db is None
+    # against the WAV it was encoded from: AAC noise only; against another: nothing in common
+    assert measure_delivery(out, reference=dub).reference_residual_db < -20
+    assert measure_delivery(out, reference=wav_for(tmp_path / "other.wav", source, seed=1)).reference_residual_db > -3
     assert qc.frame_count == info.frame_count == 90 and qc.video_duration == pytest.approx(info.duration, abs=1e-3)
     assert qc.languages == ("spa",) and qc.subtitles[0].language == "spa"
     ref_lufs, ref_peak = loudness.measure(*read_wav(dub))

@@ -80,4 +80,5 @@ def test_english_dub_carries_the_meaning(project):
     heard = normalise(" ".join(line["heard"] for line in qc["segments"]), "en").split()
     assert sum(word in heard for word in MEANING) >= 5, heard
     assert qc["back_transcription"]["median_cer"] < 0.15 and not qc["back_transcription"]["flagged"]
+    assert qc["back_transcription"]["heard"] == "mix" and qc["back_transcription"]["mix_residual_db"] < -20
     assert {row["flagged"] for row in rows} == {"no"} and all(row["heard_back"] for row in rows)

@@ -82,6 +82,10 @@ class HeardBackQC(Record):
     max_cer: float
     median_cer: float | None
     flagged: tuple[FlaggedLine, ...]
+    heard: str = Field("delivery", description="what Whisper heard: 'mix' (the language's mix, heard while it was "
+                       "encoded; the delivered track matches it within `mix_residual_db`) or 'delivery'")
+    mix_residual_db: float | None = Field(None, description="the delivered track against the mix it was encoded "
+                                          "from: residual energy, dB (AAC 192 kb/s: about -30)")
     note: str = "a flag can be a voice that mispronounces, a dub buried under music, or a bad translation"
 
 
