@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,42 @@ def test_atomic_write_leaves_no_record(tmp_path):
         raise RuntimeError("failed")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["a.json"]
     assert not any((tmp_path / JOURNAL).iterdir())
+
+
+def test_file_hashes_are_kept_across_processes_until_the_file_changes(tmp_path, monkeypatch):
+    """A hash is read once: a later process (the in-process memo cleared) takes it from the index by the file's
+    stat; content written in place (same size, same path and inode) is hashed again."""
+    from dubforge.core import files
+
+    monkeypatch.setenv("DUBFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(files, "_INDEX", files._HashIndex())
+    media = tmp_path / "media.bin"
+    media.write_bytes(b"a" * 4096)
+    reads: list[str] = []
+    digest = files._digest
+    monkeypatch.setattr(files, "_digest", lambda path: reads.append(path) or digest(path))
+
+    def fresh_process_hash() -> str:
+        files._sha256.cache_clear()
+        monkeypatch.setattr(files, "_INDEX", files._HashIndex())  # a new connection, as a new process opens
+        return files.sha256_file(media)
+
+    first = fresh_process_hash()
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest() and len(reads) == 1
+    assert fresh_process_hash() == first and len(reads) == 1  # from the index
+    with open(media, "r+b") as handle:  # same size, same inode
+        handle.write(b"b")
+    changed = fresh_process_hash()
+    assert changed == hashlib.sha256(b"b" + b"a" * 4095).hexdigest() and len(reads) == 2
+
+
+def test_file_hashes_without_a_writable_cache(tmp_path, monkeypatch):
+    from dubforge.core import files
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("DUBFORGE_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(files, "_INDEX", files._HashIndex())
+    files._sha256.cache_clear()
+    (tmp_path / "x").write_bytes(b"x")
+    assert files.sha256_file(tmp_path / "x") == hashlib.sha256(b"x").hexdigest()

@@ -8,6 +8,9 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -127,8 +130,7 @@ def write_json_atomic(path: Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-@lru_cache(maxsize=4096)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _digest(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -136,10 +138,72 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+class _HashIndex:
+    """Content hashes kept across processes (`user_cache_dir()/file-hashes.sqlite3`), keyed by path, size, mtime,
+    ctime and inode, the way git's index trusts a file whose stat has not changed: a run hashed about 400 MB of
+    media and intermediates that had not changed since the last one (about 1 cpu s). Any write changes the ctime,
+    which no tool can set back. Without a writable cache the index is simply not used."""
+
+    KEEP_DAYS = 30
+
+    def __init__(self) -> None:
+        self._db: sqlite3.Connection | None = None
+        self._opened = False
+        self._lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection | None:
+        if not self._opened:
+            self._opened = True
+            try:
+                folder = user_cache_dir()
+                folder.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(folder / "file-hashes.sqlite3", timeout=5, check_same_thread=False,
+                                     isolation_level=None)
+                db.execute("CREATE TABLE IF NOT EXISTS hashes (key TEXT PRIMARY KEY, sha256 TEXT, seen REAL)")
+                db.execute("DELETE FROM hashes WHERE seen < ?", (time.time() - self.KEEP_DAYS * 86400,))
+                self._db = db
+            except (sqlite3.Error, OSError):
+                self._db = None
+        return self._db
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            try:
+                db = self._open()
+                row = db.execute("SELECT sha256 FROM hashes WHERE key = ?", (key,)).fetchone() if db else None
+            except sqlite3.Error:
+                return None
+        return row[0] if row else None
+
+    def put(self, key: str, digest: str) -> None:
+        with self._lock:
+            try:
+                db = self._open()
+                if db is not None:
+                    db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?)", (key, digest, time.time()))
+            except sqlite3.Error:
+                pass
+
+
+_INDEX = _HashIndex()
+
+
+@lru_cache(maxsize=4096)
+def _sha256(key: str) -> str:
+    path = key.split("\0", 1)[0]
+    digest = _INDEX.get(key)
+    if digest is None:
+        digest = _digest(path)
+        _INDEX.put(key, digest)
+    return digest
+
+
 def sha256_file(path: Path) -> str:
-    """Content hash of a file, memoised on (path, size, mtime) within the process."""
+    """Content hash of a file, memoised on its stat (path, size, mtime, ctime, inode) in the process and across
+    processes (`_HashIndex`)."""
     stat = os.stat(path)
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return _sha256("\0".join(map(str, (Path(path).resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                                        stat.st_ino))))
 
 
 def fingerprint(*parts: Any, rebase: Callable[[str], Any] | None = None) -> str:
