@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -80,6 +82,7 @@ from dubforge.tasks.ingest import ingest
 from dubforge.tasks.lipsync import lipsync_language, speaker_lines, track_face
 from dubforge.tasks.mix import mix
 from dubforge.tasks.portrait import still_video
+from dubforge.tasks.qc import load_ear
 from dubforge.tasks.separate import separate
 from dubforge.tasks.transcribe import align_source, source_transcript
 from dubforge.tasks.translate import translate
@@ -145,6 +148,18 @@ def _submit(t, **parameters: Any) -> PrefectFuture:
     """Submit with every parameter `opaque`: Prefect waits for a future passed as a parameter but does not walk
     into the records (transcripts, dub tracks with their phonemes), a walk that cost CPU on every task."""
     return t.submit(**{name: opaque(value) for name, value in parameters.items()})
+
+
+def _quietly(ahead: Callable[..., None]) -> Callable[..., None]:
+    """Work done ahead of the stage that needs it: a failure is left for that stage to raise and report."""
+
+    def run(*args: Any) -> None:
+        try:
+            ahead(*args)
+        except Exception as exc:  # noqa: BLE001 - the stage that needs it raises it again
+            logging.getLogger(__name__).debug("ahead of time: %s", exc)
+
+    return run
 
 
 def _weights(stage: str, backend: str, models_file: Path) -> Path | None:
@@ -464,6 +479,10 @@ def _shared_stages(run: _Run) -> _Source:
         bound_heap()
     media = run.shared("ingest", ingest_task, video=video, work_root=run.work_root, language=m.source.language,
                        audio_stream=m.source.audio_stream)
+    if run.states[(SHARED, "ingest")] != "Cached" and m.qc.back_transcription and plan.languages:
+        # a new source: every language will be delivered and heard; Whisper loads on the core that transcription
+        # and alignment leave idle
+        threading.Thread(target=_quietly(load_ear), args=(plan.languages[0].language,), daemon=True).start()
     for warning in plan.warnings:
         logger.warning(warning)
     separation_weights = None
