@@ -14,9 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import openpyxl
-from openpyxl.styles import Alignment, Font, PatternFill
-
 from dubforge.core.contracts import Translation
 from dubforge.core.files import atomic_path, write_text_atomic
 from dubforge.core.glossary import check_line
@@ -83,6 +80,8 @@ def write_review_csv(path: Path, rows: Sequence[ReviewRow]) -> Path:
 
 
 def write_review_xlsx(path: Path, rows: Sequence[ReviewRow], title: str) -> Path:
+    import openpyxl  # 0.1-0.3 s to import: only `prepare` writes a workbook
+    from openpyxl.styles import Alignment, Font, PatternFill
 
     book = openpyxl.Workbook()
     sheet = book.active

@@ -16,10 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import openpyxl
 import srt
 import webvtt
-from openpyxl.utils.exceptions import InvalidFileException
 
 from dubforge.core.contracts import DEFAULT_SPEAKER, Segment
 from dubforge.core.errors import InputError, Problem
@@ -106,6 +104,8 @@ def _cell_text(value: Any) -> str:
 
 
 def _xlsx_table(path: Path) -> tuple[list[str], list[list[str]], str]:
+    import openpyxl  # 0.1-0.3 s to import: every run validates a manifest, few read a workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
