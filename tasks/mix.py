@@ -10,7 +10,6 @@ over the M&E bed. The whole mix is then normalised to the preset (true-peak limi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from dubforge.core.contracts import DubTrack, FittedLine, Mix, Stems
 from dubforge.core.errors import StageError
+from dubforge.core.files import measured
 from dubforge.media import loudness
 from dubforge.media.audio import BLOCK_S, MIX_RATE, WavReader, fitted, regrouped, resample_blocks, to_channels
 
@@ -82,9 +82,7 @@ def _loudness(blocks: Iterable[np.ndarray], channels: int) -> float:
     return meter.integrated()
 
 
-@lru_cache(maxsize=8)
-def _file_loudness(path: Path, size: int, mtime_ns: int) -> float:
-    """Loudness of a WAV, memoised: every language's mix measures the same original."""
+def _file_loudness(path: Path) -> float:
     reader = WavReader(path)
     meter = loudness.LoudnessMeter(reader.rate, reader.channels)
     for block in reader.blocks():
@@ -94,8 +92,7 @@ def _file_loudness(path: Path, size: int, mtime_ns: int) -> float:
 
 def _dialogue_reference(reference: Path | None, bed: Callable[[], Iterator[np.ndarray]] | None) -> float:
     if reference is not None:
-        stat = Path(reference).stat()
-        level = _file_loudness(Path(reference), stat.st_size, stat.st_mtime_ns)
+        level = measured(Path(reference), "integrated-lufs-1", _file_loudness)  # every language's mix, every run
         if np.isfinite(level):
             return level
     if bed is not None:

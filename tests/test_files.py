@@ -105,3 +105,27 @@ def test_file_hashes_without_a_writable_cache(tmp_path, monkeypatch):
     files._sha256.cache_clear()
     (tmp_path / "x").write_bytes(b"x")
     assert files.sha256_file(tmp_path / "x") == hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_measurement_is_kept_by_content(tmp_path, monkeypatch):
+    """`measured` runs the measurement once per content and name, across processes; a changed file is measured."""
+    from dubforge.core import files
+
+    monkeypatch.setenv("DUBFORGE_CACHE", str(tmp_path / "cache"))
+    calls: list[Path] = []
+
+    def loudness(path: Path) -> float:
+        calls.append(path)
+        return float("-inf") if path.read_bytes() == b"" else -23.5
+
+    media = tmp_path / "a.wav"
+    media.write_bytes(b"abc")
+    for _ in range(2):  # a second process: new connection, in-process memo cleared
+        files._sha256.cache_clear()
+        monkeypatch.setattr(files, "_INDEX", files._HashIndex())
+        assert files.measured(media, "lufs-1", loudness) == -23.5
+    assert len(calls) == 1
+    assert files.measured(media, "lufs-2", loudness) == -23.5 and len(calls) == 2  # another measurement
+    media.write_bytes(b"")
+    assert files.measured(media, "lufs-1", loudness) == float("-inf") and len(calls) == 3
+    assert files.measured(media, "lufs-1", loudness) == float("-inf") and len(calls) == 3

@@ -142,7 +142,8 @@ class _HashIndex:
     """Content hashes kept across processes (`user_cache_dir()/file-hashes.sqlite3`), keyed by path, size, mtime,
     ctime and inode, the way git's index trusts a file whose stat has not changed: a run hashed about 400 MB of
     media and intermediates that had not changed since the last one (about 1 cpu s). Any write changes the ctime,
-    which no tool can set back. Without a writable cache the index is simply not used."""
+    which no tool can set back. Measurements of a file's content (`measured`) are kept beside, by its hash.
+    Without a writable cache the index is simply not used."""
 
     KEEP_DAYS = 30
 
@@ -161,26 +162,28 @@ class _HashIndex:
                                      isolation_level=None)
                 db.execute("CREATE TABLE IF NOT EXISTS hashes (key TEXT PRIMARY KEY, sha256 TEXT, seen REAL)")
                 db.execute("DELETE FROM hashes WHERE seen < ?", (time.time() - self.KEEP_DAYS * 86400,))
+                db.execute("CREATE TABLE IF NOT EXISTS measures (key TEXT PRIMARY KEY, value TEXT, seen REAL)")
+                db.execute("DELETE FROM measures WHERE seen < ?", (time.time() - self.KEEP_DAYS * 86400,))
                 self._db = db
             except (sqlite3.Error, OSError):
                 self._db = None
         return self._db
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str, table: str = "hashes") -> str | None:
         with self._lock:
             try:
                 db = self._open()
-                row = db.execute("SELECT sha256 FROM hashes WHERE key = ?", (key,)).fetchone() if db else None
+                row = db.execute(f"SELECT * FROM {table} WHERE key = ?", (key,)).fetchone() if db else None
             except sqlite3.Error:
                 return None
-        return row[0] if row else None
+        return row[1] if row else None
 
-    def put(self, key: str, digest: str) -> None:
+    def put(self, key: str, value: str, table: str = "hashes") -> None:
         with self._lock:
             try:
                 db = self._open()
                 if db is not None:
-                    db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?)", (key, digest, time.time()))
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (key, value, time.time()))
             except sqlite3.Error:
                 pass
 
@@ -204,6 +207,18 @@ def sha256_file(path: Path) -> str:
     stat = os.stat(path)
     return _sha256("\0".join(map(str, (Path(path).resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
                                         stat.st_ino))))
+
+
+def measured(path: Path, what: str, measure: Callable[[Path], float]) -> float:
+    """`measure(path)`, kept by the file's content hash and `what` (name and version of the measurement) across
+    processes: a measurement of an unchanged source is not made again by every run."""
+    key = f"{sha256_file(path)}:{what}"
+    kept = _INDEX.get(key, "measures")
+    if kept is not None:
+        return float(kept)
+    value = float(measure(path))
+    _INDEX.put(key, repr(value), "measures")
+    return value
 
 
 def fingerprint(*parts: Any, rebase: Callable[[str], Any] | None = None) -> str:
