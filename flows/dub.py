@@ -103,7 +103,7 @@ def _cache_key(stage: str):
     the project folder are hashed relative to them (flows.portable), so a moved project stays cached."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
-        hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir")}
+        hashed = {k: v for k, v in parameters.items() if k not in ("work_root", "deliver_dir", "hear_ahead")}
         return f"{stage}-{fingerprint(_stack_versions(), stage, hashed, rebase=portable.split)}"
 
     return key
@@ -267,9 +267,13 @@ def translate_task(
 def voice_task(
     language: str, translation: Translation, voices: dict[str, Voice], voice_models: dict[str, Path],
     timing: Timing, video_duration: float, stems: Stems, transcript: Transcript, models_file: Path | None,
-    work_root: Path,
+    work_root: Path, hear_ahead: bool = False,
 ) -> DubTrack:
+    """`hear_ahead`: a voice made (not reused) will be mixed and delivered, and the delivery heard: Whisper loads
+    meanwhile, on the core synthesis leaves idle (after a one-line edit the hearing waited for the load)."""
 
+    if hear_ahead:
+        threading.Thread(target=_quietly(load_ear), args=(language,), daemon=True).start()
     with _live(language, "voice"):
         work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
         return dub_voice(language, translation, voices, voice_models, timing, video_duration, stems, transcript,
@@ -527,7 +531,7 @@ def _lane(run: _Run, lp: LanguagePlan, source: _Source,
             language=lang, translation=tr, voices=lp.voices, voice_models=lp.voice_models, timing=m.timing,
             video_duration=media.duration, stems=source.stems, transcript=transcript,
             models_file=models_file if any(_weights("tts", v.backend, models_file) for v in lp.voices.values())
-            else None, work_root=run.work_root)
+            else None, work_root=run.work_root, hear_ahead=m.qc.back_transcription)
         mx = _submit(in_lane(mix_task, "mix"),
             language=lang, dub=vo, stems=source.stems, media=media, mode=run.plan.mix_mode, options=m.mix,
             work_root=run.work_root)

@@ -327,3 +327,23 @@ def test_terminal_lists_flagged_lines():
     with cli.out_console.capture() as captured:
         cli._print_heard_back("es", result)
     assert "es line 2 at 3.2 s heard back with CER 1.00: Mañana vamos. -> (nothing)" in captured.get()
+
+
+def test_models_load_on_a_thread_that_outlives_the_caller(monkeypatch, tmp_path):
+    """A model loaded on a thread that then ends transcribes about 3x slower from any other thread: models are
+    built on the process-long loader thread, whichever thread asks first."""
+    import threading
+
+    import faster_whisper
+
+    from dubforge.models import whisper_asr
+
+    built_on: list[str] = []
+    monkeypatch.setattr(faster_whisper, "WhisperModel", lambda *a, **k: built_on.append(threading.current_thread().name))
+    monkeypatch.setattr(whisper_asr, "_MODELS", {})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    asker = threading.Thread(target=FasterWhisperTranscriber(model=str(folder)).load, args=("es",))
+    asker.start()
+    asker.join()
+    assert len(built_on) == 1 and built_on[0].startswith("whisper-loader")
