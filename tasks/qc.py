@@ -106,11 +106,20 @@ class _Residual:
 
     def __init__(self, reference: Path):
         self.reader, self.at, self.signal, self.error = WavReader(reference), 0, 0.0, 0.0
+        self._held, self._held_at = np.zeros((0, self.reader.channels), np.float32), 0
+
+    def _reference(self, count: int) -> np.ndarray:
+        """The reference's next `count` samples (fewer at its end), read a second at a time."""
+        offset = self.at - self._held_at
+        if offset + count > len(self._held):
+            self._held = self.reader.read(self.at, max(count, self.reader.rate))
+            self._held_at, offset = self.at, 0
+        return self._held[offset : offset + count]
 
     def add(self, block: np.ndarray) -> None:
-        ref = self.reader.read(self.at, len(block))
-        if ref.shape[1:] != block.shape[1:]:
+        if block.shape[1:] != (self.reader.channels,):
             raise ValueError("channel layouts differ")
+        ref = self._reference(len(block))
         self.at += len(block)
         diff = block[: len(ref)] - ref
         self.signal += float(np.vdot(ref, ref))
