@@ -249,3 +249,32 @@ def _title_of(lang: str) -> str:
     from dubforge.tasks.mux import _title
 
     return _title(lang, "dubbed")
+
+
+def test_which_lines_changed_since_they_were_heard():
+    """A group heard before: the lines whose audio changed are found after the loudness gain moved, with the gain
+    most lines agree on; a change between the lines (no line changed) means hearing the whole group again."""
+    from dubforge.core.contracts import FittedLine
+    from dubforge.tasks.qc import SPEECH_RATE, _changed_lines, _Group
+
+    rng = np.random.default_rng(3)
+
+    def line(index: int, start: float, end: float) -> FittedLine:
+        return FittedLine(index=index, window_start=start, window_end=end, start=start, end=end,
+                          natural_duration=end - start, rate=1, stretch=1, speed=1, borrowed=0, overflow=0, text="x")
+
+    lines = (line(0, 0.5, 2.0), line(1, 3.0, 4.5), line(2, 5.5, 7.0))
+    group = _Group(0.0, 8.0, lines)
+    before = np.zeros(8 * SPEECH_RATE, np.float32)
+    for x in lines:
+        span = slice(int(x.start * SPEECH_RATE), int(x.end * SPEECH_RATE))
+        before[span] = rng.standard_normal(span.stop - span.start) * 0.1
+    quieter = before * 10 ** (-2 / 20) + rng.standard_normal(len(before)).astype(np.float32) * 1e-4
+    assert _changed_lines(before, quieter, group) == []
+    edited = quieter.copy()
+    edited[3 * SPEECH_RATE : int(4.5 * SPEECH_RATE)] = rng.standard_normal(int(1.5 * SPEECH_RATE)) * 0.1
+    assert _changed_lines(before, edited, group) == [lines[1]]
+    between = quieter.copy()
+    between[int(2.5 * SPEECH_RATE) : int(2.6 * SPEECH_RATE)] = 0.3  # a click in the gap, outside every line
+    assert _changed_lines(before, between, group) is None
+    assert _changed_lines(before, quieter[:-1], group) is None
