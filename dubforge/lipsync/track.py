@@ -132,17 +132,23 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
     renumber = {f: k for k, f in enumerate(dict.fromkeys(linked[k] for k in keep))}
     tracklets = [done[k] for k in keep]
     identity_of = [renumber[linked[k]] for k in keep]
+    for k, t in enumerate(done):  # appearance has done its work; what is kept moves into whole arrays below
+        t.sigs = []
+        if counts[linked[k]] < MIN_FRAMES:
+            t.points, t.lips = [], []
     shots = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
 
     ids = sorted(set(identity_of))
     faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
     present = {f: np.zeros(n, bool) for f in ids}
     lip_offset = {f: np.full((n, _MOUTH_SAMPLES, 2), np.nan, np.float32) for f in ids}
-    for t, f in zip(tracklets, identity_of):
-        faces_points[f][t.frames] = np.stack(t.points)
-        lip_offset[f][t.frames] = np.stack(t.lips)
+    for t, f in zip(tracklets, identity_of):  # moved, not copied: each frame's arrays are dropped as they land
+        for k, frame in enumerate(t.frames):
+            faces_points[f][frame], lip_offset[f][frame] = t.points[k], t.lips[k]
+        t.points, t.lips = [], []
         present[f][t.frames] = True
     occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
+    del lip_offset
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
     chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
                                                   max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
@@ -156,20 +162,21 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
     for i, f in enumerate(chosen):
         if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
             points[i], identity[i] = faces_points[f][i], f
+    del faces_points  # the chosen face's landmarks are all that is kept (memory: one (n, points, 2) array)
     valid = identity >= 0
     segment = _segments(identity, shots)
     points = _smooth(points, segment)
     pose = np.tile(np.eye(2, 3), (n, 1, 1))
     for f in np.unique(identity[valid]):  # one rigid template per person
         mine = identity == f
-        pose[mine] = g.poses(np.nan_to_num(points[mine]), np.ones(int(mine.sum()), bool))[0]
+        pose[mine] = g.poses(np.nan_to_num(points[mine], copy=False), np.ones(int(mine.sum()), bool))[0]
     pose = _smooth_pose(pose, segment)
 
     npz_path = json_path.with_suffix(".npz")
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
-                                points=points.astype(np.float32), pose=pose, identity=identity,
+                                points=points.astype(np.float32, copy=False), pose=pose, identity=identity,
                                 segment=segment, shot=shots.astype(np.int64), occluded=covered)
     main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
     track = FaceTrack(
@@ -562,9 +569,10 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _smooth(points: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Zero-phase Gaussian smoothing along time within each segment (lips lighter)."""
+    """Zero-phase Gaussian smoothing along time within each segment (lips lighter), in place: each segment's
+    filter reads its own rows, copied by the indexing before they are written."""
 
-    out = points.copy()
+    out = points
     lips = np.zeros(points.shape[1], bool)
     lips[g.sub(g.LIPS)] = True
     for a, b in spans(segment):
