@@ -210,7 +210,9 @@ class Landmarks:
         npz = Path(track.npz)
         self.rows = Rows(spill(npz, "points", npz.with_name(npz.stem + ".points.npy")), block)
         self.pose = pose
-        self._start, self._points, self._canon = 0, np.zeros((0, len(g.SUBSET), 2), np.float32), None
+        self._start = 0
+        self._points = np.zeros((0, len(g.SUBSET), 2), np.float32)
+        self._canon: np.ndarray = np.zeros((0, len(g.SUBSET), 2))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -228,7 +230,6 @@ class Landmarks:
 
     def canon(self, i: int) -> np.ndarray:
         self._load(i)
-        assert self._canon is not None
         return self._canon[i - self._start]
 
     def windows(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
