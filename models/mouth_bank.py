@@ -13,10 +13,10 @@ from dubforge.core.files import atomic_path, fingerprint, write_json_atomic
 from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.bank import canonical, load_or_build
+from dubforge.lipsync.bank import load_or_build
 from dubforge.lipsync.portrait import render_portrait
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import load_arrays, runs, spans
+from dubforge.lipsync.track import Landmarks, load_arrays, runs, spans
 from dubforge.lipsync.video import (
     EncodeThread,
     H264Writer,
@@ -80,7 +80,7 @@ class MouthBankRenderer(LipsyncRenderer):
         from dubforge.lipsync.select import select
 
         info = probe(video)
-        arrays = load_arrays(track)
+        arrays = load_arrays(track, points=False)  # landmarks: a window at a time (Landmarks), flat in length
         times, valid, n = arrays["times"], arrays["valid"].copy(), track.frame_count
         warnings: list[str] = []
         visemes, sync = "generic", None
@@ -89,8 +89,8 @@ class MouthBankRenderer(LipsyncRenderer):
             warnings.append(f"{video}: no usable face in any frame ({track.reason}); video passed through unchanged")
         else:
             bank = load_or_build(Path(video), track)
-            canon = canonical(arrays)
-            desc = g.descriptor(canon)
+            marks = Landmarks(track, arrays["pose"])
+            desc = marks.descriptors()
             segment, identity = arrays["segment"], arrays["identity"]
             shot = arrays.get("shot", np.zeros(n, np.int64))
             occluded = arrays.get("occluded", np.zeros(n, bool))
@@ -137,8 +137,8 @@ class MouthBankRenderer(LipsyncRenderer):
                     + "; using generic viseme shapes scaled to the speaker's range")
             # The new mouth's texture is matched to the source's before encoding, plus what the re-encode
             # will remove from it (but not from the source it is compared with): measured, not guessed.
-            margin = 1.0 / encode_loss(Path(video), track, arrays, preset, crf)
-            plan = (bank, canon, targets, closed, path, fade, margin)
+            margin = 1.0 / encode_loss(Path(video), track, arrays, marks, preset, crf)
+            plan = (bank, marks, targets, closed, path, fade, margin)
 
         rendered = 0
         with atomic_path(Path(out_video)) as tmp:
@@ -165,10 +165,10 @@ class MouthBankRenderer(LipsyncRenderer):
 
     def _render_frame(self, planes, i: int, arrays, plan, state: dict) -> None:
 
-        bank, canon, targets, closed, path, fade, margin = plan
+        bank, marks, targets, closed, path, fade, margin = plan
         height, width = planes[0].shape
         inv = g.invert(arrays["pose"][i])
-        cur_px, cur_c = np.nan_to_num(arrays["points"][i]), canon[i]
+        cur_px, cur_c = marks.points(i), marks.canon(i)
         iod_px = 1.0 / np.hypot(arrays["pose"][i, 0, 0], arrays["pose"][i, 1, 0])
         feather = self.feather * iod_px
         polygon = g.apply(inv, c.mask_polygon(cur_c))
@@ -203,17 +203,17 @@ def mouth_box(points_px: np.ndarray, width: int, height: int) -> tuple[int, int,
     return c.region(lips, width, height, int(0.15 * np.ptp(lips[:, 0])))
 
 
-def encode_loss(video: Path, track: FaceTrack, arrays: dict, preset: str, crf: int) -> float:
+def encode_loss(video: Path, track: FaceTrack, arrays: dict, marks: Landmarks, preset: str, crf: int) -> float:
     """calibrate(), measured once per source video, preset and crf (cached beside the face track)."""
     path = Path(track.npz).with_name(f"encode-loss-{fingerprint(Path(track.npz), preset, crf, CALIBRATION_FRAMES)}.json")
     if path.is_file():
         return float(json.loads(path.read_text())["encode_loss"])
-    loss = calibrate(video, arrays, preset, crf)
+    loss = calibrate(video, arrays, marks, preset, crf)
     write_json_atomic(path, {"encode_loss": loss})
     return loss
 
 
-def calibrate(video: Path, arrays: dict, preset: str, crf: int) -> float:
+def calibrate(video: Path, arrays: dict, marks: Landmarks, preset: str, crf: int) -> float:
     """x264's detail loss in the mouth box on this video at this preset and crf (see compose.encode_loss),
     from up to CALIBRATION_FRAMES consecutive usable frames at the start of the first long face run."""
 
@@ -228,7 +228,7 @@ def calibrate(video: Path, arrays: dict, preset: str, crf: int) -> float:
             break
         if i >= a:
             buf, y, _, _ = yuv_planes(frame)
-            box = mouth_box(np.nan_to_num(arrays["points"][i]), y.shape[1], y.shape[0])
+            box = mouth_box(marks.points(i), y.shape[1], y.shape[0])
             if box is not None:
                 buffers.append(buf)
                 boxes.append(box)

@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 from dubforge.core.files import atomic_path, fingerprint
-from dubforge.media.audio import MIX_RATE, decode_audio, resample, to_channels
+from dubforge.media.audio import MIX_RATE, decode_audio_blocks, regrouped
 from dubforge.media.probe import PORTRAIT_FPS, probe_portrait, read_image
 
 
@@ -25,8 +25,7 @@ def still_video(image: Path, audio: Path, work_dir: Path) -> Path:
         return out
     info = probe_portrait(image, audio)
     rgb = read_image(image, "source.image")
-    samples, rate = decode_audio(audio, key="source.audio")
-    samples = to_channels(resample(samples, rate, MIX_RATE), 2)[: round(info.duration * MIX_RATE)]
+    total = round(info.duration * MIX_RATE)  # the sound stops with the picture
     with atomic_path(out) as tmp, av.open(str(tmp), "w") as container:
         video = container.add_stream("libx264", rate=PORTRAIT_FPS)
         video.width, video.height, video.pix_fmt = info.width, info.height, "yuv420p"
@@ -41,13 +40,16 @@ def still_video(image: Path, audio: Path, work_dir: Path) -> Path:
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)
-        planar = np.ascontiguousarray(samples.T)
-        for start in range(0, planar.shape[1], 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + 1024]), format="fltp",
-                                               layout="stereo")
+        start = 0  # the speech is decoded a block at a time (stereo at MIX_RATE), never whole
+        for block in regrouped(decode_audio_blocks(audio, "source.audio"), 1024):
+            block = block[: total - start]
+            if not len(block):
+                break
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout="stereo")
             chunk.sample_rate, chunk.pts, chunk.time_base = MIX_RATE, start, Fraction(1, MIX_RATE)
             for packet in sound.encode(chunk):
                 container.mux(packet)
+            start += len(block)
         for packet in sound.encode():
             container.mux(packet)
     return out

@@ -14,7 +14,7 @@ import numpy as np
 from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.track import load_arrays, runs
+from dubforge.lipsync.track import Landmarks, load_arrays, runs
 from dubforge.lipsync.video import frames, prefetched, yuv_planes
 
 BANK_VERSION = 2
@@ -52,8 +52,7 @@ _FIELDS = ("luma", "chroma", "frames", "canon", "desc", "pose", "origin")
 
 
 def canonical(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    pose, points = arrays["pose"], np.nan_to_num(arrays["points"])
-    return np.einsum("tij,tkj->tki", pose[:, :, :2], points) + pose[:, None, :, 2]
+    return g.canonical(arrays["pose"], arrays["points"])
 
 
 def load_or_build(video: Path, track: FaceTrack) -> Bank:
@@ -69,27 +68,66 @@ def load_or_build(video: Path, track: FaceTrack) -> Bank:
     return bank
 
 
-def crop_size(arrays: dict[str, np.ndarray], canon: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int, int]:
+def crop_size(marks: Landmarks, pose: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Per-frame source-pixel centre of the region the mask and anchors reach, and one even crop size
     (w, h) that holds it in every usable frame."""
-    pts = canon[valid][:, g.sub(g.ANCHORS + g.LIPS)].reshape(-1, 2)
-    lo, hi = np.percentile(pts, 1, axis=0) - PAD, np.percentile(pts, 99, axis=0) + PAD
+    region = g.sub(g.ANCHORS + g.LIPS)
+    low, high = Extremes(int(valid.sum()) * len(region), 1.0), Extremes(int(valid.sum()) * len(region), 99.0)
+    for a, _, canon in marks.windows():
+        pts = canon[valid[a: a + len(canon)]][:, region].reshape(-1, 2)
+        low.add(pts)
+        high.add(pts)
+    lo, hi = low.percentile() - PAD, high.percentile() + PAD
     corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [lo[0], hi[1]], [hi[0], hi[1]]])
-    centres = np.zeros((len(canon), 2))
+    centres = np.zeros((len(valid), 2))
     w = h = 8
     for t in np.flatnonzero(valid):
-        px = g.apply(g.invert(arrays["pose"][t]), corners)
+        px = g.apply(g.invert(pose[t]), corners)
         centres[t] = px.mean(0)
         w, h = max(w, int(np.ceil(np.ptp(px[:, 0])))), max(h, int(np.ceil(np.ptp(px[:, 1]))))
     return centres, w + 4 + w % 2, h + 4 + h % 2
 
 
+class Extremes:
+    """np.percentile(x, q, axis=0) of `count` rows given in parts, holding only the rows' smallest (q < 50) or
+    largest values per column that the percentile can fall on (1% of the rows for q = 1 or 99), not all of
+    them. Same interpolation as NumPy's default ("linear"), to the bit (tests/test_lipsync_memory.py)."""
+
+    def __init__(self, count: int, q: float):
+        self.count = count
+        self.virtual = (count - 1) * np.true_divide(q, 100)  # NumPy's virtual index for "linear"
+        self.below = min(max(int(np.floor(self.virtual)), 0), count - 1)
+        self.above = min(self.below + 1, count - 1)
+        self.lower = q < 50
+        self.keep = self.above + 1 if self.lower else count - self.below  # values from the near end needed
+        self.kept: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray) -> None:
+        both = rows if self.kept is None else np.concatenate([self.kept, rows])
+        if len(both) > self.keep:
+            both = (np.partition(both, self.keep - 1, axis=0)[: self.keep] if self.lower
+                    else np.partition(both, len(both) - self.keep, axis=0)[len(both) - self.keep:])
+        self.kept = both
+
+    def percentile(self) -> np.ndarray:
+        if self.kept is None or not self.count:
+            raise ValueError("percentile of no values")
+        ordered = np.sort(self.kept, axis=0)
+        first = 0 if self.lower else self.count - len(ordered)  # rank of ordered[0] among all the values
+        a, b = ordered[self.below - first], ordered[self.above - first]
+        if self.below == self.above:  # at either end: NumPy takes that value
+            return a
+        gamma = self.virtual - self.below
+        diff = b - a
+        return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
 def build(video: Path, track: FaceTrack) -> Bank:
-    arrays = load_arrays(track)
-    valid = arrays["valid"]
-    canon = canonical(arrays)
-    desc = g.descriptor(canon)
-    centres, w, h = crop_size(arrays, canon, valid)
+    arrays = load_arrays(track, points=False)
+    valid, pose = arrays["valid"], arrays["pose"]
+    marks = Landmarks(track, pose)
+    desc = marks.descriptors()
+    centres, w, h = crop_size(marks, pose, valid)
     units = int(max(SEGMENT, min(MAX_UNITS, BUDGET_BYTES // (w * h * 3 // 2))))
     chosen = choose_units(desc, valid, units)
     luma = np.zeros((len(chosen), h, w), np.uint8)
@@ -106,9 +144,10 @@ def build(video: Path, track: FaceTrack) -> Bank:
         x0, y0 = (np.round(centres[index] - [w / 2, h / 2]).astype(int) // 2 * 2).tolist()
         origin[k] = (x0, y0)
         luma[k] = _cut(y, x0, y0, w, h)
-        chroma[k, ..., 0] = _cut(u, x0 // 2, y0 // 2, w // 2, h // 2)
         chroma[k, ..., 1] = _cut(v, x0 // 2, y0 // 2, w // 2, h // 2)
-    return Bank(luma, chroma, chosen, canon[chosen].astype(np.float32), desc[chosen], arrays["pose"][chosen], origin)
+        chroma[k, ..., 0] = _cut(u, x0 // 2, y0 // 2, w // 2, h // 2)
+    canon = np.stack([marks.canon(int(f)) for f in chosen]).astype(np.float32)
+    return Bank(luma, chroma, chosen, canon, desc[chosen], pose[chosen], origin)
 
 
 def _cut(plane: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:

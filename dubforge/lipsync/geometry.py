@@ -41,6 +41,12 @@ _GAP_PAIRS = (sub(82, 13, 312), sub(87, 14, 317))
 _CORNERS = sub(61, 291)
 
 
+def canonical(pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Landmarks (T, len(SUBSET), 2) in each frame's canonical coordinates (pose (T, 2, 3)); NaN points -> 0."""
+    points = np.nan_to_num(points)
+    return np.einsum("tij,tkj->tki", pose[:, :, :2], points) + pose[:, None, :, 2]
+
+
 def opening(points: np.ndarray) -> np.ndarray:
     """Inner-lip gap / mouth width for landmarks (..., len(SUBSET), 2): the scorecard's opening measure."""
     gap = np.linalg.norm(points[..., _GAP_PAIRS[0], :] - points[..., _GAP_PAIRS[1], :], axis=-1).mean(-1)

@@ -15,9 +15,8 @@ from dubforge.core.contracts import Phoneme
 from dubforge.core.files import atomic_path
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import load_arrays
+from dubforge.lipsync.track import Landmarks, load_arrays
 from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
 from dubforge.lipsync.visemes import Range, generic_shapes, trajectory
 
@@ -192,17 +191,16 @@ def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phonem
     """The portrait render loop (streams like the bank renderer: constant memory)."""
 
     info = probe(video)
-    arrays = load_arrays(track)
+    arrays = load_arrays(track, points=False)  # the landmarks are read a window at a time (Landmarks)
     times, valid, n = arrays["times"], arrays["valid"], track.frame_count
     warnings: list[str] = []
     if valid.any():
-        canon = canonical(arrays)
-        points = np.nan_to_num(arrays["points"])
+        marks = Landmarks(track, arrays["pose"])
         first = int(np.flatnonzero(valid)[0])
-        targets, closed = trajectory(dub_phonemes, times, generic_shapes(portrait_range(canon[first])))
+        targets, closed = trajectory(dub_phonemes, times, generic_shapes(portrait_range(marks.canon(first))))
         seed = int(track.video_sha256[:8], 16)
         blinks = blink_curve(times, seed)
-        face_px = float(np.ptp(points[first][g.sub(g.FACE_OVAL), 0]))
+        face_px = float(np.ptp(marks.points(first)[g.sub(g.FACE_OVAL), 0]))
         motion = idle_motion(times, seed, face_px)
     else:
         warnings.append(f"{video}: no usable face in the portrait ({track.reason}); video passed through unchanged")
@@ -220,7 +218,8 @@ def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phonem
                         pose = arrays["pose"][i]
                         inv = g.invert(pose)
                         iod_px = 1.0 / np.hypot(pose[0, 0], pose[1, 0])
-                        polygon = g.apply(inv, c.mask_polygon(canon[i]))
+                        points, canon = marks.points(i), marks.canon(i)
+                        polygon = g.apply(inv, c.mask_polygon(canon))
                         box = c.region(polygon, planes[0].shape[1], planes[0].shape[0], int(feather * iod_px) + 2)
                         if box is not None:
                             x0, y0, x1, y1 = box
@@ -228,10 +227,10 @@ def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phonem
                                      np.dstack([planes[1][y0 // 2:y1 // 2, x0 // 2:x1 // 2],
                                                 planes[2][y0 // 2:y1 // 2, x0 // 2:x1 // 2]]))
                             alpha = c.alpha_mask(polygon, box, feather * iod_px)
-                            warp_mouth(planes, photo, points[i], inv, canon[i], targets[i], bool(closed[i]), box,
+                            warp_mouth(planes, photo, points, inv, canon, targets[i], bool(closed[i]), box,
                                        alpha, state)
-                        close_eyes(planes, points[i], float(blinks[i]))
-                        move_frame(planes, motion[i], points[i][g.sub(g.NOSE)].mean(0), scratch)
+                        close_eyes(planes, points, float(blinks[i]))
+                        move_frame(planes, motion[i], points[g.sub(g.NOSE)].mean(0), scratch)
                         rendered += 1
                     pipe.submit(slot, frame.pts)
                     if progress:

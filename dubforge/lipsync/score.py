@@ -19,7 +19,8 @@ error minus the error inside the dilated mask, so no full-frame mask is ever bui
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -28,12 +29,12 @@ import numpy as np
 from dubforge.core.contracts import Phoneme
 from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.bank import canonical
 from dubforge.lipsync.compose import mask_polygon
 from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.phoneclass import bilabials, openness, speaking
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.track import MAX_FACES, load_arrays
+from dubforge.lipsync.rows import Rows, row_writer
+from dubforge.lipsync.track import MAX_FACES, Landmarks, load_arrays
 from dubforge.lipsync.video import rgb_frames, rotation, upright, upright_to_stored
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
@@ -51,33 +52,42 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     """The scorecard (JSON-ready). `per_frame`, when given, receives the boolean arrays `scored` and
     `covered` (which frames counted, which of those were re-rendered)."""
 
-    arrays = load_arrays(track)
-    times, valid, points = arrays["times"], arrays["valid"], np.nan_to_num(arrays["points"])
-    canon = canonical(arrays)
+    arrays = load_arrays(track, points=False)
+    times, valid = arrays["times"], arrays["valid"]
+    marks = Landmarks(track, arrays["pose"])  # a window of frames at a time: memory flat in length
     n = len(times)
     speak = speaking(dub_phonemes, times)
     cache = _source_cache(track, Path(source))
-    src_faces, src_done = _load_source(cache, n)
+    old_faces, src_done = _load_source(cache, n)
     detect_src = bool((speak & ~src_done).any())
-    anchor = _anchors(points, valid, arrays.get("shot", np.zeros(n, np.int64)))
+    centres = [points.mean(1) for _, points, _ in marks.windows()]
+    anchor = _anchors(np.concatenate(centres) if centres else np.zeros((0, 2)), valid,
+                      arrays.get("shot", np.zeros(n, np.int64)))
+    nothing = np.full((len(g.SUBSET), 2), np.nan, np.float32)
     src_open, out_open = np.full(n, np.nan), np.full(n, np.nan)
     face_ok, redone = np.zeros(n, bool), np.zeros(n, bool)
     sq_err, sq_count = 0.0, 0
     seam_out = seam_src = sharp_out = sharp_src = 0.0
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * DILATE_PX + 1, 2 * DILATE_PX + 1))
     ring_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_PX + 1, 2 * RING_PX + 1))
-    with FaceMesh(MAX_FACES, static=True) as mesh:
+    # The source's detections are read from the cache and, when this dub needs frames it lacks, written to its
+    # new version row by row (memory: one window either way).
+    written = 0
+    with FaceMesh(MAX_FACES, static=True) as mesh, _source_writer(cache, n, detect_src) as write:
         for i, ((fo, out), (fs, src)) in enumerate(zip(rgb_frames(rendered), rgb_frames(source))):
             if i >= n:
                 break
+            src_face = old_faces.row(i) if old_faces is not None else nothing
             if speak[i] and not src_done[i]:
                 found = _detect(mesh, src, rotation(fs))
                 picked = _pick(np.stack(found), anchor[i]) if found else None
                 if picked is not None:
-                    src_faces[i] = picked
+                    src_face = picked.astype(np.float32)
                 src_done[i] = True
+            write(src_face)
+            written += 1
             frame_err, frame_px = float(cv2.norm(out, src, cv2.NORM_L2SQR)), out.shape[0] * out.shape[1]
-            face = src_faces[i] if np.isfinite(src_faces[i]).all() else None
+            face = src_face if np.isfinite(src_face).all() else None
             if speak[i] and face is not None:
                 face_ok[i] = True
                 src_open[i] = float(g.opening(face))
@@ -93,7 +103,7 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
                 sharp_out += _laplacian_var(out[ly0:ly1, lx0:lx1])
                 sharp_src += _laplacian_var(src[ly0:ly1, lx0:lx1])
             if valid[i]:
-                poly = g.apply(g.invert(arrays["pose"][i]), mask_polygon(canon[i]))
+                poly = g.apply(g.invert(arrays["pose"][i]), mask_polygon(marks.canon(i)))
                 x0, y0, x1, y1 = _box(poly, out.shape, DILATE_PX + 4 * RING_PX + 2)
                 mask: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.uint8)
                 cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
@@ -105,8 +115,10 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
                 frame_px -= int(cv2.countNonZero(mask))
             sq_err += frame_err
             sq_count += 3 * frame_px
+        for k in range(written, n):  # frames the videos lack: the cache keeps what it had
+            write(old_faces.row(k) if old_faces is not None else nothing)
     if detect_src:
-        _save_source(cache, src_faces, src_done)
+        _save_done(cache, src_done)
     rendered_n = int(valid.sum())
     scored = face_ok
     # A frame whose output lost the face is a miss: it gets the least helpful value, the median.
@@ -164,9 +176,10 @@ def best_lag(curve: np.ndarray, ref: np.ndarray, mask: np.ndarray, max_lag: int)
     return best
 
 
-def _anchors(points: np.ndarray, valid: np.ndarray, shot: np.ndarray) -> np.ndarray:
-    """Per frame, where the dubbed speaker's face is expected: the tracked face's centre, else the nearest
-    tracked frame's in the same shot; NaN where the shot has none (then the largest face is scored)."""
+def _anchors(centres: np.ndarray, valid: np.ndarray, shot: np.ndarray) -> np.ndarray:
+    """Per frame, where the dubbed speaker's face is expected: the tracked face's centre (`centres`, per frame),
+    else the nearest tracked frame's in the same shot (the earlier at a tie); NaN where the shot has none (then
+    the largest face is scored)."""
     n = len(valid)
     out = np.full((n, 2), np.nan)
     for s in np.unique(shot):
@@ -174,8 +187,10 @@ def _anchors(points: np.ndarray, valid: np.ndarray, shot: np.ndarray) -> np.ndar
         have = idx[valid[idx]]
         if not len(have):
             continue
-        nearest = have[np.abs(idx[:, None] - have[None, :]).argmin(1)]
-        out[idx] = points[nearest].mean(1)
+        after = np.minimum(np.searchsorted(have, idx), len(have) - 1)
+        before = np.maximum(after - 1, 0)
+        nearest = np.where(np.abs(idx - have[before]) <= np.abs(have[after] - idx), have[before], have[after])
+        out[idx] = centres[nearest]
     return out
 
 
@@ -204,25 +219,40 @@ def _detect(mesh, rgb: np.ndarray, turn: int) -> list[np.ndarray]:
 def _source_cache(track: FaceTrack, source: Path) -> Path:
     """The source's static detections (per frame, the dubbed speaker's face; NaN: none) depend only on the
     source video and its track: cached for every language. Only the frames some language's dub speaks over are
-    detected; later languages add the frames they need. One face per frame: memory like the track's."""
+    detected; later languages add the frames they need. The faces (one per frame, like the track's landmarks)
+    are a .npy read and written a window at a time; beside it, `.done.npy` says which frames were looked at."""
 
     key = fingerprint(Path(track.npz), SCORE_VERSION, MAX_FACES)
-    return Path(track.npz).with_name(f"score-source-{key}.npz")
+    return Path(track.npz).with_name(f"score-source-{key}.npy")
 
 
-def _load_source(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    if path.is_file():
-        with np.load(path) as data:
-            if data["faces"].shape[0] == n:
-                return data["faces"].copy(), data["done"].copy()
-    return np.full((n, len(g.SUBSET), 2), np.nan, np.float32), np.zeros(n, bool)
+def _done_path(path: Path) -> Path:
+    return path.with_suffix(".done.npy")
 
 
-def _save_source(path: Path, faces: np.ndarray, done: np.ndarray) -> None:
+def _load_source(path: Path, n: int) -> tuple[Rows | None, np.ndarray]:
+    """(the cached faces, read by rows, or None; which frames were looked at)."""
+    if path.is_file() and _done_path(path).is_file():
+        faces, done = Rows(path), np.load(_done_path(path))
+        if len(faces) == n and faces.shape[1:] == (len(g.SUBSET), 2) and done.shape == (n,):
+            return faces, done
+    return None, np.zeros(n, bool)
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, faces=faces, done=done)
+
+@contextlib.contextmanager
+def _source_writer(path: Path, n: int, needed: bool) -> Iterator[Callable[[np.ndarray], None]]:
+    """`write(face)` for every frame in order: the cache's new faces file (only when `needed`)."""
+    if not needed:
+        yield lambda face: None
+        return
+    with row_writer(path, (n, len(g.SUBSET), 2), np.float32) as write:
+        yield write
+
+
+def _save_done(path: Path, done: np.ndarray) -> None:
+    # Written after the faces: a run stopped in between leaves faces for frames `done` does not list yet.
+    with atomic_path(_done_path(path)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, done)
 
 
 def _box(points: np.ndarray, shape, margin: int) -> tuple[int, int, int, int]:

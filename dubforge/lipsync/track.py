@@ -13,7 +13,7 @@ with those arrays, never with pixels."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -33,8 +33,9 @@ from dubforge.core.files import (
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
+from dubforge.lipsync.rows import BLOCK, Rows, spill
 from dubforge.lipsync.video import frame_time, probe, rgb_frames, rotation, upright, upright_to_stored
-from dubforge.media.audio import read_wav
+from dubforge.media.audio import BLOCK_S, WavReader
 
 TRACK_VERSION = 12  # 3: duplicates merged, shots, identities, orientation; 4-8: occlusion; 9-11: turns within a shot; 12: script speakers
 MAX_FACES = 3
@@ -131,17 +132,23 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
     renumber = {f: k for k, f in enumerate(dict.fromkeys(linked[k] for k in keep))}
     tracklets = [done[k] for k in keep]
     identity_of = [renumber[linked[k]] for k in keep]
+    for k, t in enumerate(done):  # appearance has done its work; what is kept moves into whole arrays below
+        t.sigs = []
+        if counts[linked[k]] < MIN_FRAMES:
+            t.points, t.lips = [], []
     shots = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
 
     ids = sorted(set(identity_of))
     faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
     present = {f: np.zeros(n, bool) for f in ids}
     lip_offset = {f: np.full((n, _MOUTH_SAMPLES, 2), np.nan, np.float32) for f in ids}
-    for t, f in zip(tracklets, identity_of):
-        faces_points[f][t.frames] = np.stack(t.points)
-        lip_offset[f][t.frames] = np.stack(t.lips)
+    for t, f in zip(tracklets, identity_of):  # moved, not copied: each frame's arrays are dropped as they land
+        for k, frame in enumerate(t.frames):
+            faces_points[f][frame], lip_offset[f][frame] = t.points[k], t.lips[k]
+        t.points, t.lips = [], []
         present[f][t.frames] = True
     occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
+    del lip_offset
     envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
     chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
                                                   max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
@@ -155,20 +162,21 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
     for i, f in enumerate(chosen):
         if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
             points[i], identity[i] = faces_points[f][i], f
+    del faces_points  # the chosen face's landmarks are all that is kept (memory: one (n, points, 2) array)
     valid = identity >= 0
     segment = _segments(identity, shots)
     points = _smooth(points, segment)
     pose = np.tile(np.eye(2, 3), (n, 1, 1))
     for f in np.unique(identity[valid]):  # one rigid template per person
         mine = identity == f
-        pose[mine] = g.poses(np.nan_to_num(points[mine]), np.ones(int(mine.sum()), bool))[0]
+        pose[mine] = g.poses(np.nan_to_num(points[mine], copy=False), np.ones(int(mine.sum()), bool))[0]
     pose = _smooth_pose(pose, segment)
 
     npz_path = json_path.with_suffix(".npz")
     with atomic_path(npz_path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
-                                points=points.astype(np.float32), pose=pose, identity=identity,
+                                points=points.astype(np.float32, copy=False), pose=pose, identity=identity,
                                 segment=segment, shot=shots.astype(np.int64), occluded=covered)
     main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
     track = FaceTrack(
@@ -183,13 +191,56 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
     return track
 
 
-def load_arrays(track: FaceTrack) -> dict[str, np.ndarray]:
+def load_arrays(track: FaceTrack, points: bool = True) -> dict[str, np.ndarray]:
+    """The track's per-frame arrays; points=False leaves out the landmarks (read them with `Landmarks`)."""
     with np.load(track.npz) as data:
-        arrays = {k: data[k] for k in data.files}
+        arrays = {k: data[k] for k in data.files if points or k != "points"}
     if "segment" not in arrays:  # a track from a renderer-built npz (portrait) has one segment
         arrays["segment"] = np.where(arrays["valid"], 0, -1)
         arrays["identity"] = arrays["segment"].copy()
     return arrays
+
+
+class Landmarks:
+    """A track's landmarks read a window of frames at a time (see dubforge.lipsync.rows): `points(i)` (pixels,
+    NaN -> 0) and `canon(i)` (canonical coordinates), or `windows()` over every frame. Memory: one window,
+    whatever the length of the source; the values are those of the whole arrays (`load_arrays`)."""
+
+    def __init__(self, track: FaceTrack, pose: np.ndarray, block: int = BLOCK):
+        npz = Path(track.npz)
+        self.rows = Rows(spill(npz, "points", npz.with_name(npz.stem + ".points.npy")), block)
+        self.pose = pose
+        self._start = 0
+        self._points = np.zeros((0, len(g.SUBSET), 2), np.float32)
+        self._canon: np.ndarray = np.zeros((0, len(g.SUBSET), 2))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self, i: int) -> None:
+        if not self._start <= i < self._start + len(self._points):
+            self._start = i - i % self.rows.block
+            raw = self.rows.window(self._start, self._start + self.rows.block)
+            self._points = np.nan_to_num(raw)
+            self._canon = g.canonical(self.pose[self._start: self._start + len(raw)], raw)
+
+    def points(self, i: int) -> np.ndarray:
+        self._load(i)
+        return self._points[i - self._start]
+
+    def canon(self, i: int) -> np.ndarray:
+        self._load(i)
+        return self._canon[i - self._start]
+
+    def windows(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(first frame, points with NaN -> 0, canonical points) per window."""
+        for a, raw in self.rows.windows():
+            yield a, np.nan_to_num(raw), g.canonical(self.pose[a: a + len(raw)], raw)
+
+    def descriptors(self) -> np.ndarray:
+        """g.descriptor of every frame's canonical landmarks, (T, 3)."""
+        parts = [g.descriptor(canon) for _, _, canon in self.windows()]
+        return np.concatenate(parts) if parts else np.zeros((0, 3))
 
 
 def _box(points: np.ndarray) -> np.ndarray:
@@ -484,15 +535,25 @@ def spans(segment: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _speech_envelope(wav: Path, times: np.ndarray) -> np.ndarray:
-
-    data, rate = read_wav(wav)
-    mono = data.mean(axis=1) if data.ndim > 1 else data
+    """Log RMS of the speech over 40 ms around each frame time, read a block at a time (never the whole file)."""
+    reader = WavReader(wav)
+    rate, total = reader.rate, reader.frames
     half = int(0.02 * rate)
+    size = max(int(BLOCK_S * rate), 2 * half)
+    start, mono = 0, np.zeros(0, np.float32)
     out = np.zeros(len(times))
     for i, t in enumerate(times):
         c = int(t * rate)
-        seg = mono[max(c - half, 0): c + half]
-        out[i] = float(np.sqrt(np.mean(seg**2))) if len(seg) else 0.0
+        a, b = max(c - half, 0), min(c + half, total)
+        if c + half < 0:  # a slice with a negative end counts from the end of the file
+            a, b = 0, max(total + c + half, 0)
+        if b <= a:
+            continue
+        if not (start <= a and b <= start + len(mono)):
+            start = a
+            mono = reader.read(a, max(size, b - a)).mean(axis=1)
+        seg = mono[a - start: b - start]
+        out[i] = float(np.sqrt(np.mean(seg**2)))
     return np.log(out + 1e-4)
 
 
@@ -509,9 +570,10 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _smooth(points: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Zero-phase Gaussian smoothing along time within each segment (lips lighter)."""
+    """Zero-phase Gaussian smoothing along time within each segment (lips lighter), in place: each segment's
+    filter reads its own rows, copied by the indexing before they are written."""
 
-    out = points.copy()
+    out = points
     lips = np.zeros(points.shape[1], bool)
     lips[g.sub(g.LIPS)] = True
     for a, b in spans(segment):
