@@ -57,11 +57,12 @@ def run_stage(stage: str, folder: Path) -> None:
     from dubforge.tasks.separate import separate
     from dubforge.tasks.transcribe import align_source, transcribe
 
+    # records as UTF-8 bytes, as pydantic reads and writes them: a str of an hour's dub track is 6 MB (UCS-2)
     def load(name: str, kind):
-        return kind.model_validate_json((folder / f"{name}.json").read_text(encoding="utf-8"))
+        return kind.model_validate_json((folder / f"{name}.json").read_bytes())
 
     def save(name: str, record) -> None:
-        (folder / f"{name}.json").write_text(record.model_dump_json(), encoding="utf-8")
+        (folder / f"{name}.json").write_bytes(record.__pydantic_serializer__.to_json(record))
 
     from dubforge.media.audio import LONG_SOURCE_S, bound_heap
 
