@@ -96,3 +96,13 @@ def test_loudness_meter_memory_does_not_grow_per_block():
     long, long_level = held_after(20)  # 10 800 more gating blocks: as one small array each they held 1.4 MB more
     assert long - short < 500_000, f"{(long - short) / 1e3:.0f} kB more for 18 more minutes"
     assert long_level == pytest.approx(level, abs=0.05)
+
+
+def test_work_folder_keys_are_unchanged():
+    """The flow keys the lip-sync work folder on a dub's phonemes: the hash is the one the pydantic records gave."""
+    from dubforge.core.files import fingerprint
+
+    phonemes = tuple(Phoneme(symbol=s, start=i * 0.1, end=i * 0.1 + 0.05) for i, s in enumerate("abcdeð"))
+    dub = DubTrack(language="es", wav=Path("/nonexistent/x.wav"), sample_rate=48_000, lines=(), phonemes=phonemes,
+                   backend="e")
+    assert (fingerprint("es", phonemes, {"x": 1}), fingerprint(dub)) == ("ee33610e301e784ee4b4", "c02e1c67505c047ada2c")

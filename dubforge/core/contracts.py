@@ -33,6 +33,10 @@ class Phoneme:
     start: float
     end: float
 
+    def model_dump(self, mode: str = "python") -> dict[str, Any]:
+        """The fields, as the pydantic record gave them: fingerprint() keys work folders on a dub's phonemes."""
+        return {"symbol": self.symbol, "start": self.start, "end": self.end}
+
     def __setstate__(self, state: Any) -> None:
         # a cache pickled when Phoneme was a pydantic model holds its state as {"__dict__": {...}, ...}
         values = state["__dict__"] if isinstance(state, dict) else dict(zip(("symbol", "start", "end"), state))
