@@ -57,11 +57,12 @@ def run_stage(stage: str, folder: Path) -> None:
     from dubforge.tasks.separate import separate
     from dubforge.tasks.transcribe import align_source, transcribe
 
+    # records as UTF-8 bytes, as pydantic reads and writes them: a str of an hour's dub track is 6 MB (UCS-2)
     def load(name: str, kind):
-        return kind.model_validate_json((folder / f"{name}.json").read_text(encoding="utf-8"))
+        return kind.model_validate_json((folder / f"{name}.json").read_bytes())
 
     def save(name: str, record) -> None:
-        (folder / f"{name}.json").write_text(record.model_dump_json(), encoding="utf-8")
+        (folder / f"{name}.json").write_bytes(record.__pydantic_serializer__.to_json(record))
 
     from dubforge.media.audio import LONG_SOURCE_S, bound_heap
 
@@ -160,12 +161,24 @@ def looped_srt(path: Path, period: float, total: float, out: Path) -> int:
     return len(looped)
 
 
+def audio_period(mp4: Path) -> float:
+    """How far the speech moves on per loop: the span of the audio packets that `-stream_loop` copies. AAC's priming
+    makes it 20.008 s for the 20 s demo; scripts looped every 20 s drifted 1.4 s from the speech over an hour, and
+    pocketsphinx then failed on most lines."""
+    import av
+
+    with av.open(str(mp4)) as container:
+        stream = container.streams.audio[0]
+        pts = [(p.pts, p.duration) for p in container.demux(stream) if p.pts is not None]
+    return float((max(t + d for t, d in pts) - min(t for t, _ in pts)) * stream.time_base)
+
+
 def make_source(demo: Path, minutes: float, asr_minutes: float, folder: Path) -> None:
     """Loop the demo (picture and sound copied, no re-encode) to `minutes`, with its stem and scripts."""
     seconds = minutes * 60
     folder.mkdir(parents=True, exist_ok=True)
     truth = json.loads((demo / "demo-truth.json").read_text(encoding="utf-8"))
-    period = float(truth["duration"])
+    period = audio_period(demo / "media" / "demo.mp4")
     if not (folder / "source.mp4").is_file():
         ffmpeg("-stream_loop", "-1", "-i", demo / "media" / "demo.mp4", "-t", seconds, "-c", "copy",
                folder / "source.part.mp4")

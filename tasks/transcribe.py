@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dubforge.core.contracts import Segment, SourceMedia, Transcript
+from dubforge.core.contracts import Phoneme, Segment, SourceMedia, Transcript
 from dubforge.core.errors import StageError
 from dubforge.core.languages import base_language
 from dubforge.core.scripts import read_script
@@ -84,7 +84,7 @@ def _shifted(seg: Segment, offset: float) -> Segment:
         return round(t + offset, 3)
 
     words = tuple(w.model_copy(update={"start": moved(w.start), "end": moved(w.end),
-                                       "phonemes": tuple(p.model_copy(update={"start": moved(p.start), "end": moved(p.end)})
+                                       "phonemes": tuple(Phoneme(p.symbol, moved(p.start), moved(p.end))
                                                          for p in w.phonemes)})
                   for w in seg.words)
     return seg.model_copy(update={"start": moved(seg.start), "end": moved(seg.end), "words": words})

@@ -85,7 +85,10 @@ class LoudnessMeter:
         self._sum = np.zeros(channels)  # sum of squares of the weighted signal so far
         self._next = 0  # next gating block whose lower bound is still ahead
         self._open: dict[int, np.ndarray] = {}  # block -> sum at its lower bound
-        self._done: list[np.ndarray] = []  # sums of squares of the finished blocks, in order
+        # sums of squares of the finished blocks, in order: rows [0, _count) of one growing array (an hour is 36 000
+        # blocks; as one small array each they held about 5 MB per meter)
+        self._done = np.zeros((256, channels))
+        self._count = 0
 
     def _bound(self, j: float) -> int:
         return int(_GATE_BLOCK_S * j * self.rate)  # pyloudnorm's arithmetic, for the same samples
@@ -113,7 +116,10 @@ class LoudnessMeter:
             upper = self._bound(j * _GATE_STEP + 1)
             if upper > last:
                 break
-            self._done.append(at(upper) - self._open.pop(j))
+            if self._count == len(self._done):
+                self._done = np.concatenate([self._done, np.zeros_like(self._done)])
+            self._done[self._count] = at(upper) - self._open.pop(j)
+            self._count += 1
         self._sum, self.samples = running[-1].copy(), last
 
     def integrated(self) -> float:
@@ -123,9 +129,10 @@ class LoudnessMeter:
             self.add(np.zeros((minimum - self.samples, self.channels)))
         seconds = self.samples / self.rate
         count = int(np.round((seconds - _GATE_BLOCK_S) / (_GATE_BLOCK_S * _GATE_STEP))) + 1
-        sums = self._done + [self._sum - self._open[j] for j in sorted(self._open)]  # blocks cut by the end
+        cut = [self._sum - self._open[j] for j in sorted(self._open)]  # blocks cut by the end
+        sums = np.concatenate([self._done[: self._count], np.reshape(cut, (-1, self.channels))])
         z = np.zeros((count, self.channels))
-        z[: min(count, len(sums))] = np.array(sums[:count]).reshape(-1, self.channels)
+        z[: min(count, len(sums))] = sums[:count]
         z /= _GATE_BLOCK_S * self.rate
         weights = np.array(_CHANNEL_GAINS[: self.channels])
         with np.errstate(divide="ignore"):
