@@ -30,7 +30,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from dubforge.core import model_store
 from dubforge.core.errors import InputError, Problem
-from dubforge.core.files import atomic_path, write_json_atomic
+from dubforge.core.files import STAGING, atomic_path, write_json_atomic
 from dubforge.core.manifest import FileTranslation, read_manifest
 from dubforge.core.model_store import FILE_NAME
 
@@ -151,13 +151,18 @@ class Mirror:
         changed = []
         for path in sorted(self.local.rglob("*")):
             rel = path.relative_to(self.local).as_posix()
-            if path.is_file() and not _skipped(rel) and index.get(rel, {}).get("local") != self._stamp(path):
-                changed.append(rel)
+            with contextlib.suppress(FileNotFoundError):  # a scratch file may go between listing and stat
+                if path.is_file() and not _skipped(rel) and index.get(rel, {}).get("local") != self._stamp(path):
+                    changed.append(rel)
         changed.sort(key=lambda rel: rel.startswith(".dubforge/cache/"))
         for rel in changed:
             remote = f"{self.remote}/{rel}"
-            self.fs.put_file(str(self.local / rel), remote)
-            index[rel] = {"remote": _content_key(self.fs.info(remote)), "local": self._stamp(self.local / rel)}
+            try:
+                stamp = self._stamp(self.local / rel)
+                self.fs.put_file(str(self.local / rel), remote)
+            except FileNotFoundError:  # a stage's scratch file, gone since the listing: nothing to publish
+                continue
+            index[rel] = {"remote": _content_key(self.fs.info(remote)), "local": stamp}
             self._save_index(index)
         return len(changed)
 
@@ -172,7 +177,10 @@ def _content_key(info: dict) -> str:
 
 def _skipped(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
-    return rel in SKIPPED or rel.startswith(".dubforge/temporaries/") or (name.startswith(".") and ".part" in name)
+    # .dubforge/staging/: a language's files being built, moved into place whole by another lane while this one
+    # publishes; they are published from there
+    return (rel in SKIPPED or rel.startswith((".dubforge/temporaries/", f"{STAGING.as_posix()}/"))
+            or (name.startswith(".") and ".part" in name))
 
 
 def stage_manifest(url: str, into: Path | None = None) -> Path:

@@ -136,3 +136,29 @@ def test_storage_errors_are_input_errors_naming_the_url(monkeypatch, tmp_path):
     monkeypatch.setattr(shared_storage, "_filesystem", lambda url: (Denied(), url.removeprefix("s3://")))
     with pytest.raises(InputError, match=r"s3://locked/a\.yaml: cannot read from this storage: PermissionError: Access"):
         shared_storage.stage_manifest("s3://locked/a.yaml", into=tmp_path)
+
+
+def test_publish_skips_sets_being_built_and_scratch_files_that_vanish(tmp_path, monkeypatch):
+    """Another lane builds its language in .dubforge/staging/ (moved into place whole) and stages write scratch
+    files that go while a publish lists the folder: neither is sent, and neither fails the publish."""
+    import fsspec
+
+    from dubforge.flows.storage import Mirror
+
+    fs = fsspec.filesystem("memory")
+    local = tmp_path / "out"
+    building = local / ".dubforge" / "staging" / "pt-BR.1.new" / "demo.pt-BR.mp4"
+    scratch = local / ".dubforge" / "work" / "heard" / "tmp1" / "group.wav"
+    for path in (building, scratch, local / "es" / "qc.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    stamp = Mirror._stamp
+
+    def gone_on_listing(path: Path) -> list[int]:
+        if path.name == "group.wav":
+            path.unlink(missing_ok=True)  # the stage finished with it between rglob and stat
+        return stamp(path)
+
+    monkeypatch.setattr(Mirror, "_stamp", staticmethod(gone_on_listing))
+    assert Mirror(fs, "/bucket/out", local).publish() == 1
+    assert [p.removeprefix("/bucket/out/") for p in fs.find("/bucket/out")] == ["es/qc.json"]
