@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -152,16 +152,17 @@ def _submit(t, **parameters: Any) -> PrefectFuture:
     return t.submit(**{name: opaque(value) for name, value in parameters.items()})
 
 
-def _quietly(ahead: Callable[..., None]) -> Callable[..., None]:
-    """Work done ahead of the stage that needs it: a failure is left for that stage to raise and report."""
+def _load_ear_ahead(language: str) -> None:
+    """Load Whisper for a delivery's QC on a background thread, ahead of the stage that needs it; a failure is left
+    for that stage to raise and report."""
 
-    def run(*args: Any) -> None:
+    def load() -> None:
         try:
-            ahead(*args)
-        except Exception as exc:  # noqa: BLE001 - the stage that needs it raises it again
-            logging.getLogger(__name__).debug("ahead of time: %s", exc)
+            load_ear(language)
+        except Exception as exc:  # noqa: BLE001 - the delivery raises it again
+            logging.getLogger(__name__).debug("Whisper ahead of time: %s", exc)
 
-    return run
+    threading.Thread(target=load, daemon=True).start()
 
 
 def _weights(stage: str, backend: str, models_file: Path) -> Path | None:
@@ -275,7 +276,7 @@ def voice_task(
     meanwhile, on the core synthesis leaves idle (after a one-line edit the hearing waited for the load)."""
 
     if hear_ahead:
-        threading.Thread(target=_quietly(load_ear), args=(language,), daemon=True).start()
+        _load_ear_ahead(language)
     with _live(language, "voice"):
         work = _work(work_root, "voice", language, translation, voices, voice_models, timing, video_duration)
         return dub_voice(language, translation, voices, voice_models, timing, video_duration, stems, transcript,
@@ -488,7 +489,7 @@ def _shared_stages(run: _Run) -> _Source:
     if run.states[(SHARED, "ingest")] != "Cached" and m.qc.back_transcription and plan.languages:
         # a new source: every language will be delivered and heard; Whisper loads on the core that transcription
         # and alignment leave idle
-        threading.Thread(target=_quietly(load_ear), args=(plan.languages[0].language,), daemon=True).start()
+        _load_ear_ahead(plan.languages[0].language)
     for warning in plan.warnings:
         logger.warning(warning)
     separation_weights = None

@@ -68,7 +68,9 @@ def multilingual_model(cache: Path | None = None) -> Path:
     folder = (cache or user_cache_dir()) / f"whisper-base-{key}"
     model_bin, expected = folder / "model.bin", folder / "model.bin.sha256"
     with _LOCK:
-        if model_bin.is_file() and expected.is_file() and (str(model_bin) in _VERIFIED or _verified(model_bin, expected)):
+        # sha256_file is kept across processes by stat: an untouched model.bin is not read again
+        if model_bin.is_file() and expected.is_file() and (
+                str(model_bin) in _VERIFIED or sha256_file(model_bin) == expected.read_text().strip()):
             _VERIFIED.add(str(model_bin))
             return folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -90,27 +92,9 @@ def multilingual_model(cache: Path | None = None) -> Path:
                     raise StageError(f"{path}: content differs from its wheel's RECORD (sha256 {piece.hexdigest()}, "
                                      f"expected {digest}); reinstall {path.parent.parent.name}")
         with atomic_path(expected) as tmp:
-            tmp.write_text(f"{whole.hexdigest()}\n{_stamp(model_bin)}\n")
+            tmp.write_text(whole.hexdigest() + "\n")
         _VERIFIED.add(str(model_bin))
         return folder
-
-
-def _stamp(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ino}"
-
-
-def _verified(model_bin: Path, expected: Path) -> bool:
-    """model.bin has the digest kept beside it: re-hashed (145 MB, about 0.3 cpu s) only when its size, time or
-    inode changed since it was written, the way build tools trust a file that has not been touched."""
-    kept = expected.read_text().split("\n")
-    if len(kept) > 1 and kept[1] == _stamp(model_bin):
-        return True
-    if sha256_file(model_bin) != kept[0].strip():
-        return False
-    with atomic_path(expected) as tmp:  # a cache written before the stamp existed: stamp it now
-        tmp.write_text(f"{kept[0].strip()}\n{_stamp(model_bin)}\n")
-    return True
 
 
 def _tiny_en() -> str:

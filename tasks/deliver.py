@@ -50,7 +50,7 @@ from dubforge.media.loudness import preset as loudness_preset
 from dubforge.media.probe import probe
 from dubforge.tasks.mix import dialogue_mask
 from dubforge.tasks.mux import burn_subtitles, delivery_suffix, master_audio, mux_language, mux_master, write_provenance
-from dubforge.tasks.qc import back_transcribe, load_ear, measure_delivery
+from dubforge.tasks.qc import back_transcribe, measure_delivery
 
 AI_NOTICE = "AI-modified: dubbed with synthetic speech by dubforge (see the .provenance.json sidecar)"
 LOUDNESS_TOLERANCE_LU = 1.0
@@ -252,7 +252,6 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
     with ThreadPoolExecutor(max_workers=1) as ear:
         hearing = None
         if hear:
-            ear.submit(load_ear, language)
             hearing = ear.submit(back_transcribe, mix.wav, dub.lines, language, max_cer, heard)
         mux_language(video, mix.wav, language, mp4, subtitles=srt_path,
                      metadata=_metadata(kind, language, provenance_path.name))
@@ -266,9 +265,8 @@ def _write_language(language: str, info: dict[str, Any], media: SourceMedia, tra
         if residual is None or residual > SAME_AS_MIX_DB:  # the file does not carry what was heard: hear the file
             log.warning("%s: the delivered track differs from its mix (%s dB): hearing the file", language,
                         "?" if residual is None else f"{residual:.1f}")
-            checks = back_transcribe(mp4, dub.lines, language, max_cer, heard)
-        qc = _with_back_transcription(qc, checks, residual if residual is not None and residual <= SAME_AS_MIX_DB
-                                      else None)
+            checks, residual = back_transcribe(mp4, dub.lines, language, max_cer, heard), None
+        qc = _with_back_transcription(qc, checks, residual)
     outputs["csv"] = write_dubbing_csv(folder / f"{stem}.csv", [
         CsvRow(line.speaker, line.start, line.end, line.source_text, line.text) for line in translation.lines
     ], extra=_review_columns(translation, checks))

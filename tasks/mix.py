@@ -75,8 +75,8 @@ def duck_envelope(lines: tuple[FittedLine, ...], n: int, duck_db: float, start: 
     return (10 ** (duck_db * depth / 20)).astype(np.float32)
 
 
-def _loudness(blocks: Iterable[np.ndarray], channels: int) -> float:
-    meter = loudness.LoudnessMeter(MIX_RATE, channels)
+def _loudness(blocks: Iterable[np.ndarray], channels: int, rate: int = MIX_RATE) -> float:
+    meter = loudness.LoudnessMeter(rate, channels)
     for block in blocks:
         meter.add(block)
     return meter.integrated()
@@ -84,10 +84,7 @@ def _loudness(blocks: Iterable[np.ndarray], channels: int) -> float:
 
 def _file_loudness(path: Path) -> float:
     reader = WavReader(path)
-    meter = loudness.LoudnessMeter(reader.rate, reader.channels)
-    for block in reader.blocks():
-        meter.add(block)
-    return meter.integrated()
+    return _loudness(reader.blocks(), reader.channels, reader.rate)
 
 
 def _dialogue_reference(reference: Path | None, bed: Callable[[], Iterator[np.ndarray]] | None) -> float:
