@@ -15,7 +15,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import av
 import langcodes
 import srt
 
@@ -48,9 +47,7 @@ def _video_timing(video: Path) -> tuple[float, float]:
     """(duration of the video stream, start of the video relative to the file's first timestamp)."""
 
     info = probe(video, key="mux.video")
-    with av.open(str(video)) as container:
-        file_start = (container.start_time or 0) / 1e6
-    return info.duration, max(info.start_time - file_start, 0.0)
+    return info.duration, info.start_time - info.file_start_time
 
 
 def _audio_filter(duration: float) -> str:
@@ -216,18 +213,12 @@ def _title(language: str, suffix: str = "") -> str:
     return f"{name} ({suffix})" if suffix else name
 
 
-def _first_frame_time(video: Path) -> float:
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        return float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0
-
-
 def master_audio(delivered_mp4: Path, mix_wav: Path, video: Path) -> Path:
     """The audio a master track takes from a language: the delivered MP4 (its AAC copied) when its picture is the
     source's stream-copied picture, on the same clock; else (a lip-sync render, whose picture starts at 0) the
     language's mix WAV, placed on the master's picture like any WAV, so the source's A/V offset is kept."""
     info = probe(video, key="mux.video")
-    same_clock = abs(_first_frame_time(delivered_mp4) - _first_frame_time(video)) < 0.5 / info.fps
+    same_clock = abs(probe(delivered_mp4, key="mux.delivered").start_time - info.start_time) < 0.5 / info.fps
     return Path(delivered_mp4) if same_clock else Path(mix_wav)
 
 

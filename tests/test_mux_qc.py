@@ -278,3 +278,32 @@ def test_which_lines_changed_since_they_were_heard():
     between[int(2.5 * SPEECH_RATE) : int(2.6 * SPEECH_RATE)] = 0.3  # a click in the gap, outside every line
     assert _changed_lines(before, between, group) is None
     assert _changed_lines(before, quieter[:-1], group) is None
+
+
+def test_a_probed_file_is_not_opened_again(tmp_path, monkeypatch):
+    """What probe reads is kept by the file's stat across processes: the mux and the master take the timing and
+    clock of a source ingest probed without FFmpeg opening it again (an hour's MP4 index: about 25 MB), and a
+    rewritten file is read afresh."""
+    import av
+
+    from dubforge.media import probe as probe_module
+
+    src = make_video(tmp_path / "late.mp4", 2.0, 25, audio=tone(2.0, 48_000), audio_delay=-0.4)
+    first = probe(src)
+    assert (first.start_time, first.file_start_time) == pytest.approx((0.4, 0.0), abs=1e-3)
+    dub = write_wav(tmp_path / "dub.wav", clicks(first.duration, 48_000, [0.5]), 48_000)
+    mp4 = mux_language(src, dub, "de", tmp_path / "late.de.mp4")
+    probe(mp4)
+
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(probe_module.av, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    assert probe(src) == first
+    mux_language(src, dub, "de", tmp_path / "again.de.mp4")
+    assert master_audio(mp4, dub, src) == mp4
+    mux_master(src, None, "en", [("de", dub, None)], tmp_path / "late.mkv")
+    assert opened == []
+
+    make_video(src, 3.0, 25, audio=tone(3.0, 48_000))  # rewritten in place
+    opened.clear()
+    assert probe(src).duration == pytest.approx(3.0, abs=0.05) and opened == [str(src)]

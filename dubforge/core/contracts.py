@@ -174,6 +174,7 @@ class MediaInfo(Record):
     frame_count: int
     video_codec: str
     start_time: float  # of the video stream, seconds on the container clock
+    file_start_time: float = 0.0  # the file's first timestamp (any stream), seconds on the container clock
     has_audio: bool
     audio_channels: int
     audio_rate: int

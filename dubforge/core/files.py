@@ -201,12 +201,27 @@ def _sha256(key: str) -> str:
     return digest
 
 
+def _stat_key(path: Path) -> str:
+    stat = os.stat(path)
+    return "\0".join(map(str, (Path(path).resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)))
+
+
 def sha256_file(path: Path) -> str:
     """Content hash of a file, memoised on its stat (path, size, mtime, ctime, inode) in the process and across
     processes (`_HashIndex`)."""
-    stat = os.stat(path)
-    return _sha256("\0".join(map(str, (Path(path).resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
-                                        stat.st_ino))))
+    return _sha256(_stat_key(path))
+
+
+def kept_by_stat(path: Path, what: str, read: Callable[[Path], str]) -> str:
+    """`read(path)`, a text read from a file's headers, kept across processes by the file's stat identity (as its
+    hash is) and `what` (name and version of the reading): no hashing, so a first look at a large file stays
+    cheap, and an unchanged file is not opened again. A failing `read` keeps nothing."""
+    key = f"stat:{_stat_key(path)}:{what}"
+    kept = _INDEX.get(key, "measures")
+    if kept is None:
+        kept = read(path)
+        _INDEX.put(key, kept, "measures")
+    return kept
 
 
 def measured(path: Path, what: str, measure: Callable[[Path], float]) -> float:

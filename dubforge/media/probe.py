@@ -15,10 +15,12 @@ import numpy as np
 
 from dubforge.core.contracts import MediaInfo
 from dubforge.core.errors import InputError, Problem
+from dubforge.core.files import kept_by_stat
 from dubforge.core.languages import LanguageError, base_language, normalise_language
 
 PORTRAIT_FPS = Fraction(25)
 MIN_SIDE, MAX_PIXELS, MAX_FPS = 16, 8192 * 4320, 240  # pictures a dub can be made of: 16x16 up to 8K, 240 fps
+PROBE_VERSION = 1  # of what `probe` reads: a change to it or to MediaInfo must not reuse kept readings
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
@@ -80,8 +82,20 @@ def probe(path: Path, key: str = "source.video", language: str | None = None,
     """Read stream headers (no decoding). Raise InputError naming `key` for unusable input.
 
     The audio stream used is `audio_stream` (index among the audio streams; manifest key source.audio_stream) if
-    given, else the first one tagged with `language` (source.language), else the first."""
+    given, else the first one tagged with `language` (source.language), else the first.
+
+    What was read is kept by the file's stat across processes (`kept_by_stat`): validate, ingest, every language's
+    delivery and the master probe the same source, and FFmpeg reads an MP4's whole sample index to open it (an
+    hour's: about 25 MB and 0.3 s)."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(Problem(str(path), key, "file not found"))
+    read = kept_by_stat(path, f"probe-{PROBE_VERSION}-av{av.__version__}:{language}:{audio_stream}",
+                        lambda p: _read_headers(p, key, language, audio_stream).model_dump_json())
+    return MediaInfo.model_validate_json(read).model_copy(update={"path": path})
+
+
+def _read_headers(path: Path, key: str, language: str | None, audio_stream: int | None) -> MediaInfo:
     with open_media(path, key) as container:
         pictures = [s for s in container.streams.video if _is_picture(s)]
         if not pictures and not container.streams.audio:
@@ -131,6 +145,7 @@ def probe(path: Path, key: str = "source.video", language: str | None = None,
             frame_count=int(frames),
             video_codec=video.codec_context.name,
             start_time=start,
+            file_start_time=min(start, (container.start_time or 0) / 1e6),
             has_audio=audio is not None,
             audio_channels=int(audio.codec_context.channels) if audio else 0,
             audio_rate=int(audio.codec_context.sample_rate) if audio else 0,
