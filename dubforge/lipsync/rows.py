@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from dubforge.core.files import atomic_path
 
@@ -83,7 +84,7 @@ class Rows:
         for a in range(0, len(self), self.block):
             yield a, self.window(a, a + self.block)
 
-    def take(self, index: np.ndarray) -> Iterator[np.ndarray]:
+    def take(self, index: ArrayLike) -> Iterator[np.ndarray]:
         """The rows at `index` (ascending), in order, from windows of at most `block` rows read one at a time."""
         index = np.asarray(index, np.int64)
         k = 0
@@ -189,7 +190,8 @@ def exact_median(windows: Callable[[], Iterable[np.ndarray]], count: int, whole:
     return np.median(values.reshape(len(ranks), *shape), axis=0)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray | tuple[tuple[int, ...], np.dtype, Iterable[np.ndarray]]]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray | tuple[tuple[int, ...], DTypeLike, Iterable[np.ndarray]]]
+              ) -> None:
     """np.savez_compressed(path, **arrays), atomically, where an array may also be given as (shape, dtype, blocks of
     rows): written as the blocks come, never whole. np.load reads it as any npz."""
     with atomic_path(Path(path)) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:

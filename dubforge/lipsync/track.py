@@ -20,6 +20,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -58,8 +59,6 @@ OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
 # with the speech by TURN_MARGIN more than the current speaker's over a TURN_WINDOW_S window, for TURN_MIN_S or more.
 TURN_WINDOW_S, TURN_MIN_S, TURN_MARGIN, TURN_MIN_R = 2.0, 1.0, 0.2, 0.3
 SPEAKER_MIN_FRAMES = 10  # frames of a speaker's lines a face must be on screen for to be bound to that speaker
-
-
 WINDOW = BLOCK  # frames (or detections) per window read back from the spill files
 
 
@@ -229,7 +228,7 @@ def _track(detector, info, video_sha: str, speech_wav: Path | None, lines: list[
     frame_times = np.frombuffer(times, np.float64) if n else np.zeros(0)
     # Short tracklets (a face across a run of quick cuts) join their person first; what stays short is noise.
     sigs = spill.rows("sigs")
-    signatures = np.stack([exact_median(lambda t=t: sigs.take(t.rows), len(t.rows), WINDOW) for t in done]) \
+    signatures = np.stack([exact_median(partial(sigs.take, t.rows), len(t.rows), WINDOW) for t in done]) \
         if done else np.zeros((0, sigs.shape[1]), np.float32)
     linked = relink(signatures, [np.frombuffer(t.frames, np.int32) for t in done])
     del signatures
@@ -261,16 +260,16 @@ def _track(detector, info, video_sha: str, speech_wav: Path | None, lines: list[
         reason += "; script speakers: " + (", ".join(f"{who} = face {f}" for who, f in bound.items()) or "none bound")
     del opening, width
 
-    chosen = np.asarray(chosen, np.int64)
+    rendered = np.asarray(chosen, np.int64)
     identity = np.full(n, -1, np.int64)
     source_row = np.full(n, -1, np.int64)  # the chosen face's detection, where it is rendered
     covered = np.zeros(n, bool)
     for f in ids:
-        mine = chosen == f
+        mine = rendered == f
         covered[mine] = occluded[f][mine]
         mine &= present[f] & ~occluded[f] & usable[f]
         identity[mine], source_row[mine] = f, row_of[f][mine]
-    del row_of, present, usable, occluded, chosen
+    del row_of, present, usable, occluded, chosen, rendered
     valid = identity >= 0
     segment = _segments(identity, shots)
 
@@ -298,15 +297,15 @@ def _track(detector, info, video_sha: str, speech_wav: Path | None, lines: list[
     marks, templates = Rows(landmarks, WINDOW), {}
     normed_rows, order = Rows(normed, WINDOW), identity[valid]
     for f in np.unique(order):  # one rigid template per person
-        mine = np.flatnonzero(order == f)
-        templates[int(f)] = exact_median(lambda mine=mine: normed_rows.take(mine), len(mine), WINDOW)
+        person = np.flatnonzero(order == f)
+        templates[int(f)] = exact_median(partial(normed_rows.take, person), len(person), WINDOW)
     raw_pose = scratch / "pose.npy"
     with row_writer(raw_pose, (n, 2, 3), np.float64) as write:
         for a, block in marks.windows():
             pose = np.tile(np.eye(2, 3), (len(block), 1, 1))
             block = np.nan_to_num(block)
-            for k in np.flatnonzero(valid[a: a + len(block)]):
-                pose[k] = g.similarity(block[k, rigid], templates[int(identity[a + k])])
+            for j in np.flatnonzero(valid[a: a + len(block)]):
+                pose[j] = g.similarity(block[j, rigid], templates[int(identity[a + j])])
             write(pose)
 
     write_npz(npz_path, {
