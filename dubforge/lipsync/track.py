@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import tempfile
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -192,14 +192,10 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
         cached = FaceTrack.model_validate_json(json_path.read_text())
         if cached.npz.is_file():
             return cached
-    scratch = Path(work_dir) / f".face-track-{key}.scratch"  # the spilled detections; a killed run's are replaced
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".face-track-{key}.", dir=json_path.parent) as scratch:  # the spills
         track = _track(_Detector(video, info), info, video_sha, speech_wav, lines, json_path.with_suffix(".npz"),
-                       scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+                       Path(scratch))
     write_json_atomic(json_path, json.loads(track.model_dump_json()))
     return track
 
