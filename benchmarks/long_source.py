@@ -1,7 +1,7 @@
 """Peak memory and time per stage on a long source against a 1-minute one (issue 12: memory flat in length).
 
     .venv/bin/python benchmarks/long_source.py [--minutes 60] [--short 1] [--asr-minutes 10] [--lipsync-minutes M]
-                                               [--work DIR] [--json FILE]
+                                               [--stages a,b] [--work DIR] [--json FILE]
 
 The source is the 20 s demo (`dubforge demo`: the real talking-head clip at 1280x720, Piper English speech over
 music and effects) looped by stream copy to each length, with its M&E stem and English script looped alike and
@@ -16,7 +16,8 @@ imports the stage modules.
 Whisper runs at about 0.2-0.3x real time on 2 cores, so asr and back-transcription get at most --asr-minutes of
 the long source (they work in windows of about a minute: more minutes add time, not memory); the table says so.
 --lipsync-minutes M adds face tracking and the lip-sync render + scorecard (1280x720), on a source of M minutes
-against the short one (rendering an hour of 720p takes hours on 2 cores).
+against the short one (rendering an hour of 720p takes hours on 2 cores). --stages measures only the stages named
+(with what they need run first, unmeasured): `--stages track-face --lipsync-minutes 4` tracks faces alone.
 """
 
 from __future__ import annotations
@@ -109,8 +110,11 @@ def run_stage(stage: str, folder: Path) -> None:
         checks = back_transcribe(folder / "asr.es.mp4", lines, "es", 0.25, work)
         print(f"back-transcription median CER: {checks.median_cer}")
     elif stage == "track-face":
+        import shutil
+
         from dubforge.tasks.lipsync import track_face
 
+        shutil.rmtree(work / "track", ignore_errors=True)  # made afresh, not read from an earlier run's cache
         save("face", track_face(media.video, work / "track", media.speech_wav))
     elif stage == "lipsync":
         from dubforge.core.manifest import Lipsync
@@ -225,14 +229,18 @@ def measure(folder: Path, log: Path, stages: tuple[str, ...] = STAGES) -> dict[s
     return results
 
 
-def lipsync_measure(work: Path, short: float, minutes: float, asr_minutes: float) -> dict[str, dict]:
+def lipsync_measure(work: Path, short: float, minutes: float, asr_minutes: float,
+                    stages: tuple[str, ...] = LIPSYNC_STAGES) -> dict[str, dict]:
     """Face tracking and lip-sync (1280x720 rendering: slow on 2 cores, hence a length of its own)."""
     folder = work / f"{minutes:g}min"
     make_source(work / "demo", minutes, asr_minutes, folder)
-    if not (folder / "dub.json").is_file():
-        measure(folder, work / "lipsync-prep.log", ("ingest", "align", "voice"))
-    return {"short": measure(work / f"{short:g}min", work / "lipsync-short.log", LIPSYNC_STAGES),
-            "long": measure(folder, work / "lipsync.log", LIPSYNC_STAGES)}
+    needs = (("ingest", "media"), ("align", "transcript"), ("voice", "dub"))[:3 if "lipsync" in stages else 1]
+    for source in (work / f"{short:g}min", folder):  # the records the stages read, made unmeasured when missing
+        missing = tuple(stage for stage, record in needs if not (source / f"{record}.json").is_file())
+        if missing:
+            measure(source, work / "lipsync-prep.log", missing)
+    return {"short": measure(work / f"{short:g}min", work / "lipsync-short.log", stages),
+            "long": measure(folder, work / "lipsync.log", stages)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--asr-minutes", type=float, default=10.0, help="most minutes given to Whisper (default 10)")
     parser.add_argument("--lipsync-minutes", type=float, default=0.0,
                         help="also measure face tracking and lip-sync on a source this long against --short (default: off)")
+    parser.add_argument("--stages", help="comma-separated stages to measure (default: all of them)")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
@@ -261,19 +270,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         began = time.perf_counter()
         make_demo(work / "demo", 20.0, ["es"])
+        wanted = set(args.stages.split(",")) if args.stages else set(STAGES + LIPSYNC_STAGES)
+        if wanted - set(STAGES + LIPSYNC_STAGES):
+            raise SystemExit(f"unknown stages: {', '.join(sorted(wanted - set(STAGES + LIPSYNC_STAGES)))}")
+        stages = tuple(stage for stage in STAGES if stage in wanted)
         lengths = {"short": args.short, "long": args.minutes}
         for name, minutes in lengths.items():
-            make_source(work / "demo", minutes, args.asr_minutes, work / f"{minutes:g}min")
+            if stages or name == "short":
+                make_source(work / "demo", minutes, args.asr_minutes, work / f"{minutes:g}min")
         print(f"long-source benchmark: {args.short:g} min vs {args.minutes:g} min (demo looped, 1280x720), "
               f"es, ebu-r128; Whisper on at most {args.asr_minutes:g} min")
         print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, "
               f"load average {os.getloadavg()[0]:.2f}; sources ready in {time.perf_counter() - began:.0f} s")
-        measured = {name: measure(work / f"{minutes:g}min", work / f"{name}.log") for name, minutes in lengths.items()}
-        rows = [(stage, measured["short"][stage], measured["long"][stage], args.minutes) for stage in STAGES]
-        if args.lipsync_minutes:
-            measured["lipsync"] = lipsync_measure(work, args.short, args.lipsync_minutes, args.asr_minutes)
+        measured = {name: measure(work / f"{minutes:g}min", work / f"{name}.log", stages) if stages else {}
+                    for name, minutes in lengths.items()}
+        rows = [(stage, measured["short"][stage], measured["long"][stage], args.minutes) for stage in stages]
+        lipsync_stages = tuple(stage for stage in LIPSYNC_STAGES if stage in wanted)
+        if args.lipsync_minutes and lipsync_stages:
+            measured["lipsync"] = lipsync_measure(work, args.short, args.lipsync_minutes, args.asr_minutes,
+                                                  lipsync_stages)
             rows += [(stage, measured["lipsync"]["short"][stage], measured["lipsync"]["long"][stage], args.lipsync_minutes)
-                     for stage in LIPSYNC_STAGES]
+                     for stage in lipsync_stages]
         asr_long = min(args.minutes, args.asr_minutes)
         print(f"\n  {'stage':<20}{'peak MiB':>10}{'peak MiB':>10}{'ratio':>7}{'wall s':>9}{'wall s':>9}"
               f"{'cpu s':>8}{'cpu s':>8}")

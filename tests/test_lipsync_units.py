@@ -149,34 +149,36 @@ def _mouths(openings: np.ndarray) -> np.ndarray:
 
 def test_the_face_moving_with_the_speech_is_chosen_in_each_shot():
     """Two people taking turns, one shot each: each shot renders its own speaker."""
-    from dubforge.lipsync.track import _choose_per_shot
+    from dubforge.lipsync import geometry as g
+    from dubforge.lipsync.track import _choose_per_shot, _face_width
 
     rng = np.random.default_rng(4)
     a, b = rng.random(120), rng.random(120)
     speech = np.concatenate([a[:60], b[60:]])  # A speaks in shot 0, B in shot 1
     present = {0: np.ones(120, bool), 1: np.ones(120, bool)}
-    curves = {0: _mouths(a), 1: _mouths(b)}
+    curves = {0: g.opening(_mouths(a)), 1: g.opening(_mouths(b))}
+    widths = {f: np.array([_face_width(p) for p in _mouths(x)], np.float32) for f, x in ((0, a), (1, b))}
     shots = np.repeat([0, 1], 60)
-    chosen, reason, corr = _choose_per_shot(curves, present, shots, np.log(speech + 0.05))
+    chosen, reason, corr = _choose_per_shot(curves, widths, present, shots, np.log(speech + 0.05))
     assert chosen[:60] == [0] * 60 and chosen[60:] == [1] * 60 and corr > 0.8
     assert "speaking: face 0, face 1" in reason
-    chosen, reason, corr = _choose_per_shot(curves, present, np.zeros(120, np.int64), None)
+    chosen, reason, corr = _choose_per_shot(curves, widths, present, np.zeros(120, np.int64), None)
     assert len(set(chosen)) == 1 and "no source speech" in reason and corr is None
 
 
 def test_duplicate_meshes_merge_and_tracklets_relink_by_appearance():
-    from dubforge.lipsync.track import _Tracklet, merge_duplicates, relink
+    from dubforge.lipsync.track import merge_duplicates, relink
 
     face = np.random.default_rng(1).random((50, 2)) * 100
     assert len(merge_duplicates([face, face + 3, face + 300])) == 2  # a near copy of one face is one face
     sig_a, sig_b = np.zeros(10, np.float32), np.full(10, 3.0, np.float32)
-    tracklets = [_Tracklet(0, [0, 1, 2], [face] * 3, [sig_a] * 3),
-                 _Tracklet(0, [0, 1, 2], [face + 300] * 3, [sig_b] * 3),
-                 _Tracklet(1, [5, 6, 7], [face] * 3, [sig_a + 0.05] * 3),  # A again after a cut
-                 _Tracklet(1, [5, 6, 7], [face + 300] * 3, [sig_b - 0.05] * 3)]
-    assert relink(tracklets) == [0, 1, 0, 1]
+    # Tracklets' signatures and frames: A and B, then A again and B again after a cut.
+    sigs = np.stack([sig_a, sig_b, sig_a + 0.05, sig_b - 0.05])
+    frames = [np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([5, 6, 7]), np.array([5, 6, 7])]
+    assert relink(sigs, frames) == [0, 1, 0, 1]
     # Two look-alikes on screen together stay two people.
-    assert relink(tracklets[:1] + [_Tracklet(0, [1, 2, 3], [face] * 3, [sig_a] * 3)]) == [0, 1]
+    assert relink(np.stack([sig_a, sig_a]), [np.array([0, 1, 2]), np.array([1, 2, 3])]) == [0, 1]
+    assert relink(np.stack([sig_a, sig_a]), [np.array([0, 2, 4]), np.array([1, 3, 5])]) == [0, 0]
 
 
 def test_source_sync_tells_matching_audio_from_a_voice_over():

@@ -7,14 +7,20 @@ IoU), then assigned to the live tracklets by the Hungarian method on box overlap
 re-linked into identities by appearance (landmark shape + skin colour) when they never share a frame, so a
 face that leaves and re-enters, or a cut between two framings of one person, keeps one identity. In each
 shot the speaking identity is chosen (mouth opening vs the source speech envelope; the one on screen
-longest without speech). Nothing per frame is kept but landmarks and a small signature: memory grows only
-with those arrays, never with pixels."""
+longest without speech). Memory does not grow with the length of the source beyond a few scalars a frame: every
+detection (landmarks, signature, mouth colours) is spilled to a row file as it is made, and the medians, the
+smoothing, the poses and the track's npz are computed from those files a window of frames at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator, Sequence
+import tempfile
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -25,7 +31,6 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import pdist
 
 from dubforge.core.files import (
-    atomic_path,
     fingerprint,
     sha256_file,
     write_json_atomic,
@@ -33,7 +38,7 @@ from dubforge.core.files import (
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.detect import FaceMesh
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.rows import BLOCK, Rows, spill
+from dubforge.lipsync.rows import BLOCK, Rows, exact_median, row_appender, row_writer, spill, write_npz
 from dubforge.lipsync.video import frame_time, probe, rgb_frames, rotation, upright, upright_to_stored
 from dubforge.media.audio import BLOCK_S, WavReader
 
@@ -54,22 +59,123 @@ OCCLUDED_LAB, OCCLUDED_SHARE = 8.0, 0.12
 # with the speech by TURN_MARGIN more than the current speaker's over a TURN_WINDOW_S window, for TURN_MIN_S or more.
 TURN_WINDOW_S, TURN_MIN_S, TURN_MARGIN, TURN_MIN_R = 2.0, 1.0, 0.2, 0.3
 SPEAKER_MIN_FRAMES = 10  # frames of a speaker's lines a face must be on screen for to be bound to that speaker
+WINDOW = BLOCK  # frames (or detections) per window read back from the spill files
+
+
+class _Spill:
+    """Every detection made while tracking, a row each in three .npy files in `folder`, in frame order: its
+    landmarks (stored coordinates), appearance signature and mouth colours (about 1.8 KB). Appended to while
+    tracking (inside `with`); read back a window at a time with `rows(kind)`."""
+
+    KINDS = ("points", "sigs", "lips")
+
+    def __init__(self, folder: Path):
+        self.paths = {kind: Path(folder) / f"detections.{kind}.npy" for kind in self.KINDS}
+        self._stack = contextlib.ExitStack()
+        self._append: list = []
+
+    def __enter__(self) -> _Spill:
+        shapes = ((len(g.SUBSET), 2), (2 * len(_SHAPE) + 3,), (_MOUTH_SAMPLES, 2))
+        self._append = [self._stack.enter_context(row_appender(self.paths[kind], shape, np.float32))
+                        for kind, shape in zip(self.KINDS, shapes)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.__exit__(*exc)
+
+    def add(self, points: np.ndarray, sig: np.ndarray, lips: np.ndarray) -> int:
+        """Spill one detection; returns its row."""
+        append_points, append_sig, append_lips = self._append
+        append_sig(sig)
+        append_lips(lips)
+        return append_points(points)
+
+    def rows(self, kind: str) -> Rows:
+        return Rows(self.paths[kind], WINDOW)
 
 
 @dataclass
 class _Tracklet:
-    shot: int
-    frames: list[int] = field(default_factory=list)
-    points: list[np.ndarray] = field(default_factory=list)
-    sigs: list[np.ndarray] = field(default_factory=list)
-    lips: list[np.ndarray] = field(default_factory=list)  # mouth-minus-skin colour samples per frame (occlusion)
+    """One face followed through a shot. Its detections are rows of the spill files (`rows`); in memory are only
+    their frames and three scalars each (mouth opening, face width, usable), the last landmarks (its box) and the
+    last 8 signatures."""
+
+    points: np.ndarray
+    recent: deque = field(default_factory=lambda: deque(maxlen=8))
+    frames: array = field(default_factory=lambda: array("i"))
+    rows: array = field(default_factory=lambda: array("i"))
+    opening: array = field(default_factory=lambda: array("f"))  # g.opening of the landmarks
+    width: array = field(default_factory=lambda: array("f"))  # _face_width
+    usable: array = field(default_factory=lambda: array("b"))  # _usable
 
     @property
     def box(self) -> np.ndarray:
-        return _box(self.points[-1])
+        return _box(self.points)
 
-    def signature(self) -> np.ndarray:
-        return np.median(np.stack(self.sigs), axis=0)
+    def reference(self) -> np.ndarray:
+        """What a new detection's signature is compared with: the median of the last 8 (of all, while fewer)."""
+        return np.median(np.stack(self.recent), axis=0)
+
+    def add(self, frame: int, points: np.ndarray, sig: np.ndarray, lips: np.ndarray, spill: _Spill) -> None:
+        self.points = points
+        self.recent.append(sig)
+        self.frames.append(frame)
+        self.rows.append(spill.add(points, sig, lips))
+        stored = np.asarray(points, np.float32)  # as the track keeps them
+        self.opening.append(float(g.opening(np.nan_to_num(stored))))
+        self.width.append(_face_width(stored))
+        self.usable.append(_usable(stored))
+
+
+@dataclass
+class _Frame:
+    """One decoded frame as the tracker sees it: its time and pts, whether a cut comes before it, and each face
+    found (landmarks in stored coordinates, appearance signature, mouth colours)."""
+
+    time: float
+    pts: int
+    cut: bool
+    faces: list[np.ndarray]
+    sigs: list[np.ndarray]
+    lips: list[np.ndarray]
+
+
+class _Detector:
+    """The video's frames (decoded upright when a display matrix says so) as `_Frame`s: shot cuts from a
+    thumbnail difference, and face-mesh detections with overlapping duplicates merged. `turn`: the rotation."""
+
+    def __init__(self, video: Path, info):
+        self.video, self.info, self.turn = video, info, 0
+
+    def __iter__(self) -> Iterator[_Frame]:
+        info, turn = self.info, None
+        diffs: deque[float] = deque(maxlen=10)
+        prev_thumb = None
+        mesh = FaceMesh(MAX_FACES)
+        try:
+            for index, (frame, stored) in enumerate(rgb_frames(self.video)):
+                if turn is None:
+                    turn = self.turn = rotation(frame)
+                rgb = upright(stored, turn)
+                thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+                cut = False
+                if prev_thumb is not None:
+                    d = float(np.mean(np.abs(thumb.astype(np.float32) - prev_thumb))) / 255.0
+                    recent = float(np.median(np.asarray(diffs))) if diffs else 0.0
+                    if d > CUT_JUMP and d > CUT_RATIO * recent:
+                        cut = True
+                        mesh.close()  # tracking mode would follow the old face's box into the new shot
+                        mesh = FaceMesh(MAX_FACES)
+                    diffs.append(d)
+                prev_thumb = thumb.astype(np.float32)
+                faces = merge_duplicates(mesh(rgb))
+                sigs = [signature(rgb, p) for p in faces]
+                lips = [lip_colour(rgb, p) for p in faces]
+                faces = [upright_to_stored(p, turn, info.width, info.height) for p in faces]
+                yield _Frame(frame_time(frame, index, info), frame.pts if frame.pts is not None else -1, cut,
+                             faces, sigs, lips)
+        finally:
+            mesh.close()
 
 
 def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
@@ -86,109 +192,132 @@ def track_face(video: Path, work_dir: Path, speech_wav: Path | None = None,
         cached = FaceTrack.model_validate_json(json_path.read_text())
         if cached.npz.is_file():
             return cached
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".face-track-{key}.", dir=json_path.parent) as scratch:  # the spills
+        track = _track(_Detector(video, info), info, video_sha, speech_wav, lines, json_path.with_suffix(".npz"),
+                       Path(scratch))
+    write_json_atomic(json_path, json.loads(track.model_dump_json()))
+    return track
 
-    times: list[float] = []
-    pts: list[int] = []
+
+def _track(detector, info, video_sha: str, speech_wav: Path | None, lines: list[tuple[float, float, str]],
+           npz_path: Path, scratch: Path) -> FaceTrack:
+    """The face track of `detector`'s frames (see `_Detector`), written to `npz_path` (and its landmarks to the
+    .points.npy that `Landmarks` reads). Memory: per-frame scalars (about 100 bytes a frame for one face); the
+    detections go to files in `scratch` as they are made and come back a window at a time."""
+    times, pts = array("d"), array("q")
     cuts: list[int] = []
     done: list[_Tracklet] = []
     live: list[_Tracklet] = []
-    diffs: list[float] = []
-    prev_thumb = None
-    turn = None
-    mesh = FaceMesh(MAX_FACES)
-    try:
-        for index, (frame, stored) in enumerate(rgb_frames(video)):
-            if turn is None:
-                turn = rotation(frame)
-            times.append(frame_time(frame, index, info))
-            pts.append(frame.pts if frame.pts is not None else -1)
-            rgb = upright(stored, turn)
-            thumb = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
-            if prev_thumb is not None:
-                d = float(np.mean(np.abs(thumb.astype(np.float32) - prev_thumb))) / 255.0
-                recent = float(np.median(diffs[-10:])) if diffs else 0.0
-                if d > CUT_JUMP and d > CUT_RATIO * recent:
-                    cuts.append(index)
-                    done += live
-                    live = []
-                    mesh.close()  # tracking mode would follow the old face's box into the new shot
-                    mesh = FaceMesh(MAX_FACES)
-                diffs.append(d)
-            prev_thumb = thumb.astype(np.float32)
-            faces = merge_duplicates(mesh(rgb))
-            sigs = [signature(rgb, p) for p in faces]
-            lips = [lip_colour(rgb, p) for p in faces]
-            faces = [upright_to_stored(p, turn, info.width, info.height) for p in faces]
-            live, ended = _associate(live, faces, sigs, lips, index, len(cuts))
+    with _Spill(scratch) as spill:
+        for index, frame in enumerate(detector):
+            times.append(frame.time)
+            pts.append(frame.pts)
+            if frame.cut:
+                cuts.append(index)
+                done += live
+                live = []
+            live, ended = _associate(live, frame.faces, frame.sigs, frame.lips, index, spill)
             done += ended
-    finally:
-        mesh.close()
     done += live
     n = len(times)
+    frame_times = np.frombuffer(times, np.float64) if n else np.zeros(0)
     # Short tracklets (a face across a run of quick cuts) join their person first; what stays short is noise.
-    linked = relink(done)
+    sigs = spill.rows("sigs")
+    signatures = np.stack([exact_median(partial(sigs.take, t.rows), len(t.rows), WINDOW) for t in done]) \
+        if done else np.zeros((0, sigs.shape[1]), np.float32)
+    linked = relink(signatures, [np.frombuffer(t.frames, np.int32) for t in done])
+    del signatures
     counts = np.bincount(linked, weights=[len(t.frames) for t in done]) if done else np.zeros(0)
     keep = [k for k, f in enumerate(linked) if counts[f] >= MIN_FRAMES]
     renumber = {f: k for k, f in enumerate(dict.fromkeys(linked[k] for k in keep))}
-    tracklets = [done[k] for k in keep]
-    identity_of = [renumber[linked[k]] for k in keep]
-    for k, t in enumerate(done):  # appearance has done its work; what is kept moves into whole arrays below
-        t.sigs = []
-        if counts[linked[k]] < MIN_FRAMES:
-            t.points, t.lips = [], []
     shots = np.searchsorted(np.asarray(cuts, np.int64), np.arange(n), side="right")
 
-    ids = sorted(set(identity_of))
-    faces_points = {f: np.full((n, len(g.SUBSET), 2), np.nan, np.float32) for f in ids}
-    present = {f: np.zeros(n, bool) for f in ids}
-    lip_offset = {f: np.full((n, _MOUTH_SAMPLES, 2), np.nan, np.float32) for f in ids}
-    for t, f in zip(tracklets, identity_of):  # moved, not copied: each frame's arrays are dropped as they land
-        for k, frame in enumerate(t.frames):
-            faces_points[f][frame], lip_offset[f][frame] = t.points[k], t.lips[k]
-        t.points, t.lips = [], []
-        present[f][t.frames] = True
-    occluded = {f: _occluded(lip_offset[f], present[f]) for f in ids}
-    del lip_offset
-    envelope = _speech_envelope(speech_wav, np.asarray(times)) if speech_wav else None
-    chosen, reason, audio_corr = _choose_per_shot(faces_points, present, shots, envelope,
+    # Per person and frame: where its detection is (row), and the scalars the speaker choice reads.
+    ids = sorted(set(renumber.values()))
+    row_of = {f: np.full(n, -1, np.int32) for f in ids}
+    opening = {f: np.zeros(n, np.float32) for f in ids}
+    width = {f: np.zeros(n, np.float32) for f in ids}
+    usable = {f: np.zeros(n, bool) for f in ids}
+    for k in keep:
+        t, f = done[k], renumber[linked[k]]
+        frames = np.frombuffer(t.frames, np.int32)
+        row_of[f][frames] = t.rows
+        opening[f][frames], width[f][frames], usable[f][frames] = t.opening, t.width, t.usable
+    del done, live
+    present = {f: row_of[f] >= 0 for f in ids}
+    lips = spill.rows("lips")
+    occluded = {f: _occluded(lips, row_of[f][present[f]], present[f]) for f in ids}
+    envelope = _speech_envelope(speech_wav, frame_times) if speech_wav else None
+    chosen, reason, audio_corr = _choose_per_shot(opening, width, present, shots, envelope,
                                                   max(round(TURN_WINDOW_S * info.fps), 5), round(TURN_MIN_S * info.fps))
     if lines and envelope is not None:
-        chosen, bound = _by_speaker(chosen, faces_points, present, envelope, np.asarray(times), lines)
+        chosen, bound = _by_speaker(chosen, opening, present, envelope, frame_times, lines)
         reason += "; script speakers: " + (", ".join(f"{who} = face {f}" for who, f in bound.items()) or "none bound")
+    del opening, width
 
-    points = np.full((n, len(g.SUBSET), 2), np.nan, np.float32)
+    rendered = np.asarray(chosen, np.int64)
     identity = np.full(n, -1, np.int64)
-    covered = np.array([f >= 0 and bool(occluded[f][i]) for i, f in enumerate(chosen)], bool)
-    for i, f in enumerate(chosen):
-        if f >= 0 and present[f][i] and not occluded[f][i] and _usable(faces_points[f][i]):
-            points[i], identity[i] = faces_points[f][i], f
-    del faces_points  # the chosen face's landmarks are all that is kept (memory: one (n, points, 2) array)
+    source_row = np.full(n, -1, np.int64)  # the chosen face's detection, where it is rendered
+    covered = np.zeros(n, bool)
+    for f in ids:
+        mine = rendered == f
+        covered[mine] = occluded[f][mine]
+        mine &= present[f] & ~occluded[f] & usable[f]
+        identity[mine], source_row[mine] = f, row_of[f][mine]
+    del row_of, present, usable, occluded, chosen, rendered
     valid = identity >= 0
     segment = _segments(identity, shots)
-    points = _smooth(points, segment)
-    pose = np.tile(np.eye(2, 3), (n, 1, 1))
-    for f in np.unique(identity[valid]):  # one rigid template per person
-        mine = identity == f
-        pose[mine] = g.poses(np.nan_to_num(points[mine], copy=False), np.ones(int(mine.sum()), bool))[0]
-    pose = _smooth_pose(pose, segment)
 
-    npz_path = json_path.with_suffix(".npz")
-    with atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, times=np.asarray(times), pts=np.asarray(pts, np.int64), valid=valid,
-                                points=points.astype(np.float32, copy=False), pose=pose, identity=identity,
-                                segment=segment, shot=shots.astype(np.int64), occluded=covered)
+    # The landmarks: the chosen detections (NaN elsewhere), smoothed within segments, a window at a time.
+    points_rows = spill.rows("points")
+    raw = scratch / "chosen.npy"
+    shape = (n, len(g.SUBSET), 2)
+    with row_writer(raw, shape, np.float32) as write:
+        for a in range(0, n, WINDOW):
+            here = source_row[a: a + WINDOW]
+            block = np.full((len(here), *shape[1:]), np.nan, np.float32)
+            if (here >= 0).any():
+                block[here >= 0] = np.concatenate(list(points_rows.take(here[here >= 0])))
+            write(block)
+    del source_row
+    landmarks = npz_path.with_name(npz_path.stem + ".points.npy")  # where Landmarks looks for them
+    normed = scratch / "normed.npy"  # each valid frame's rigid points, eye-normalised: the pose templates
+    rigid = g.sub(g.RIGID)
+    with row_writer(landmarks, shape, np.float32) as write, \
+            row_writer(normed, (int(valid.sum()), len(rigid), 2), np.float64) as write_normed:
+        for a, block in _smoothed(Rows(raw, WINDOW), segment, _smooth_points):
+            write(block)
+            for p in np.nan_to_num(block[valid[a: a + len(block)]]):
+                write_normed(g.apply(g.eye_normalise(p), p[rigid]))
+    marks, templates = Rows(landmarks, WINDOW), {}
+    normed_rows, order = Rows(normed, WINDOW), identity[valid]
+    for f in np.unique(order):  # one rigid template per person
+        person = np.flatnonzero(order == f)
+        templates[int(f)] = exact_median(partial(normed_rows.take, person), len(person), WINDOW)
+    raw_pose = scratch / "pose.npy"
+    with row_writer(raw_pose, (n, 2, 3), np.float64) as write:
+        for a, block in marks.windows():
+            pose = np.tile(np.eye(2, 3), (len(block), 1, 1))
+            block = np.nan_to_num(block)
+            for j in np.flatnonzero(valid[a: a + len(block)]):
+                pose[j] = g.similarity(block[j, rigid], templates[int(identity[a + j])])
+            write(pose)
+
+    write_npz(npz_path, {
+        "times": frame_times, "pts": np.frombuffer(pts, np.int64) if n else np.zeros(0, np.int64), "valid": valid,
+        "points": (shape, np.float32, (block for _, block in marks.windows())),
+        "pose": ((n, 2, 3), np.float64, (block for _, block in _smoothed(Rows(raw_pose, WINDOW), segment, _smooth_pose))),
+        "identity": identity, "segment": segment, "shot": shots.astype(np.int64), "occluded": covered})
     main = int(np.bincount(identity[valid]).argmax()) if valid.any() else None
-    track = FaceTrack(
+    return FaceTrack(
         npz=npz_path, video_sha256=video_sha, frame_count=n, fps=info.fps, width=info.width,
         height=info.height, frames_with_face=int(valid.sum()), face_id=main,
         reason=reason if valid.any() or not ids else f"{reason}; but never usable (too small or turned away)",
-        faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(turn or 0),
+        faces_seen=len(ids), audio_correlation=audio_corr, shots=len(cuts) + 1, rotation=int(detector.turn or 0),
         speakers=sorted({int(f) for f in identity[valid]}),
         frames_occluded=int(covered.sum()),
     )
-    write_json_atomic(json_path, json.loads(track.model_dump_json()))
-    return track
 
 
 def load_arrays(track: FaceTrack, points: bool = True) -> dict[str, np.ndarray]:
@@ -309,15 +438,16 @@ def lip_colour(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
     return samples[:, 1:] - np.median(_lab(rgb, points[_SKIN]), 0)[1:]
 
 
-def _occluded(offset: np.ndarray, present: np.ndarray) -> np.ndarray:
+def _occluded(lips: Rows, rows: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Frames where a share of the mouth samples is far from this person's usual (each sample's median), in
-    two consecutive frames or more: the mouth is covered. A single odd frame is noise."""
+    two consecutive frames or more: the mouth is covered. A single odd frame is noise. `rows`: the person's
+    mouth colours (lip_colour) in `lips`, one per frame where `present`."""
     far = np.zeros(len(present), bool)
-    if present.sum() < 5:
+    if len(rows) < 5:
         return far
-    usual = np.median(offset[present], axis=0)
-    off = np.linalg.norm(offset[present] - usual, axis=2) > OCCLUDED_LAB
-    far[present] = off.mean(1) > OCCLUDED_SHARE
+    usual = exact_median(lambda: lips.take(rows), len(rows), WINDOW)
+    off = [np.linalg.norm(offset - usual, axis=2) > OCCLUDED_LAB for offset in lips.take(rows)]
+    far[present] = np.concatenate(off).mean(1) > OCCLUDED_SHARE
     neighbour = np.zeros_like(far)
     neighbour[1:] |= far[:-1]
     neighbour[:-1] |= far[1:]
@@ -328,13 +458,13 @@ def _appearance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.sqrt(len(a) / 10.0))
 
 
-def _associate(live: list[_Tracklet], faces, sigs, lips, index: int, shot: int):
+def _associate(live: list[_Tracklet], faces, sigs, lips, index: int, spill: _Spill):
     """Hungarian assignment of this frame's faces to live tracklets; returns (live, ended)."""
     ended = [t for t in live if index - t.frames[-1] > MAX_GAP]
     live = [t for t in live if index - t.frames[-1] <= MAX_GAP]
     cost = np.full((len(live), len(faces)), 1e6)
     for i, t in enumerate(live):
-        ref = t.signature() if len(t.sigs) < 8 else np.median(np.stack(t.sigs[-8:]), axis=0)
+        ref = t.reference()
         for j, p in enumerate(faces):
             overlap = iou(t.box, _box(p))
             if overlap > 0.05:
@@ -344,25 +474,24 @@ def _associate(live: list[_Tracklet], faces, sigs, lips, index: int, shot: int):
         rows, cols = linear_sum_assignment(cost)
         for i, j in zip(rows, cols):
             if cost[i, j] < 1e5:
-                live[i].frames.append(index)
-                live[i].points.append(faces[j])
-                live[i].sigs.append(sigs[j])
-                live[i].lips.append(lips[j])
+                live[i].add(index, faces[j], sigs[j], lips[j], spill)
                 matched.add(j)
     for j, p in enumerate(faces):
         if j not in matched:
-            live.append(_Tracklet(shot, [index], [p], [sigs[j]], [lips[j]]))
+            live.append(_Tracklet(p))
+            live[-1].add(index, p, sigs[j], lips[j], spill)
     return live, ended
 
 
-def relink(tracklets: list[_Tracklet]) -> list[int]:
-    """Identity per tracklet: tracklets that never share a frame and look alike (appearance distance below
-    RELINK) are joined, closest pairs first (single linkage, refusing any join that would put two
-    tracklets of one identity in the same frame)."""
-    k = len(tracklets)
+def relink(signatures: np.ndarray, frames: Sequence[np.ndarray]) -> list[int]:
+    """Identity per tracklet, given each tracklet's signature (the median of its detections') and its frames
+    (ascending): tracklets that never share a frame and look alike (appearance distance below RELINK) are
+    joined, closest pairs first (single linkage, refusing any join that would put two tracklets of one
+    identity in the same frame)."""
+    k = len(frames)
     group = list(range(k))
     if k > 1:
-        sig = np.stack([t.signature() for t in tracklets])
+        sig = signatures
         dist = pdist(sig) / np.sqrt(sig.shape[1] / 10.0)  # _appearance for every pair, condensed
         a_idx, b_idx = np.triu_indices(k, 1)
         close = np.flatnonzero(dist < RELINK)
@@ -370,17 +499,24 @@ def relink(tracklets: list[_Tracklet]) -> list[int]:
     else:
         pairs = []
     members = {i: {i} for i in range(k)}
-    frames_of = {i: set(t.frames) for i, t in enumerate(tracklets)}
+    frames_of = dict(enumerate(frames))
     for _, a, b in pairs:
         ga, gb = group[a], group[b]
-        if ga == gb or frames_of[ga] & frames_of[gb]:
+        if ga == gb or _share_a_frame(frames_of[ga], frames_of[gb]):
             continue
         for m in members[gb]:
             group[m] = ga
         members[ga] |= members.pop(gb)
-        frames_of[ga] |= frames_of.pop(gb)
-    order = {gid: n for n, gid in enumerate(sorted(set(group), key=lambda x: min(tracklets[x].frames)))}
+        frames_of[ga] = np.union1d(frames_of[ga], frames_of.pop(gb))
+    order = {gid: n for n, gid in enumerate(sorted(set(group), key=lambda x: frames[x][0]))}
     return [order[gid] for gid in group]
+
+
+def _share_a_frame(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two ascending frame arrays have a frame in common."""
+    small, big = (a, b) if len(a) <= len(b) else (b, a)
+    at = np.minimum(np.searchsorted(big, small), len(big) - 1)
+    return bool((big[at] == small).any())
 
 
 def _usable(points: np.ndarray) -> bool:
@@ -392,10 +528,11 @@ def _face_width(points: np.ndarray) -> float:
     return float(np.linalg.norm(points[g.sub(234)[0]] - points[g.sub(454)[0]]))
 
 
-def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, window: int = 50,
+def _choose_per_shot(curves: dict, widths: dict, present: dict, shots: np.ndarray, envelope, window: int = 50,
                      min_run: int = 25) -> tuple[list[int], str, float | None]:
     """The face to render per frame: per shot, the face whose mouth moves with the source speech (or the one on
-    screen longest without speech); within a shot, another face takes over for its turns (see TURN_*)."""
+    screen longest without speech); within a shot, another face takes over for its turns (see TURN_*).
+    `curves`: each face's mouth opening per frame (g.opening), `widths`: its face width (_face_width)."""
     n = len(shots)
     if not curves:
         return [-1] * n, "no face detected in any frame", None
@@ -408,8 +545,7 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, w
             continue
         candidates = [f for f in here if here[f] >= 0.25 * max(here.values())]
         if envelope is not None:
-            corr = {f: _masked_corr(g.opening(np.nan_to_num(curves[f])), envelope, present[f] & idx)
-                    for f in candidates}
+            corr = {f: _masked_corr(curves[f], envelope, present[f] & idx) for f in candidates}
         if len(candidates) == 1:
             (f,) = candidates
         elif envelope is not None:
@@ -417,7 +553,7 @@ def _choose_per_shot(curves: dict, present: dict, shots: np.ndarray, envelope, w
             notes.append(f"shot {s}: face {f} moves with the speech (r={corr[f]:.2f} vs "
                          + ", ".join(f"{corr[c]:.2f}" for c in candidates if c != f) + ")")
         else:
-            sizes = {c: float(np.nanmedian([_face_width(p) for p in curves[c][present[c] & idx]])) for c in candidates}
+            sizes = {c: float(np.nanmedian(widths[c][present[c] & idx].astype(np.float64))) for c in candidates}
             f = max(candidates, key=lambda c: (here[c], sizes[c]))
             notes.append(f"shot {s}: no source speech to compare with; face {f} is on screen longest")
         if envelope is not None:
@@ -450,7 +586,7 @@ def _by_speaker(chosen: list[int], curves: dict, present: dict, envelope: np.nda
     spans = {w: np.zeros(len(times), bool) for w in who}
     for a, b, w in lines:
         spans[w] |= (times >= a) & (times < b)
-    corr = np.array([[_masked_corr(g.opening(np.nan_to_num(curves[f])), envelope, present[f] & spans[w])
+    corr = np.array([[_masked_corr(curves[f], envelope, present[f] & spans[w])
                       if (present[f] & spans[w]).sum() >= SPEAKER_MIN_FRAMES else 0.0 for f in faces] for w in who])
     rows, cols = linear_sum_assignment(-corr)
     bound = {who[r]: faces[c] for r, c in zip(rows, cols) if corr[r, c] > 0}
@@ -468,8 +604,8 @@ def _turns(main: int, candidates: list[int], curves: dict, present: dict, idx: n
     correlation with the speech beats the current speaker's by TURN_MARGIN (and reaches TURN_MIN_R), and keeps it
     until beaten the same way (hysteresis); turns shorter than `min_run` frames are undone."""
     frames_ = np.flatnonzero(idx)
-    r = {c: np.nan_to_num(_rolling_corr(g.opening(np.nan_to_num(curves[c])), envelope, present[c] & idx,
-                                        window)[frames_], nan=-1.0) for c in candidates}
+    r = {c: np.nan_to_num(_rolling_corr(curves[c], envelope, present[c] & idx, window)[frames_], nan=-1.0)
+         for c in candidates}
     choice = np.full(len(frames_), main, np.int64)
     current = main
     for k in range(len(frames_)):
@@ -569,25 +705,42 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
-def _smooth(points: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Zero-phase Gaussian smoothing along time within each segment (lips lighter), in place: each segment's
-    filter reads its own rows, copied by the indexing before they are written."""
+MARGIN = 8  # frames read beyond a window on each side when smoothing: more than any Gaussian's radius (6)
 
-    out = points
-    lips = np.zeros(points.shape[1], bool)
-    lips[g.sub(g.LIPS)] = True
-    for a, b in spans(segment):
-        if b - a < 3:
-            continue
-        out[a:b, lips] = gaussian_filter1d(points[a:b, lips], LIP_SIGMA, axis=0, mode="nearest")
-        out[a:b, ~lips] = gaussian_filter1d(points[a:b, ~lips], FACE_SIGMA, axis=0, mode="nearest")
+
+def _smoothed(rows: Rows, segment: np.ndarray, smooth: Callable[[np.ndarray], np.ndarray]
+              ) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame, rows) of `rows` with `smooth` applied to each segment of 3 frames or more, a window at a time.
+    Each window is read with MARGIN more frames on either side, so each value is the one `smooth` gives on the
+    whole segment: a Gaussian of radius MARGIN or less reads nothing further, and where it reaches a segment's
+    end it extends that end as on the whole segment."""
+    bounds = [(a, b) for a, b in spans(segment) if b - a >= 3]
+    starts = np.array([a for a, _ in bounds], np.int64)
+    ends = np.array([b for _, b in bounds], np.int64)
+    n = len(rows)
+    for a in range(0, n, rows.block):
+        b = min(a + rows.block, n)
+        lo, hi = max(a - MARGIN, 0), min(b + MARGIN, n)
+        data = rows.window(lo, hi)
+        out = data[a - lo: b - lo].copy()
+        for k in range(int(np.searchsorted(ends, a, side="right")), int(np.searchsorted(starts, b))):
+            s, e = max(int(starts[k]), lo), min(int(ends[k]), hi)
+            smoothed = smooth(data[s - lo: e - lo])
+            first, last = max(s, a), min(e, b)
+            out[first - a: last - a] = smoothed[first - s: last - s]
+        yield a, out
+
+
+_LIPS = np.isin(np.arange(len(g.SUBSET)), g.sub(g.LIPS))
+
+
+def _smooth_points(points: np.ndarray) -> np.ndarray:
+    """Zero-phase Gaussian smoothing of one segment's landmarks along time (lips lighter)."""
+    out = np.empty_like(points)
+    out[:, _LIPS] = gaussian_filter1d(points[:, _LIPS], LIP_SIGMA, axis=0, mode="nearest")
+    out[:, ~_LIPS] = gaussian_filter1d(points[:, ~_LIPS], FACE_SIGMA, axis=0, mode="nearest")
     return out
 
 
-def _smooth_pose(pose: np.ndarray, segment: np.ndarray) -> np.ndarray:
-
-    out = pose.copy()
-    for a, b in spans(segment):
-        if b - a >= 3:
-            out[a:b] = gaussian_filter1d(pose[a:b], POSE_SIGMA, axis=0, mode="nearest")
-    return out
+def _smooth_pose(pose: np.ndarray) -> np.ndarray:
+    return gaussian_filter1d(pose, POSE_SIGMA, axis=0, mode="nearest")
