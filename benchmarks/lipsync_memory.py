@@ -8,7 +8,8 @@ and the face track made once per length, by that script's stages). Each measurem
 long_source.py in a fresh process, after removing everything the stage caches beside the face track (the mouth bank,
 the x264 calibration, the scorecard's source detections, the landmarks' .npy copy), so every run builds them as a
 first language does. With --before, the same stage of another tree (a checkout and a Python that imports it) is run
-on the same sources, interleaved with this one, length by length: a same-session baseline.
+on the same sources (each version with its own copy of the face track), interleaved with this one, length by length,
+or at the same time with --parallel: a same-session baseline.
 
 Printed per code and length: peak RSS (VmHWM, MiB), CPU seconds (user + system), the growth in MiB per minute
 between lengths, the ratio to the shortest length, and the ratio an hour would have with the growth measured
@@ -20,15 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 1.10
-CACHES = ("mouth-bank-*", "encode-loss-*", "score-source-*", "*.points.npy")
+CACHES = ("mouth-bank-*", "encode-loss-*", "score-source-*", "*.points.npy", "*.pose.npy")
 
 
 def prepare(work: Path, minutes: list[float], python: str) -> None:
@@ -53,11 +56,27 @@ def prepare(work: Path, minutes: list[float], python: str) -> None:
             print(f"  prepared {folder.name} {stage} in {time.perf_counter() - began:.0f} s", flush=True)
 
 
-def clear_caches(folder: Path) -> None:
+def code_folder(folder: Path, code: str) -> Path:
+    """A folder of `folder`'s records for one version of the code, with its own copy of the face track: what the
+    stage caches beside the track (mouth bank, calibration, scorecard cache) is never shared between versions, so
+    both can run at once (--parallel)."""
+    mine = folder.with_name(f"{folder.name}-{code}")
+    (mine / "track").mkdir(parents=True, exist_ok=True)
+    for name in ("media.json", "dub.json", "transcript.json", "seconds"):
+        if not (mine / name).exists():
+            (mine / name).symlink_to(folder / name)
     face = json.loads((folder / "face.json").read_text(encoding="utf-8"))
-    track_dir = Path(face["npz"]).parent
+    npz = Path(face["npz"])
+    if not (mine / "track" / npz.name).is_file():
+        shutil.copyfile(npz, mine / "track" / npz.name)
+    face["npz"] = str(mine / "track" / npz.name)
+    (mine / "face.json").write_text(json.dumps(face), encoding="utf-8")
+    return mine
+
+
+def clear_caches(folder: Path) -> None:
     for pattern in CACHES:
-        for path in track_dir.glob(pattern):
+        for path in (folder / "track").glob(pattern):
             path.unlink()
 
 
@@ -131,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 2.0, 6.0])
     parser.add_argument("--before", nargs=2, metavar=("PYTHON", "TREE"), help="another checkout to compare with")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the two versions at the same time (peaks are per process; CPU seconds less steady)")
     parser.add_argument("--sample", action="store_true", help="record RSS every 0.25 s per run (in --work)")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -154,12 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[float, list[dict]]] = {code: {m: [] for m in minutes} for code in codes}
     for k in range(args.repeat):
         for m in minutes:
-            for code, (python, tree) in codes.items():
+            def one(code: str, m: float = m, k: int = k) -> None:
+                python, tree = codes[code]
                 sample = work / f"rss-{code}-{m:g}min-{k}.txt" if args.sample else None
-                r = run_lipsync(python, tree, work / f"{m:g}min", sample)
+                r = run_lipsync(python, tree, code_folder(work / f"{m:g}min", code), sample)
                 results[code][m].append(r)
                 print(f"  {code:<7}{m:>5g} min: peak {r['peak_mib']:.0f} MiB, cpu {r['cpu']:.1f} s, wall "
                       f"{r['wall']:.0f} s, load {os.getloadavg()[0]:.2f}; {r['note']}", flush=True)
+
+            if args.parallel:
+                with ThreadPoolExecutor(len(codes)) as pool:
+                    list(pool.map(one, codes))
+            else:
+                for code in codes:
+                    one(code)
     ok = report(results, minutes)
     print(f"  load average now {os.getloadavg()}")
     if args.json:
