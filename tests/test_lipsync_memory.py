@@ -222,3 +222,36 @@ def test_unit_selection_memory_does_not_grow_with_length():
 
     a, b = peak(1000), peak(5000)
     assert b - a < 40 * 4000, (a, b)  # the whole back-pointers: about 370 bytes a frame
+
+
+@pytest.mark.parametrize("block", [7, 512])
+def test_compact_arrays_are_the_tracks_and_cost_22_bytes_a_frame(tmp_path, block):
+    from dubforge.lipsync.perframe import Poses, load_compact
+
+    short, long = fake_track(tmp_path, 2048), fake_track(tmp_path, 6144, seed=1)
+    whole = load_arrays(long, points=False)
+    compact = load_compact(long)
+    poses = Poses(long, block)
+    for key in ("times", "valid", "occluded", "segment", "identity", "shot"):
+        assert np.array_equal(compact[key], whole[key]), key
+    assert np.array_equal(poses[0:6144], whole["pose"]) and np.array_equal(poses[700:1300], whole["pose"][700:1300])
+    for i in (0, 6, 7, 511, 512, 6143, 3):
+        assert np.array_equal(poses[i], whole["pose"][i])
+    chosen = np.array([3, 4, 5, 900, 6000])
+    assert np.array_equal(poses[chosen], whole["pose"][chosen])
+    marks, by_rows = Landmarks(long, whole["pose"]), Landmarks(long, poses)
+    assert np.array_equal(by_rows.descriptors(), marks.descriptors())
+
+    def held(track: FaceTrack) -> int:
+        load_compact(track)  # the pose's .npy copy made first: it streams, but is not what is measured
+        tracemalloc.start()
+        try:
+            arrays = load_compact(track)
+            size = tracemalloc.get_traced_memory()[0]
+            del arrays
+            return size
+        finally:
+            tracemalloc.stop()
+
+    # times 8, flags 2, three int32 ids 12: 22 bytes a frame (load_arrays: 90, the pose alone 48).
+    assert held(long) - held(short) < 26 * (6144 - 2048)
