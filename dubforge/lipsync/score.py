@@ -61,8 +61,9 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     cache = _source_cache(track, Path(source))
     old_faces, src_done = _load_source(cache, n)
     detect_src = bool((speak & ~src_done).any())
-    centres = [points.mean(1) for _, points, _ in marks.windows()]
-    anchor = _anchors(np.concatenate(centres) if centres else np.zeros((0, 2)), valid, arrays["shot"])
+    # The face centres (16 bytes a frame) live only while the anchors are made.
+    anchor = _anchors(np.concatenate([points.mean(1) for _, points, _ in marks.windows()] or [np.zeros((0, 2))]),
+                      valid, arrays["shot"])
     nothing = np.full((len(g.SUBSET), 2), np.nan, np.float32)
     src_open, out_open = np.full(n, np.nan), np.full(n, np.nan)
     face_ok, redone = np.zeros(n, bool), np.zeros(n, bool)
