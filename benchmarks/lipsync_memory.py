@@ -164,7 +164,7 @@ def report(results: dict[str, dict[str, list[dict]]], runs: list[tuple[str, floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="working folder (sources reused between runs)")
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 6.0],
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1.0, 6.0],
                         help="lengths run with the heap bounded, as an hour runs (default 1 6)")
     parser.add_argument("--plain", type=float, nargs="*", default=[1.0],
                         help="lengths run as a source under 10 minutes runs: glibc's dynamic heap (default 1)")
