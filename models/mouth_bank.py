@@ -14,9 +14,10 @@ from dubforge.lipsync import bank, portrait, select, visemes
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.bank import load_or_build
+from dubforge.lipsync.perframe import load_compact
 from dubforge.lipsync.portrait import render_portrait
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import Landmarks, load_arrays, runs, spans
+from dubforge.lipsync.track import Landmarks, runs, spans
 from dubforge.lipsync.video import (
     EncodeThread,
     H264Writer,
@@ -80,7 +81,8 @@ class MouthBankRenderer(LipsyncRenderer):
         from dubforge.lipsync.select import select
 
         info = probe(video)
-        arrays = load_arrays(track, points=False)  # landmarks: a window at a time (Landmarks), flat in length
+        # Landmarks and poses: a window at a time (Landmarks, Poses); the rest compact (perframe): flat in length.
+        arrays = load_compact(track)
         times, valid, n = arrays["times"], arrays["valid"].copy(), track.frame_count
         warnings: list[str] = []
         visemes, sync = "generic", None
@@ -92,11 +94,10 @@ class MouthBankRenderer(LipsyncRenderer):
             marks = Landmarks(track, arrays["pose"])
             desc = marks.descriptors()
             segment, identity = arrays["segment"], arrays["identity"]
-            shot = arrays.get("shot", np.zeros(n, np.int64))
-            occluded = arrays.get("occluded", np.zeros(n, bool))
+            shot, occluded = arrays["shot"], arrays["occluded"]
             targets = np.zeros((n, 3))
             closed = np.zeros(n, bool)
-            path = np.full(n, -1, np.int64)
+            path = np.full(n, -1, np.int32)  # bank units: fewer than MAX_UNITS
             fade = np.zeros(n)
             unit_seg = segment[bank.frames]
             for person in np.unique(identity[valid]):
@@ -167,9 +168,10 @@ class MouthBankRenderer(LipsyncRenderer):
 
         bank, marks, targets, closed, path, fade, margin = plan
         height, width = planes[0].shape
-        inv = g.invert(arrays["pose"][i])
+        pose = arrays["pose"][i]
+        inv = g.invert(pose)
         cur_px, cur_c = marks.points(i), marks.canon(i)
-        iod_px = 1.0 / np.hypot(arrays["pose"][i, 0, 0], arrays["pose"][i, 1, 0])
+        iod_px = 1.0 / np.hypot(pose[0, 0], pose[1, 0])
         feather = self.feather * iod_px
         polygon = g.apply(inv, c.mask_polygon(cur_c))
         box = c.region(polygon, width, height, int(feather) + 2)

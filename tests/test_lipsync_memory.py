@@ -157,3 +157,101 @@ def test_what_the_landmarks_cost_does_not_grow_with_length(tmp_path):
     # (1 KB a frame as float32, 2 KB as canonical float64; the whole-array code held about 6.4 KB a frame)
     # are never whole.
     assert b - a < 300 * (6144 - 2048), (a, b)
+
+
+def _whole_viterbi(cost_block, t_len: int, consecutive: np.ndarray, block: int = 256) -> np.ndarray:
+    """The version that held every back-pointer ((T, K) bytes): the reference for the path."""
+    from dubforge.lipsync.select import HOLD, JUMP
+
+    first = cost_block(0, min(block, t_len))
+    k = first.shape[1]
+    acc, costs, base = first[0].copy(), first, 0
+    choice, best_prev = np.zeros((t_len, k), np.uint8), np.zeros(t_len, np.int64)
+    for t in range(1, t_len):
+        if t - base >= len(costs):
+            base, costs = t, cost_block(t, min(t + block, t_len))
+        j = best_prev[t] = int(np.argmin(acc))
+        cont = np.full(k, np.inf)
+        cont[1:] = np.where(consecutive[1:], acc[:-1], np.inf)
+        options = np.stack([cont, acc + HOLD, np.full(k, acc[j] + JUMP)])
+        choice[t] = pick = np.argmin(options, axis=0)
+        acc = costs[t - base] + options[pick, np.arange(k)]
+    path = np.zeros(t_len, np.int64)
+    path[-1] = int(np.argmin(acc))
+    for t in range(t_len - 1, 0, -1):
+        c = choice[t, path[t]]
+        path[t - 1] = path[t] - 1 if c == 0 else path[t] if c == 1 else best_prev[t]
+    return path
+
+
+@pytest.mark.parametrize("t_len,block", [(1, 256), (2, 256), (900, 256), (900, 7)])
+def test_viterbi_by_rows_gives_the_whole_arrays_path(t_len, block):
+    from dubforge.lipsync.select import viterbi
+
+    rng = np.random.default_rng(t_len + block)
+    k = 50
+    # Shapes that drift (so continuing, holding and jumping all win somewhere), with exact ties.
+    costs = np.round(rng.random((t_len, k)) * 0.3 + np.abs(np.sin(np.arange(t_len)[:, None] / 40 + np.arange(k))), 2)
+    consecutive = rng.random(k) > 0.3
+
+    def cost_block(a, b):
+        return costs[a:b]
+
+    got = viterbi(cost_block, t_len, consecutive, block)
+    assert np.array_equal(got, _whole_viterbi(cost_block, t_len, consecutive, block))
+    if t_len > 100:
+        assert len(np.unique(np.diff(got))) > 2  # the path continues, holds and jumps
+
+
+def test_unit_selection_memory_does_not_grow_with_length():
+    """The Viterbi back-pointers (one byte per frame and bank unit: 40 MB for an hour's single shot with 360
+    units) are spilled: what grows is the path (8 bytes a frame) and the costs' block."""
+    from dubforge.lipsync.select import viterbi
+
+    k, rng = 360, np.random.default_rng(5)
+    table = rng.random((256, k))
+    consecutive = rng.random(k) > 0.2
+
+    def peak(t_len: int) -> int:
+        tracemalloc.start()
+        try:
+            viterbi(lambda a, b: table[np.arange(a, b) % 256], t_len, consecutive)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    a, b = peak(1000), peak(5000)
+    assert b - a < 40 * 4000, (a, b)  # the whole back-pointers: about 370 bytes a frame
+
+
+@pytest.mark.parametrize("block", [7, 512])
+def test_compact_arrays_are_the_tracks_and_cost_22_bytes_a_frame(tmp_path, block):
+    from dubforge.lipsync.perframe import Poses, load_compact
+
+    short, long = fake_track(tmp_path, 2048), fake_track(tmp_path, 6144, seed=1)
+    whole = load_arrays(long, points=False)
+    compact = load_compact(long)
+    poses = Poses(long, block)
+    for key in ("times", "valid", "occluded", "segment", "identity", "shot"):
+        assert np.array_equal(compact[key], whole[key]), key
+    assert np.array_equal(poses[0:6144], whole["pose"]) and np.array_equal(poses[700:1300], whole["pose"][700:1300])
+    for i in (0, 6, 7, 511, 512, 6143, 3):
+        assert np.array_equal(poses[i], whole["pose"][i])
+    chosen = np.array([3, 4, 5, 900, 6000])
+    assert np.array_equal(poses[chosen], whole["pose"][chosen])
+    marks, by_rows = Landmarks(long, whole["pose"]), Landmarks(long, poses)
+    assert np.array_equal(by_rows.descriptors(), marks.descriptors())
+
+    def held(track: FaceTrack) -> int:
+        load_compact(track)  # the pose's .npy copy made first: it streams, but is not what is measured
+        tracemalloc.start()
+        try:
+            arrays = load_compact(track)
+            size = tracemalloc.get_traced_memory()[0]
+            del arrays
+            return size
+        finally:
+            tracemalloc.stop()
+
+    # times 8, flags 2, three int32 ids 12: 22 bytes a frame (load_arrays: 90, the pose alone 48).
+    assert held(long) - held(short) < 26 * (6144 - 2048)

@@ -13,8 +13,9 @@ import numpy as np
 
 from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.perframe import load_compact
 from dubforge.lipsync.records import FaceTrack
-from dubforge.lipsync.track import Landmarks, load_arrays, runs
+from dubforge.lipsync.track import Landmarks, runs
 from dubforge.lipsync.video import frames, prefetched, yuv_planes
 
 BANK_VERSION = 2
@@ -123,7 +124,7 @@ class Extremes:
 
 
 def build(video: Path, track: FaceTrack) -> Bank:
-    arrays = load_arrays(track, points=False)
+    arrays = load_compact(track)
     valid, pose = arrays["valid"], arrays["pose"]
     marks = Landmarks(track, pose)
     desc = marks.descriptors()

@@ -31,10 +31,11 @@ from dubforge.core.files import atomic_path, fingerprint
 from dubforge.lipsync import geometry as g
 from dubforge.lipsync.compose import mask_polygon
 from dubforge.lipsync.detect import FaceMesh
+from dubforge.lipsync.perframe import load_compact
 from dubforge.lipsync.phoneclass import bilabials, openness, speaking
 from dubforge.lipsync.records import FaceTrack
 from dubforge.lipsync.rows import Rows, row_writer
-from dubforge.lipsync.track import MAX_FACES, Landmarks, load_arrays
+from dubforge.lipsync.track import MAX_FACES, Landmarks
 from dubforge.lipsync.video import rgb_frames, rotation, upright, upright_to_stored
 
 CLOSED = 0.10  # inner-lip gap below this share of the mouth width counts as closed
@@ -52,17 +53,17 @@ def score(rendered: Path, source: Path, track: FaceTrack, dub_phonemes: Sequence
     """The scorecard (JSON-ready). `per_frame`, when given, receives the boolean arrays `scored` and
     `covered` (which frames counted, which of those were re-rendered)."""
 
-    arrays = load_arrays(track, points=False)
+    arrays = load_compact(track)  # the pose and the landmarks: a window at a time, memory flat in length
     times, valid = arrays["times"], arrays["valid"]
-    marks = Landmarks(track, arrays["pose"])  # a window of frames at a time: memory flat in length
+    marks = Landmarks(track, arrays["pose"])
     n = len(times)
     speak = speaking(dub_phonemes, times)
     cache = _source_cache(track, Path(source))
     old_faces, src_done = _load_source(cache, n)
     detect_src = bool((speak & ~src_done).any())
-    centres = [points.mean(1) for _, points, _ in marks.windows()]
-    anchor = _anchors(np.concatenate(centres) if centres else np.zeros((0, 2)), valid,
-                      arrays.get("shot", np.zeros(n, np.int64)))
+    # The face centres (16 bytes a frame) live only while the anchors are made.
+    anchor = _anchors(np.concatenate([points.mean(1) for _, points, _ in marks.windows()] or [np.zeros((0, 2))]),
+                      valid, arrays["shot"])
     nothing = np.full((len(g.SUBSET), 2), np.nan, np.float32)
     src_open, out_open = np.full(n, np.nan), np.full(n, np.nan)
     face_ok, redone = np.zeros(n, bool), np.zeros(n, bool)

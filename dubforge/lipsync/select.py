@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
+from dubforge.lipsync.rows import Rows, row_writer
 from dubforge.lipsync.visemes import Range
 
 HOLD, JUMP = 0.03, 0.08  # transition costs; following the source (unit k-1 -> k) is free
@@ -31,27 +35,36 @@ def select(desc: np.ndarray, targets: np.ndarray, closed: np.ndarray, rng: Range
 
 def viterbi(cost_block, t_len: int, consecutive: np.ndarray, block: int = 256) -> np.ndarray:
     """Cheapest unit path. Transitions: continue the source (free), hold (HOLD), jump anywhere (JUMP);
-    O(T*K) time and one byte per (frame, unit) of back-pointers. cost_block(a, b) -> costs[a:b] (b-a, K)."""
+    O(T*K) time. cost_block(a, b) -> costs[a:b] (b-a, K). The back-pointers (per frame, a choice per unit and the
+    best unit) go to a temporary row file and are read back a window at a time: an hour's single shot would hold
+    40 MB of them (K = 360), and memory stays O(K * block) whatever T."""
     first = cost_block(0, min(block, t_len))
     k = first.shape[1]
+    if k >= 1 << 16:
+        raise ValueError(f"{k} units: back-pointers are uint16")
     acc = first[0].copy()
     costs, base = first, 0
-    choice = np.zeros((t_len, k), np.uint8)  # 0 continue, 1 hold, 2 jump
-    best_prev = np.zeros(t_len, np.int64)
-    for t in range(1, t_len):
-        if t - base >= len(costs):
-            base, costs = t, cost_block(t, min(t + block, t_len))
-        j = int(np.argmin(acc))
-        best_prev[t] = j
-        cont = np.full(k, np.inf)
-        cont[1:] = np.where(consecutive[1:], acc[:-1], np.inf)
-        options = np.stack([cont, acc + HOLD, np.full(k, acc[j] + JUMP)])
-        pick = np.argmin(options, axis=0)
-        choice[t] = pick
-        acc = costs[t - base] + options[pick, np.arange(k)]
-    path = np.zeros(t_len, np.int64)
-    path[-1] = int(np.argmin(acc))
-    for t in range(t_len - 1, 0, -1):
-        c = choice[t, path[t]]
-        path[t - 1] = path[t] - 1 if c == 0 else path[t] if c == 1 else best_prev[t]
+    row = np.zeros(k + 1, np.uint16)  # [choice per unit: 0 continue, 1 hold, 2 jump; best unit of the frame before]
+    with tempfile.TemporaryDirectory(prefix="dubforge-viterbi-") as tmp:
+        back = Path(tmp) / "back.npy"
+        with row_writer(back, (t_len, k + 1), np.uint16) as write:
+            write(row)  # frame 0 has no predecessor
+            for t in range(1, t_len):
+                if t - base >= len(costs):
+                    base, costs = t, cost_block(t, min(t + block, t_len))
+                j = int(np.argmin(acc))
+                cont = np.full(k, np.inf)
+                cont[1:] = np.where(consecutive[1:], acc[:-1], np.inf)
+                options = np.stack([cont, acc + HOLD, np.full(k, acc[j] + JUMP)])
+                pick = np.argmin(options, axis=0)
+                row[:k], row[k] = pick, j
+                write(row)
+                acc = costs[t - base] + options[pick, np.arange(k)]
+        rows = Rows(back, block)
+        path = np.zeros(t_len, np.int64)
+        path[-1] = int(np.argmin(acc))
+        for t in range(t_len - 1, 0, -1):
+            pointers = rows.row(t)
+            c = pointers[path[t]]
+            path[t - 1] = path[t] - 1 if c == 0 else path[t] if c == 1 else pointers[k]
     return path
