@@ -27,7 +27,8 @@ def render_elsewhere():
 
 @flow(flow_run_name="other-project-render")
 def other_project():
-    render_elsewhere()
+    render_elsewhere()  # the engine gives the slot back as the task ends
+    Path(sys.argv[1] + ".released").write_text(repr(time.time()))
 
 other_project()
 """
@@ -49,7 +50,7 @@ def test_waiting_for_the_gpu_slot_is_shown_and_reported(tmp_path, prefect_api):
         while not ready.exists():
             assert holder.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        held_since = time.monotonic()
+        held_since, asked_at = time.monotonic(), time.time()
         result = CliRunner().invoke(app, ["run", str(path)])
     finally:
         holder.wait(timeout=60)
@@ -57,7 +58,8 @@ def test_waiting_for_the_gpu_slot_is_shown_and_reported(tmp_path, prefect_api):
     assert "waiting for a render slot (held by run other-project-render)" in " ".join(result.output.split())
     stage = json.loads((tmp_path / "out" / "report.json").read_text())["languages"]["es"]["stages"]["lipsync"]
     assert stage["waited_for_slot"] >= 2.0, stage
-    assert stage["waited_for_slot"] <= HOLD_S + 5.0, stage  # Prefect polls the slot; a loaded machine adds seconds
+    held_for = float((tmp_path / "holding.released").read_text()) - asked_at  # a loaded machine releases late
+    assert stage["waited_for_slot"] <= held_for + 5.0, (stage, held_for)  # + Prefect's polling of the slot
     assert stage["seconds"] < time.monotonic() - held_since - stage["waited_for_slot"], stage  # the render alone
 
 
