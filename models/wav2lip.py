@@ -229,6 +229,8 @@ def crop_square(marks: Landmarks, valid: np.ndarray) -> tuple[np.ndarray, float]
 def _median(part: Extremes) -> np.ndarray:
     """np.median(values, axis=0) from an Extremes(count, 50) that saw them: it keeps the upper half of each column
     (NaNs sort there too), which holds the one or two middle values np.median averages."""
+    if part.kept is None:
+        raise ValueError("median of no values")
     ordered = np.sort(part.kept, axis=0)
     first = part.count - len(ordered)  # rank of ordered[0] among all the values
     middle = [part.below - first] if part.count % 2 else [part.below - first, part.above - first]
