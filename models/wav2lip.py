@@ -13,7 +13,7 @@ Weights: non-commercial (see models.yaml licence note). GPU when present, CPU ot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,17 @@ from dubforge.core.files import atomic_path, fingerprint, sha256_file
 from dubforge.core.model_store import resolve
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.bank import canonical
+from dubforge.lipsync.bank import Extremes
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import load_arrays
+from dubforge.lipsync.track import Landmarks, load_arrays
 from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
-from dubforge.media.audio import SPEECH_RATE, read_wav, resample, to_channels
+from dubforge.media.audio import WavReader, resample_blocks, to_channels
 from dubforge.models.base import LipsyncRenderer, ProgressCallback
 
 VERSION = 1
 SIZE = 96
 MEL_STEP = 16
+GROUP = 64  # mel columns: the streamed spectrogram's pieces are whole groups (see mel_frames)
 SAMPLE_RATE, N_FFT, HOP, N_MELS, FMIN, FMAX = 16_000, 800, 200, 80, 55, 7600
 
 
@@ -137,37 +138,105 @@ def check_model(path: Path) -> str:
     return f"Wav2Lip generator, {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters"
 
 
-def mel_spectrogram(audio: np.ndarray) -> np.ndarray:
-    """Wav2Lip's audio features: 16 kHz, pre-emphasis 0.97, 800-point STFT every 200 samples, 80 Slaney
-    mel bands 55-7600 Hz, dB - 20, scaled symmetrically to [-4, 4]. Returns (80, frames) at 80 fps."""
+def mel_frames(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Wav2Lip's audio features of the 16 kHz mono signal given in 1-D blocks, as consecutive (80, k) pieces of
+    its (80, 1 + samples // 200) spectrogram at 80 fps: pre-emphasis 0.97, 800-point STFT every 200 samples
+    (librosa's centred frames, zero padded), 80 Slaney mel bands 55-7600 Hz, dB - 20, scaled symmetrically to
+    [-4, 4]. Each STFT frame is cut from the same pre-emphasised samples as the whole signal's, and the mel
+    projection (a BLAS product, whose last bits for a column depend on the shape of the product it is part of:
+    narrow edges take other kernels) runs on whole GROUPs of columns, the last piece GROUP or more wide: with
+    NumPy's OpenBLAS the values are the whole-array computation's to the bit (tests/neural/test_neural_wav2lip.py
+    allows 2 float32 ulps elsewhere). Memory: one block."""
 
     import librosa  # heavy, and only in the neural venv
 
-    emphasised = np.append(audio[0], audio[1:] - 0.97 * audio[:-1]).astype(np.float32)
-    spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT))
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
-    db = 20 * np.log10(np.maximum(1e-5, basis @ spec)) - 20
-    return np.clip(8 * ((db + 100) / 100) - 4, -4, 4).astype(np.float32)
+
+    def features(samples: np.ndarray) -> np.ndarray:
+        spec = np.abs(librosa.stft(y=samples, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=False))
+        db = 20 * np.log10(np.maximum(1e-5, basis @ spec)) - 20
+        return np.clip(8 * ((db + 100) / 100) - 4, -4, 4).astype(np.float32)
+
+    half = N_FFT // 2
+    held = np.zeros(half, np.float32)  # pre-emphasised samples from the next column's first on (centre padding first)
+    samples, column, previous = 0, 0, np.float32(0)
+    for block in blocks:
+        block = np.asarray(block, np.float32)
+        if not len(block):
+            continue
+        emphasised = block - 0.97 * np.concatenate([[previous], block[:-1]])
+        previous, samples = block[-1], samples + len(block)
+        held = np.concatenate([held, emphasised])
+        complete = (len(held) - N_FFT) // HOP + 1  # columns whose 800 samples have all arrived
+        ready = (complete - GROUP) // GROUP * GROUP  # whole groups, GROUP or more columns kept for the end
+        if ready > 0:
+            yield features(held[: (ready - 1) * HOP + N_FFT])
+            held, column = held[ready * HOP:], column + ready
+    left = 1 + samples // HOP - column  # the whole signal has 1 + samples // HOP columns
+    if left > 0:
+        tail = np.concatenate([held, np.zeros(half, np.float32)])  # the centre padding at the end
+        yield features(tail[: (left - 1) * HOP + N_FFT])
 
 
-def mel_window(mel: np.ndarray, time: float) -> np.ndarray:
-    """The 16 mel frames starting at `time` (Wav2Lip's frame i at fps f starts at int(80 * i / f))."""
-    start = min(max(int(80.0 * time), 0), max(mel.shape[1] - MEL_STEP, 0))
-    window = mel[:, start:start + MEL_STEP]
-    if window.shape[1] < MEL_STEP:
-        window = np.pad(window, ((0, 0), (0, MEL_STEP - window.shape[1])), mode="edge")
-    return window
+class MelWindows:
+    """Wav2Lip's 16-frame mel windows of a WAV (any rate and channels: mixed to mono, resampled to 16 kHz),
+    computed a block at a time as the render asks for them in order; only the columns from the last window on
+    are held. A window before those restarts the stream (the render never asks for one)."""
+
+    def __init__(self, wav: Path):
+        self.reader = WavReader(wav)
+        samples = -(-self.reader.frames * SAMPLE_RATE // self.reader.rate)  # resample's output length
+        self.columns = 1 + samples // HOP
+        self._restart()
+
+    def _restart(self) -> None:
+        mono = (to_channels(block, 1) for block in self.reader.blocks())
+        self._pieces = mel_frames(b[:, 0] for b in resample_blocks(mono, self.reader.rate, SAMPLE_RATE))
+        self._first, self._held = 0, np.zeros((N_MELS, 0), np.float32)
+
+    def window(self, time: float) -> np.ndarray:
+        """The 16 mel frames starting at `time` (Wav2Lip's frame i at fps f starts at int(80 * i / f))."""
+        start = min(max(int(80.0 * time), 0), max(self.columns - MEL_STEP, 0))
+        if start < self._first:
+            self._restart()
+        end = min(start + MEL_STEP, self.columns)
+        while self._first + self._held.shape[1] < end:
+            self._held = np.concatenate([self._held, next(self._pieces)], axis=1)
+        self._held, self._first = self._held[:, start - self._first:], start
+        window = self._held[:, :MEL_STEP]
+        if window.shape[1] < MEL_STEP:
+            window = np.pad(window, ((0, 0), (0, MEL_STEP - window.shape[1])), mode="edge")
+        return window
 
 
-def crop_square(canon: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
+def crop_square(marks: Landmarks, valid: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre and side (canonical units) of a face square like Wav2Lip's training crops: brow to chin,
-    the chin near the bottom edge; the median over the clip keeps the crop still."""
+    the chin near the bottom edge; the median over the clip keeps the crop still. The face oval's extent is
+    read a window of frames at a time, and its medians are np.median's to the bit (`_median`)."""
 
-    oval = canon[valid][:, g.sub(g.FACE_OVAL)]
-    lo, hi = np.median(oval.min(1), 0), np.median(oval.max(1), 0)
+    oval, count = g.sub(g.FACE_OVAL), int(valid.sum())
+    low, high = Extremes(count, 50.0), Extremes(count, 50.0)
+    for a, _, canon in marks.windows():
+        points = canon[valid[a: a + len(canon)]][:, oval]
+        low.add(points.min(1))
+        high.add(points.max(1))
+    lo, hi = _median(low), _median(high)
     side = float(max(hi - lo) * 1.05)
     centre = np.array([(lo[0] + hi[0]) / 2, hi[1] + 0.03 * side - side / 2])
     return centre, side
+
+
+def _median(part: Extremes) -> np.ndarray:
+    """np.median(values, axis=0) from an Extremes(count, 50) that saw them: it keeps the upper half of each column
+    (NaNs sort there too), which holds the one or two middle values np.median averages."""
+    if part.kept is None:
+        raise ValueError("median of no values")
+    ordered = np.sort(part.kept, axis=0)
+    first = part.count - len(ordered)  # rank of ordered[0] among all the values
+    middle = [part.below - first] if part.count % 2 else [part.below - first, part.above - first]
+    out = np.mean(ordered[middle], axis=0)
+    out[np.isnan(ordered).any(axis=0)] = np.nan
+    return out
 
 
 class Wav2LipRenderer(LipsyncRenderer):
@@ -193,20 +262,19 @@ class Wav2LipRenderer(LipsyncRenderer):
             raise StageError("wav2lip cannot animate a still photo (source.image): use lipsync.backend mouth-bank")
         if audio is None:
             raise StageError("wav2lip renders from the dub audio: pass audio=<the language's dialogue WAV>")
-        if audio is None:
-            raise StageError("wav2lip renders from the dub audio: pass audio=<the language's dialogue WAV>")
         device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device_option == "auto" else self.device_option
         net = load_network(self.checkpoint, device)
-        sound, rate = read_wav(Path(audio))
-        mel = mel_spectrogram(resample(to_channels(sound, 1), rate, SPEECH_RATE)[:, 0])
+        # The dub audio, its mel spectrogram and the landmarks are read a block or window at a time: memory
+        # stays flat in the source's length (docs/benchmarks.md, "Lip-sync memory").
+        mel = MelWindows(Path(audio))
         info = probe(video)
-        arrays = load_arrays(track)
+        arrays = load_arrays(track, points=False)
+        marks = Landmarks(track, arrays["pose"])
         valid, n = arrays["valid"], track.frame_count
         warnings: list[str] = []
-        square, canon = None, None
+        square = None
         if valid.any():
-            canon = canonical(arrays)
-            square = crop_square(canon, valid)
+            square = crop_square(marks, valid)
         else:
             warnings.append(f"{video}: no usable face in any frame ({track.reason}); video passed through unchanged")
         rendered = 0
@@ -218,9 +286,9 @@ class Wav2LipRenderer(LipsyncRenderer):
                 def flush() -> None:
                     nonlocal rendered
                     faces = [i for i, _f in pending if i < n and valid[i] and square is not None]
-                    painted = self._paint(net, device, pending, faces, arrays, canon, square, mel) if faces else {}
+                    painted = self._paint(net, device, pending, faces, arrays, square, mel) if faces else {}
                     for i, frame in pending:
-                        buf = self._compose(frame, painted.get(i), i, arrays, canon, state)
+                        buf = self._compose(frame, painted.get(i), i, arrays, marks, state)
                         rendered += i in painted
                         writer.write(buf, frame.pts)
                         if progress:
@@ -244,7 +312,7 @@ class Wav2LipRenderer(LipsyncRenderer):
         pose = arrays["pose"][i]  # frame -> canonical similarity
         return np.hstack([s * pose[:, :2], (s * (pose[:, 2] - centre) + SIZE / 2)[:, None]])
 
-    def _paint(self, net, device, pending, faces, arrays, canon, square, mel) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _paint(self, net, device, pending, faces, arrays, square, mel: MelWindows) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         import torch
 
         crops, mels, affines = [], [], []
@@ -254,7 +322,7 @@ class Wav2LipRenderer(LipsyncRenderer):
             rgb = frames_by_index[i].to_ndarray(format="rgb24")
             crop = cv2.warpAffine(rgb, affine, (SIZE, SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
             crops.append(crop)
-            mels.append(mel_window(mel, float(arrays["times"][i])))
+            mels.append(mel.window(float(arrays["times"][i])))
             affines.append(affine)
         ref = np.stack(crops).astype(np.float32) / 255.0
         masked = ref.copy()
@@ -264,7 +332,7 @@ class Wav2LipRenderer(LipsyncRenderer):
         out = net(mel_in, faces_in).permute(0, 2, 3, 1).float().cpu().numpy()
         return {i: (np.clip(o * 255.0, 0, 255).astype(np.uint8), a) for i, o, a in zip(faces, out, affines)}
 
-    def _compose(self, frame, painted, i: int, arrays, canon, state: dict) -> np.ndarray:
+    def _compose(self, frame, painted, i: int, arrays, marks: Landmarks, state: dict) -> np.ndarray:
 
         buf, y, u, v = yuv_planes(frame)
         if painted is None:
@@ -275,7 +343,7 @@ class Wav2LipRenderer(LipsyncRenderer):
         inv = g.invert(arrays["pose"][i])
         iod_px = 1.0 / np.hypot(arrays["pose"][i, 0, 0], arrays["pose"][i, 1, 0])
         feather = self.feather * iod_px
-        polygon = g.apply(inv, c.mask_polygon(canon[i]))
+        polygon = g.apply(inv, c.mask_polygon(marks.canon(i)))
         box = c.region(polygon, width, height, int(feather) + 2)
         if box is None:
             return buf
