@@ -26,8 +26,8 @@ from dubforge.core.files import atomic_path, fingerprint, sha256_file
 from dubforge.core.model_store import resolve
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
-from dubforge.lipsync.bank import Extremes
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
+from dubforge.lipsync.rows import exact_median
 from dubforge.lipsync.track import Landmarks, load_arrays
 from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
 from dubforge.media.audio import WavReader, resample_blocks, to_channels
@@ -212,31 +212,19 @@ class MelWindows:
 def crop_square(marks: Landmarks, valid: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre and side (canonical units) of a face square like Wav2Lip's training crops: brow to chin,
     the chin near the bottom edge; the median over the clip keeps the crop still. The face oval's extent is
-    read a window of frames at a time, and its medians are np.median's to the bit (`_median`)."""
+    read a window of frames at a time, and its medians are np.median's to the bit (`rows.exact_median`)."""
 
-    oval, count = g.sub(g.FACE_OVAL), int(valid.sum())
-    low, high = Extremes(count, 50.0), Extremes(count, 50.0)
-    for a, _, canon in marks.windows():
-        points = canon[valid[a: a + len(canon)]][:, oval]
-        low.add(points.min(1))
-        high.add(points.max(1))
-    lo, hi = _median(low), _median(high)
+    oval = g.sub(g.FACE_OVAL)
+
+    def extents():  # per usable frame: the oval's (min x, min y, max x, max y)
+        for a, _, canon in marks.windows():
+            points = canon[valid[a: a + len(canon)]][:, oval]
+            yield np.concatenate([points.min(1), points.max(1)], axis=1)
+
+    lo, hi = np.split(exact_median(extents, int(valid.sum())), 2)
     side = float(max(hi - lo) * 1.05)
     centre = np.array([(lo[0] + hi[0]) / 2, hi[1] + 0.03 * side - side / 2])
     return centre, side
-
-
-def _median(part: Extremes) -> np.ndarray:
-    """np.median(values, axis=0) from an Extremes(count, 50) that saw them: it keeps the upper half of each column
-    (NaNs sort there too), which holds the one or two middle values np.median averages."""
-    if part.kept is None:
-        raise ValueError("median of no values")
-    ordered = np.sort(part.kept, axis=0)
-    first = part.count - len(ordered)  # rank of ordered[0] among all the values
-    middle = [part.below - first] if part.count % 2 else [part.below - first, part.above - first]
-    out = np.mean(ordered[middle], axis=0)
-    out[np.isnan(ordered).any(axis=0)] = np.nan
-    return out
 
 
 class Wav2LipRenderer(LipsyncRenderer):
