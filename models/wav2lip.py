@@ -26,9 +26,10 @@ from dubforge.core.files import atomic_path, fingerprint, sha256_file
 from dubforge.core.model_store import resolve
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.perframe import load_compact
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
 from dubforge.lipsync.rows import exact_median
-from dubforge.lipsync.track import Landmarks, load_arrays
+from dubforge.lipsync.track import Landmarks
 from dubforge.lipsync.video import H264Writer, frames, probe, yuv_planes
 from dubforge.media.audio import WavReader, resample_blocks, to_channels
 from dubforge.models.base import LipsyncRenderer, ProgressCallback
@@ -256,7 +257,7 @@ class Wav2LipRenderer(LipsyncRenderer):
         # stays flat in the source's length (docs/benchmarks.md, "Lip-sync memory").
         mel = MelWindows(Path(audio))
         info = probe(video)
-        arrays = load_arrays(track, points=False)
+        arrays = load_compact(track)  # the pose, like the landmarks, is read a window at a time
         marks = Landmarks(track, arrays["pose"])
         valid, n = arrays["valid"], track.frame_count
         warnings: list[str] = []
@@ -328,8 +329,9 @@ class Wav2LipRenderer(LipsyncRenderer):
             return buf
         crop_rgb, affine = painted
         height, width = y.shape
-        inv = g.invert(arrays["pose"][i])
-        iod_px = 1.0 / np.hypot(arrays["pose"][i, 0, 0], arrays["pose"][i, 1, 0])
+        pose = arrays["pose"][i]
+        inv = g.invert(pose)
+        iod_px = 1.0 / np.hypot(pose[0, 0], pose[1, 0])
         feather = self.feather * iod_px
         polygon = g.apply(inv, c.mask_polygon(marks.canon(i)))
         box = c.region(polygon, width, height, int(feather) + 2)

@@ -15,8 +15,9 @@ from dubforge.core.contracts import Phoneme
 from dubforge.core.files import atomic_path
 from dubforge.lipsync import compose as c
 from dubforge.lipsync import geometry as g
+from dubforge.lipsync.perframe import load_compact
 from dubforge.lipsync.records import FaceTrack, LipsyncResult, finish_render
-from dubforge.lipsync.track import Landmarks, load_arrays
+from dubforge.lipsync.track import Landmarks
 from dubforge.lipsync.video import EncodeThread, H264Writer, copy_into, frames, probe
 from dubforge.lipsync.visemes import Range, generic_shapes, trajectory
 
@@ -191,7 +192,7 @@ def render_portrait(video: Path, track: FaceTrack, dub_phonemes: Sequence[Phonem
     """The portrait render loop (streams like the bank renderer: constant memory)."""
 
     info = probe(video)
-    arrays = load_arrays(track, points=False)  # the landmarks are read a window at a time (Landmarks)
+    arrays = load_compact(track)  # the landmarks and the pose are read a window at a time
     times, valid, n = arrays["times"], arrays["valid"], track.frame_count
     warnings: list[str] = []
     if valid.any():
