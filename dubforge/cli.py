@@ -293,7 +293,7 @@ def service_up(
     inbox: Annotated[Optional[Path], typer.Option(help="manifests inbox folder to scan on a schedule")] = None,
     inbox_cron: Annotated[str, typer.Option(help="cron schedule of the inbox scan")] = "*/5 * * * *",
     out_root: Annotated[Optional[Path], typer.Option(help="inbox runs write OUT_ROOT/<manifest name>/")] = None,
-    zombie_after: Annotated[int, typer.Option(min=31, help="seconds without heartbeat before a run is marked Crashed")] = 90,
+    zombie_after: Annotated[int, typer.Option(min=60, help="seconds without heartbeat before a run is marked Crashed (60 at least: two heartbeats)")] = 90,
 ):
     """Start the single-machine stack in the foreground; Ctrl-C stops all of it."""
 

@@ -34,6 +34,9 @@ INBOX = f"{INBOX_FLOW}/inbox"
 INBOX_CRON = "*/5 * * * *"
 ZOMBIES = "dubforge: crash unresponsive flow runs"
 HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (Prefect's minimum)
+# The server judges a heartbeat by when it was sent but sees it only once its event pipeline gets to it, which a
+# busy server does tens of seconds late: a live run must survive one late heartbeat (Prefect's own example uses 90 s).
+ZOMBIE_MIN_S = 2 * HEARTBEAT_S
 
 
 def ensure_process_pool(name: str, concurrency_limit: int | None = None, description: str = "") -> None:
@@ -54,8 +57,8 @@ def ensure_zombie_automation(after_s: int = 90) -> UUID:
     worker was killed, its machine lost) is marked Crashed instead of staying Running forever. Flow runs send
     heartbeats when the workers have PREFECT_FLOWS_HEARTBEAT_FREQUENCY set (dubforge service up sets it)."""
 
-    if after_s <= HEARTBEAT_S:
-        raise ValueError(f"zombie detection needs more than the {HEARTBEAT_S} s between heartbeats (got {after_s} s)")
+    if after_s < ZOMBIE_MIN_S:
+        raise ValueError(f"zombie detection needs at least {ZOMBIE_MIN_S} s, two heartbeats (got {after_s} s)")
     final = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
     wanted = Automation(
         name=ZOMBIES,

@@ -85,7 +85,7 @@ def service():
         # shared storage on a URL: a real S3 protocol server that the workers reach through AWS_* variables
         s3_env = cleanup.enter_context(s3_server()) if _has("moto.server") and _has("s3fs") else None
         config = StackConfig(home=root / "home", port=free_port(), postgres=True, pg_port=free_port(),
-                             pg_data=root / "pg", workers=2, gpu_workers=1, zombie_after_s=45,
+                             pg_data=root / "pg", workers=2, gpu_workers=1,
                              extra_env={"PREFECT_LOGGING_LEVEL": "INFO", "DUBFORGE_STAGING": str(root / "staging"),
                                         **(s3_env or {})})
         stack = Stack(config)
@@ -136,6 +136,13 @@ def wait(flow_run_id: str, timeout: float = 180):
     from dubforge.service.submit import wait as wait_for
 
     return wait_for(flow_run_id, poll=0.5, timeout=timeout)
+
+
+def explain(service: Service, final) -> str:
+    """An unfinished run's state and message, and the tail of every stack log: what CI shows of a failure."""
+    logs = sorted((service.stack.config.home / "logs").glob("*.log"))
+    tails = [f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]) for log in logs]
+    return "\n".join([f"{final.name} ({final.id}): {final.state}: {final.message}", *tails])
 
 
 def assert_deliverables_whole(out: Path) -> None:

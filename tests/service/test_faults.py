@@ -92,11 +92,11 @@ def test_worker_killed_mid_run_then_resubmitted(service):
                for s in report["languages"][lang]["stages"].values())
     assert_deliverables_whole(out)
 
-    # the killed run does not stay Running: the zombie automation (45 s without heartbeat here) crashes it
+    # the killed run does not stay Running: the zombie automation (90 s without heartbeat) crashes it
     from dubforge.service.submit import status
 
     while (killed_state := status(run_id)).state == "Running":
-        assert time.monotonic() - killed_at < 150, "the killed run is still Running"
+        assert time.monotonic() - killed_at < 200, "the killed run is still Running"
         time.sleep(1)
     assert killed_state.state == "Crashed" and "heartbeat" in killed_state.message, killed_state
 

@@ -9,7 +9,7 @@ import pytest
 
 from dubforge.service.submit import submit
 
-from .conftest import assert_deliverables_whole, project, task_runs, wait
+from .conftest import assert_deliverables_whole, explain, project, task_runs, wait
 
 pytestmark = pytest.mark.service
 
@@ -38,7 +38,7 @@ def test_two_projects_and_six_languages_on_two_workers(service):
     runs = {name: submit(project(service.demo, name, langs)) for name, langs in manifests.items()}
     finals = {name: wait(run_id, timeout=300) for name, run_id in runs.items()}
     for name, final in finals.items():
-        assert final.completed and set(final.languages.values()) == {"completed"}, (name, final)
+        assert final.completed and set(final.languages.values()) == {"completed"}, explain(service, final)
         assert sorted(final.languages) == sorted(manifests[name])
     windows = [_window(run_id) for run_id in runs.values()]
     assert _overlap(windows) == 2  # both workers busy at once, never more (one run per worker)
@@ -70,7 +70,7 @@ def test_gpu_limit_holds_across_workers(service):
         name="probe", work_pool_name=CPU_POOL, print_next_steps=False, build=False, push=False)
     runs = [_run_probe() for _ in range(2)]
     for run_id in runs:
-        assert wait(run_id).completed
+        assert (final := wait(run_id)).completed, explain(service, final)
     renders = [t for run_id in runs for t in task_runs(run_id) if t.name.startswith("render-")]
     assert len(renders) == 6 and all(t.state.is_completed() for t in renders)
     assert _overlap([(t.start_time.timestamp(), t.end_time.timestamp()) for t in renders]) == 1
