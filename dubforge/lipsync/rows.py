@@ -36,6 +36,10 @@ def _header(handle) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype)
 
 
+def _header_of(shape: tuple[int, ...], dtype: np.dtype) -> dict:
+    return {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+
+
 def spill(npz: Path, key: str, out: Path) -> Path:
     """The array `key` of `npz` copied, uncompressed, to the .npy `out` (reused when there), streaming."""
     out = Path(out)
@@ -44,8 +48,7 @@ def spill(npz: Path, key: str, out: Path) -> Path:
     with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as member:
         shape, dtype = _header(member)
         with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-            np.lib.format.write_array_header_2_0(handle, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                          "fortran_order": False, "shape": shape})
+            np.lib.format.write_array_header_2_0(handle, _header_of(shape, dtype))
             shutil.copyfileobj(member, handle, 1 << 20)
     return out
 
@@ -113,10 +116,6 @@ def row_writer(path: Path, shape: tuple[int, ...], dtype) -> Iterator[Callable[[
         yield write
         if written != shape[0]:
             raise ValueError(f"{path}: {written} rows written, {shape[0]} expected")
-
-
-def _header_of(shape: tuple[int, ...], dtype: np.dtype) -> dict:
-    return {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
 
 
 class Appender:

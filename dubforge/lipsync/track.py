@@ -705,7 +705,8 @@ def runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
-MARGIN = 8  # frames read beyond a window on each side when smoothing: more than any Gaussian's radius (6)
+# Frames read beyond a window on each side when smoothing: the widest Gaussian's radius (scipy's, truncate=4).
+MARGIN = max(int(4.0 * sigma + 0.5) for sigma in (LIP_SIGMA, FACE_SIGMA, POSE_SIGMA))
 
 
 def _smoothed(rows: Rows, segment: np.ndarray, smooth: Callable[[np.ndarray], np.ndarray]
